@@ -1,0 +1,137 @@
+"""The application factory: reads like a table of contents of the gateway's features."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.apikeys import ApiKeyFormat
+from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
+from gateway.authn import Authenticator
+from gateway.clock import Clock, SystemClock
+from gateway.config import GatewayConfig
+from gateway.errors import error_middleware
+from gateway.health import setup_health
+from gateway.last_used import LastUsedRecorder
+from gateway.proxy.context import PROXY, ProxyContext
+from gateway.proxy.legacy_sse import setup_legacy_sse
+from gateway.proxy.sessions import SessionBindings
+from gateway.proxy.streamable import setup_streamable
+from gateway.proxy.upstream import Upstream, new_client_session
+from gateway.storage import Storage, StorageError, open_storage
+
+log = logging.getLogger("gateway.app")
+
+CleanupCtx = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
+SESSION_PURGE_INTERVAL = 3600.0
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    upstream_session: aiohttp.ClientSession | None = None,
+) -> web.Application:
+    """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    app.cleanup_ctx.append(_storage_ctx(storage))
+    app.cleanup_ctx.append(_upstream_ctx(upstream_session))
+    app.cleanup_ctx.append(_proxy_ctx)
+    setup_health(app)
+    setup_streamable(app)
+    setup_legacy_sse(app)
+    return app
+
+
+def _storage_ctx(given: Storage | None) -> CleanupCtx:
+    @contextlib.asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[STORAGE] = given
+            yield
+            return
+        config = app[CONFIG].storage
+        storage = open_storage(config.url, pool_min=config.pool_min, pool_max=config.pool_max)
+        await storage.open()
+        try:
+            await storage.check_schema()
+            app[STORAGE] = storage
+            yield
+        finally:
+            await storage.close()
+
+    return ctx
+
+
+def _upstream_ctx(given: aiohttp.ClientSession | None) -> CleanupCtx:
+    @contextlib.asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[UPSTREAM_SESSION] = given
+            yield
+            return
+        upstream = app[CONFIG].upstream
+        async with new_client_session(
+            connect_timeout=upstream.connect_timeout, max_connections=upstream.max_connections
+        ) as session:
+            app[UPSTREAM_SESSION] = session
+            yield
+
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
+    recorder = LastUsedRecorder(storage, interval=config.api_keys.last_used_flush_interval)
+    sessions = SessionBindings(storage, clock)
+    app[PROXY] = ProxyContext(
+        authn=Authenticator(
+            key_format=ApiKeyFormat(config.api_keys.prefix),
+            users=storage,
+            api_keys=storage,
+            clock=clock,
+            last_used=recorder,
+        ),
+        sessions=sessions,
+        upstream=Upstream(
+            app[UPSTREAM_SESSION],
+            first_byte_timeout=config.upstream.first_byte_timeout,
+            idle_timeout=config.upstream.stream_idle_timeout,
+        ),
+        upstream_url=config.upstream.url,
+        upstream_sse_url=config.upstream.sse_url,
+        public_url=config.public_url,
+        allowed_origins=frozenset(config.security.allowed_origins),
+        trusted_proxies=frozenset(config.security.trusted_proxies),
+        identity_headers=config.upstream.identity_headers,
+    )
+    purge = asyncio.create_task(_purge_sessions(app), name="session-purge")
+    async with recorder.running():
+        try:
+            yield
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+
+
+async def _purge_sessions(app: web.Application) -> None:
+    """Forget MCP session bindings older than ``limits.session_max_age``, hourly."""
+    config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
+    while True:
+        try:
+            removed = await storage.purge_sessions(created_before=clock.now() - config.limits.session_max_age)
+            if removed:
+                log.info("purged %d old MCP session bindings", removed)
+        except StorageError as exc:
+            log.warning("session purge failed: %s", type(exc).__name__)
+        await asyncio.sleep(SESSION_PURGE_INTERVAL)

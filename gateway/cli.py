@@ -1,0 +1,204 @@
+"""The ``mcp-gateway`` command: serve, migrate, users, keys, quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+from gateway.accounts import AccountError, Accounts
+from gateway.apikeys import ApiKeyFormat
+from gateway.app import create_app
+from gateway.clock import SystemClock
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.logs import configure_logging
+from gateway.passwords import Passwords, WeakPassword
+from gateway.server import serve
+from gateway.storage import Storage, StorageError, open_storage
+
+CONFIG_ENV = "MCP_GATEWAY_CONFIG"
+
+
+class CliError(Exception):
+    """Reported as ``error: <message>`` with exit status 2."""
+
+
+def load(path: str | None) -> GatewayConfig:
+    path = path or os.environ.get(CONFIG_ENV)
+    return load_config(path) if path else GatewayConfig()
+
+
+@contextlib.asynccontextmanager
+async def opened_storage(config: GatewayConfig, *, check: bool = True) -> AsyncIterator[Storage]:
+    storage = open_storage(config.storage.url, pool_min=1, pool_max=2)
+    await storage.open()
+    try:
+        if check:
+            await storage.check_schema()
+        yield storage
+    finally:
+        await storage.close()
+
+
+def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
+    return Accounts(
+        users=storage,
+        keys=storage,
+        passwords=Passwords(),
+        key_format=ApiKeyFormat(config.api_keys.prefix),
+        clock=SystemClock(),
+    )
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise CliError("passwords do not match")
+    return first
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
+    app = create_app(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(app, host, port) as running:
+        print(f"mcp-gateway listening on {running.url} (public URL {config.public_url})", file=sys.stderr)
+        await stop.wait()
+        print("mcp-gateway shutting down: draining in-flight requests", file=sys.stderr)
+
+
+async def run_migrate(config: GatewayConfig) -> None:
+    async with opened_storage(config, check=False) as storage:
+        applied = await storage.migrate()
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+
+
+async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
+    async with opened_storage(config) as storage:
+        accounts = accounts_for(config, storage)
+        if args.users_command == "create":
+            password = read_password(args.password_stdin)
+            user = await accounts.create_user(args.email, password)
+            print(f"created user {user.email} ({user.id})")
+        elif args.users_command == "list":
+            print(f"{'ID':<22} {'EMAIL':<40} {'CREATED':<21} STATUS")
+            for user in await storage.list_users():
+                status = "active" if user.active else f"disabled {when(user.disabled_at)}"
+                print(f"{user.id:<22} {user.email:<40} {when(user.created_at):<21} {status}")
+
+
+async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
+    async with opened_storage(config) as storage:
+        accounts = accounts_for(config, storage)
+        if args.keys_command == "create":
+            user = await accounts.require_user(args.user)
+            expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
+            row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
+            print(minted.key)
+        elif args.keys_command == "list":
+            user_id = (await accounts.require_user(args.user)).id if args.user else None
+            emails = {u.id: u.email for u in await storage.list_users()}
+            print(f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21} STATUS")
+            now = time.time()
+            for key in await storage.list_api_keys(user_id):
+                shown = f"{key.display_prefix}…{key.last_four}"
+                status = "revoked" if key.revoked_at else ("active" if key.usable_at(now) else "expired")
+                print(
+                    f"{key.id:<22} {shown:<16} {key.name[:20]:<20} {emails.get(key.user_id, '?')[:30]:<30} "
+                    f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
+                )
+        elif args.keys_command == "revoke":
+            if not await storage.revoke_api_key(args.id, now=time.time()):
+                raise CliError(f"no active key with id {args.id}")
+            print(f"revoked key {args.id}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, help_text: str, parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", metavar="PATH", help=f"YAML configuration (default: ${CONFIG_ENV}, else defaults)")
+        return p
+
+    p = command("serve", "run the gateway")
+    p.add_argument("--host", help="listen address (default: server.host)")
+    p.add_argument("--port", type=int, help="listen port (default: server.port)")
+    p.add_argument("--migrate", action="store_true", help="apply pending migrations before serving")
+    command("migrate", "apply pending database migrations")
+    p = command("quickstart", "start the example upstream and the gateway on the embedded default, with a login")
+    p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    p.add_argument("--data-dir", default=".mcp-gateway", help="where the SQLite database lives")
+
+    users = sub.add_parser("users", help="manage user accounts").add_subparsers(dest="users_command", required=True)
+    p = command("create", "create a user (password from a prompt, or stdin when piped)", users)
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    command("list", "list users", users)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    p = command("create", "create an API key; printed once", keys)
+    p.add_argument("--user", required=True, metavar="EMAIL")
+    p.add_argument("--name", default="default")
+    p.add_argument("--expires-in-days", type=float, metavar="DAYS")
+    p = command("list", "list API keys (prefix and last four characters only)", keys)
+    p.add_argument("--user", metavar="EMAIL")
+    p = command("revoke", "revoke an API key by id", keys)
+    p.add_argument("id")
+    return parser
+
+
+async def dispatch(args: argparse.Namespace) -> None:
+    config = load(args.config)
+    if args.command == "serve":
+        configure_logging(config.logging.level, config.logging.format)
+        if args.migrate:
+            await run_migrate(config)
+        await run_serve(config, args.host or config.server.host, args.port or config.server.port)
+    elif args.command == "migrate":
+        await run_migrate(config)
+    elif args.command == "users":
+        await run_users(config, args)
+    elif args.command == "keys":
+        await run_keys(config, args)
+    elif args.command == "quickstart":
+        from gateway.quickstart import run_quickstart
+
+        await run_quickstart(args.port, args.data_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(dispatch(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, AccountError, WeakPassword) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"error: storage: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,324 @@
+"""Gateway configuration: one YAML file, loaded into a frozen, typed tree.
+
+``${NAME}`` references are replaced by environment variables (``${NAME:-default}`` gives a default).
+Unknown keys are rejected and every problem is reported at once, each with its path
+(``upstream.connect_timeout: expected a number``). Defaults are named constants below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+DEFAULT_STORAGE_URL = "sqlite:///gateway.db"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_FIRST_BYTE_TIMEOUT = 60.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_API_KEY_PREFIX = "mgw"
+DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
+DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
+MCP_PATH = "/mcp"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+
+
+_INVALID: Any = object()
+"""Stands for a value already reported as a problem; the field keeps its default so later checks stay quiet."""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every problem with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_timeout: float = 30.0
+    """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = "http://127.0.0.1:9000/mcp"
+    """The upstream MCP server's Streamable HTTP endpoint."""
+    sse_url: str | None = None
+    """The upstream's legacy HTTP+SSE endpoint (``GET``), if it has one."""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
+    """Seconds to wait for the upstream's response headers before answering 504."""
+    stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT
+    """Seconds an open stream may stay silent before the gateway closes it (0: never)."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    identity_headers: bool = True
+    """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = DEFAULT_STORAGE_URL
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = 8190
+    session_max_age: float = DEFAULT_SESSION_MAX_AGE
+    """Seconds after which a forgotten MCP session binding is purged."""
+
+
+@dataclass(frozen=True)
+class ApiKeysConfig:
+    prefix: str = DEFAULT_API_KEY_PREFIX
+    last_used_flush_interval: float = DEFAULT_LAST_USED_FLUSH_SECONDS
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call ``/mcp`` besides ``public_url``'s own."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peer addresses whose ``X-Forwarded-For`` is believed."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "json"
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    public_url: str = DEFAULT_PUBLIC_URL
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def issuer(self) -> str:
+        """The one exact issuer string, derived from ``public_url`` and never from request headers."""
+        return self.public_url
+
+    @property
+    def mcp_resource(self) -> str:
+        return self.public_url + MCP_PATH
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, substitute, validate. Raises ``ConfigError`` listing every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    return parse_config(raw if raw is not None else {}, env=os.environ if env is None else env)
+
+
+def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    problems: list[str] = []
+    substituted = _substitute(raw, env if env is not None else os.environ, "", problems)
+    config = _build(GatewayConfig, substituted, "", problems)
+    if not isinstance(config, GatewayConfig):
+        raise ConfigError(problems)
+    problems.extend(_check(config))
+    if problems:
+        raise ConfigError(problems)
+    return _normalise(config)
+
+
+def _substitute(value: object, env: Mapping[str, str], path: str, problems: list[str]) -> object:
+    if isinstance(value, str):
+        missing: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+
+        result = _ENV_REF.sub(replace, value)
+        for name in missing:
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+        return _INVALID if missing else result
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, _join(path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _build(cls: type[Any], raw: object, path: str, problems: list[str]) -> object:
+    if not isinstance(raw, dict):
+        problems.append(f"{path or '<root>'}: expected a mapping")
+        return _INVALID
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            problems.append(f"{_join(path, str(key))}: unknown key")
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name in raw:
+            value = _coerce(hints[name], raw[name], _join(path, name), problems)
+            if value is not _INVALID:
+                values[name] = value
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: object, path: str, problems: list[str]) -> Any:
+    """The value as ``hint``, or ``_INVALID`` after recording why not."""
+    if value is _INVALID:
+        return _INVALID
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, path, problems)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, path, problems)
+    if origin is tuple:
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected a list")
+            return _INVALID
+        (inner,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        items = [_coerce(inner, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return _INVALID if any(item is _INVALID for item in items) else tuple(items)
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path}: expected true or false")
+            return _INVALID
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path}: expected an integer")
+            return _INVALID
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path}: expected a number")
+            return _INVALID
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"{path}: expected a string")
+            return _INVALID
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
+
+
+def _check(c: GatewayConfig) -> list[str]:
+    problems: list[str] = []
+    problems += _check_http_url("public_url", c.public_url, allow_path=True)
+    if urlsplit(c.public_url).query or urlsplit(c.public_url).fragment:
+        problems.append("public_url: must not have a query or fragment")
+    problems += _check_http_url("upstream.url", c.upstream.url, allow_path=True)
+    if c.upstream.sse_url is not None:
+        problems += _check_http_url("upstream.sse_url", c.upstream.sse_url, allow_path=True)
+    if not (c.storage.url.startswith("sqlite:///") or c.storage.url.startswith(("postgresql://", "postgres://"))):
+        problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
+    if c.redis.url is not None and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("redis.url: expected redis://, rediss:// or unix://")
+    for name, value in [
+        ("upstream.connect_timeout", c.upstream.connect_timeout),
+        ("upstream.first_byte_timeout", c.upstream.first_byte_timeout),
+        ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
+        ("limits.session_max_age", c.limits.session_max_age),
+        ("server.shutdown_timeout", c.server.shutdown_timeout),
+    ]:
+        if value <= 0:
+            problems.append(f"{name}: must be greater than 0")
+    if c.upstream.stream_idle_timeout < 0:
+        problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
+    for name, ivalue, low in [
+        ("server.port", c.server.port, 0),
+        ("upstream.max_connections", c.upstream.max_connections, 1),
+        ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
+        ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
+        ("storage.pool_min", c.storage.pool_min, 1),
+        ("storage.pool_max", c.storage.pool_max, 1),
+    ]:
+        if ivalue < low:
+            problems.append(f"{name}: must be at least {low}")
+    if c.server.port > 65535:
+        problems.append("server.port: must be at most 65535")
+    if c.storage.pool_max < c.storage.pool_min:
+        problems.append("storage.pool_max: must be at least storage.pool_min")
+    if not _PREFIX_RE.match(c.api_keys.prefix):
+        problems.append("api_keys.prefix: 2-16 characters, lowercase letters and digits, starting with a letter")
+    for i, origin in enumerate(c.security.allowed_origins):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
+            problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
+    if c.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        problems.append("logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if c.logging.format not in ("json", "text"):
+        problems.append("logging.format: expected json or text")
+    return problems
+
+
+def _check_http_url(name: str, url: str, *, allow_path: bool) -> list[str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"{name}: expected an http:// or https:// URL"]
+    if parts.username or parts.password:
+        return [f"{name}: must not contain credentials"]
+    if not allow_path and parts.path not in ("", "/"):
+        return [f"{name}: must not have a path"]
+    return []
+
+
+def _normalise(c: GatewayConfig) -> GatewayConfig:
+    """Canonical forms: ``public_url`` with lowercase scheme and host and no trailing slash."""
+    parts = urlsplit(c.public_url)
+    netloc = parts.netloc.lower()
+    public_url = f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+    origins = tuple(o.lower().rstrip("/") for o in c.security.allowed_origins)
+    return dataclasses.replace(
+        c,
+        public_url=public_url,
+        security=dataclasses.replace(c.security, allowed_origins=origins),
+        logging=dataclasses.replace(c.logging, level=c.logging.level.upper()),
+    )

@@ -1,0 +1,59 @@
+"""``last_used_at`` without a database write per request: remember in memory, flush in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from gateway.storage.base import ApiKeyStore, StorageError
+
+log = logging.getLogger("gateway.last_used")
+
+
+class LastUsedRecorder:
+    """Collects the latest use of each key and writes them all every ``interval`` seconds.
+
+    At most ``interval`` seconds of ``last_used_at`` are lost if the process dies; a clean shutdown
+    flushes what is pending.
+    """
+
+    def __init__(self, store: ApiKeyStore, *, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: dict[str, float] = {}
+        self._wake = asyncio.Event()
+
+    def record(self, key_id: str, when: float) -> None:
+        if when > self._pending.get(key_id, 0.0):
+            self._pending[key_id] = when
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            await self._store.touch_api_keys(batch)
+        except StorageError as exc:
+            log.warning("could not record key use (%s); will retry", type(exc).__name__)
+            for key_id, when in batch.items():
+                self.record(key_id, when)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LastUsedRecorder]:
+        task = asyncio.create_task(self._run(), name="last-used-flusher")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.flush()

@@ -1,0 +1,65 @@
+"""What the proxy handlers share: their collaborators and the checks every MCP request passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.authn import Authenticator, Principal
+from gateway.errors import OriginNotAllowed
+from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.sessions import SessionBindings
+from gateway.proxy.upstream import Upstream
+
+
+@dataclass(frozen=True)
+class ProxyContext:
+    authn: Authenticator
+    sessions: SessionBindings
+    upstream: Upstream
+    upstream_url: str
+    upstream_sse_url: str | None
+    public_url: str
+    allowed_origins: frozenset[str]
+    trusted_proxies: frozenset[str]
+    identity_headers: bool
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def check_origin(self, request: web.Request) -> None:
+        """MCP transports: validate ``Origin`` when present, 403 when not allowed (DNS rebinding)."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        normalised = origin.strip().lower().rstrip("/")
+        if normalised != self.public_origin and normalised not in self.allowed_origins:
+            raise OriginNotAllowed("Origin not allowed")
+
+    def client_address(self, request: web.Request) -> str | None:
+        peer = request.remote
+        if peer in self.trusted_proxies:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+            if hops:
+                return hops[-1]
+        return peer
+
+    def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:
+        parts = urlsplit(self.public_url)
+        return upstream_request_headers(
+            request.headers,
+            principal,
+            peer=self.client_address(request),
+            public_scheme=parts.scheme,
+            public_host=parts.netloc,
+            identity=self.identity_headers,
+        )
+
+
+PROXY = web.AppKey("proxy", ProxyContext)

@@ -1,0 +1,67 @@
+"""Streamable HTTP (MCP transports): ``POST``, ``GET`` and ``DELETE`` on ``/mcp``, streamed through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import HeaderMismatch
+from gateway.proxy.context import PROXY
+from gateway.proxy.sessions import STREAMABLE
+
+SESSION_HEADER = "Mcp-Session-Id"
+# MCP 2026-07-28: methods whose target is named in ``Mcp-Name``, and where the body names it.
+_NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+def check_routing_headers(headers: Any, body: bytes) -> None:
+    """MCP 2026-07-28: ``Mcp-Method`` / ``Mcp-Name`` must agree with the body (400, -32020)."""
+    method_header = headers.get("Mcp-Method")
+    name_header = headers.get("Mcp-Name")
+    if method_header is None and name_header is None:
+        return
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return
+    if not isinstance(message, dict):
+        return
+    method = message.get("method")
+    if method_header is not None and method_header != method:
+        raise HeaderMismatch("Mcp-Method header does not match the request body")
+    field = _NAMED.get(method) if isinstance(method, str) else None
+    if name_header is not None and field is not None:
+        params = message.get("params")
+        target = params.get(field) if isinstance(params, dict) else None
+        if name_header != target:
+            raise HeaderMismatch("Mcp-Name header does not match the request body")
+
+
+async def handle_mcp(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    proxy.check_origin(request)
+    principal = await proxy.authn.authenticate(request)
+    body: bytes | None = None
+    if request.method == "POST":
+        body = await request.read()
+        check_routing_headers(request.headers, body)
+    session_id = request.headers.get(SESSION_HEADER)
+    if session_id is not None:
+        await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
+    headers = proxy.upstream_headers(request, principal)
+    async with proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body) as upstream:
+        opened = upstream.headers.get(SESSION_HEADER)
+        if session_id is None and opened is not None and upstream.status < 300:
+            await proxy.sessions.bind(opened, principal, kind=STREAMABLE)
+        if session_id is not None and (
+            upstream.status == 404 or (request.method == "DELETE" and upstream.status < 300)
+        ):
+            await proxy.sessions.forget(session_id)
+        return await proxy.upstream.relay(request, upstream)
+
+
+def setup_streamable(app: web.Application) -> None:
+    for method in ("POST", "GET", "DELETE"):
+        app.router.add_route(method, "/mcp", handle_mcp)

@@ -1,0 +1,142 @@
+"""Talking to the upstream MCP server: one pooled ``aiohttp.ClientSession``, timeouts, relaying.
+
+Opening a request waits at most ``first_byte_timeout`` for the response headers (504 after that);
+a refused or broken connection is a 502. Nothing is retried: a ``tools/call`` may have side effects.
+Relaying copies the body chunk by chunk as it arrives (no buffering), so each SSE event reaches the
+client when the upstream sends it. When the client goes away the upstream connection is closed, which
+cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.proxy.headers import downstream_response_headers
+
+log = logging.getLogger("gateway.upstream")
+
+EVENT_STREAM = "text/event-stream"
+SMALL_BODY = 256 * 1024
+
+ChunkFilter = Callable[[bytes], Awaitable[bytes]]
+"""Rewrites a stream chunk by chunk; may raise ``EndStream`` to finish the stream early."""
+
+
+class EndStream(Exception):
+    """Raised by a ``ChunkFilter`` to close the client's stream after sending ``final``."""
+
+    def __init__(self, final: bytes) -> None:
+        super().__init__("stream ended by the gateway")
+        self.final = final
+
+
+def new_client_session(*, connect_timeout: float, max_connections: int) -> aiohttp.ClientSession:
+    """The one session to the upstream, shared by every request of this process."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
+class Upstream:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        first_byte_timeout: float,
+        idle_timeout: float,
+    ) -> None:
+        self._session = session
+        self._first_byte_timeout = first_byte_timeout
+        self._idle_timeout = idle_timeout or None
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream's response, headers received; closed (connection dropped if unread) on exit."""
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("Upstream MCP server did not answer in time") from exc
+        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamTimeout("Upstream MCP server did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream %s %s failed: %s", method, url, type(exc).__name__)
+            raise UpstreamError("Upstream MCP server unavailable") from exc
+        try:
+            if response.status in (401, 403, 407):
+                log.warning(
+                    "upstream answered %d to %s; is it configured to trust the gateway?",
+                    response.status,
+                    method,
+                )
+                raise UpstreamAuthFailed("Upstream authentication failed")
+            yield response
+        finally:
+            response.close()
+
+    async def relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        *,
+        transform: ChunkFilter | None = None,
+    ) -> web.StreamResponse:
+        """Send the upstream's response to the client as it arrives."""
+        headers = downstream_response_headers(upstream.headers)
+        streaming = upstream.content_type == EVENT_STREAM
+        if not streaming and transform is None and (upstream.content_length or 0) <= SMALL_BODY:
+            body = await self._read_small(upstream)
+            return web.Response(status=upstream.status, headers=headers, body=body)
+        if streaming:
+            headers["X-Accel-Buffering"] = "no"
+            headers.setdefault("Cache-Control", "no-cache")
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_timeout):
+                    chunk = await upstream.content.readany()
+            except TimeoutError:
+                log.info("closing a stream idle for %.0f s", self._idle_timeout or 0)
+                break
+            except (aiohttp.ClientError, OSError) as exc:
+                log.info("upstream stream ended abruptly: %s", type(exc).__name__)
+                break
+            if not chunk:
+                break
+            try:
+                if transform is not None:
+                    chunk = await transform(chunk)
+                await response.write(chunk)
+            except EndStream as end:
+                with contextlib.suppress(ConnectionResetError):
+                    await response.write(end.final)
+                break
+            except ConnectionResetError:
+                return response
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _read_small(self, upstream: aiohttp.ClientResponse) -> bytes:
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                return await upstream.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout("Upstream MCP server did not finish its answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError("Upstream MCP server broke off its answer") from exc

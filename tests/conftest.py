@@ -1,0 +1,47 @@
+"""Shared fixtures: the real example upstream (one per test session) and real gateways in front of it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.storage import Storage, open_storage
+from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.upstream import UpstreamProcess, run_upstream
+
+
+@pytest.fixture(scope="session")
+async def upstream() -> AsyncIterator[UpstreamProcess]:
+    async with run_upstream() as process:
+        yield process
+
+
+@pytest.fixture
+async def sqlite_storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    storage = open_storage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await storage.open()
+    try:
+        await storage.migrate()
+        yield storage
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=time.time())
+
+
+@pytest.fixture
+async def gateway(
+    sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock
+) -> AsyncIterator[GatewayHandle]:
+    """A gateway on SQLite in front of the real example upstream, on a clock the test moves."""
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=upstream.mcp_url, upstream_sse_url=upstream.sse_url, clock=clock
+    ) as handle:
+        yield handle

@@ -1,0 +1,82 @@
+"""The YAML configuration: typed, validated, every problem reported at once with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.example.yaml"
+
+
+def test_the_example_configuration_loads_as_it_is_once_its_variables_are_set():
+    config = load_config(EXAMPLE, env={"GATEWAY_PUBLIC_URL": "https://MCP.Example.com/"})
+    assert config.public_url == "https://mcp.example.com"
+    assert config.mcp_resource == "https://mcp.example.com/mcp"
+    assert config.issuer == "https://mcp.example.com"
+
+
+def test_every_key_of_the_example_matches_the_defaults_in_code():
+    assert load_config(EXAMPLE, env={}) == parse_config({"upstream": {"sse_url": "http://127.0.0.1:9000/sse"}}, env={})
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text("")
+    assert load_config(tmp_path / "c.yaml", env={}) == GatewayConfig()
+
+
+def test_every_problem_is_reported_at_once_with_its_path():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "public_url": "ftp://x",
+                "upstream": {"connect_timeout": "soon", "bogus": 1},
+                "storage": {"url": "mysql://x"},
+                "server": {"port": 70000},
+                "api_keys": {"prefix": "Bad Prefix"},
+                "surprise": True,
+            },
+            env={},
+        )
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "public_url: expected an http:// or https:// URL",
+        "upstream.connect_timeout: expected a number",
+        "upstream.bogus: unknown key",
+        "storage.url: expected sqlite:///PATH or postgresql://...",
+        "server.port: must be at most 65535",
+        "api_keys.prefix:",
+        "surprise: unknown key",
+    ):
+        assert expected in problems
+
+
+def test_environment_references_are_substituted_and_a_missing_one_is_reported_with_its_path():
+    config = parse_config({"storage": {"url": "${DB}"}}, env={"DB": "postgresql://u@h/db"})
+    assert config.storage.url == "postgresql://u@h/db"
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"redis": {"url": "${REDIS_URL}"}}, env={})
+    assert caught.value.problems == ["redis.url: environment variable REDIS_URL is not set"]
+
+
+def test_booleans_are_not_numbers_and_numbers_are_not_strings():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"server": {"port": True}, "logging": {"level": 3, "access_log": "yes"}}, env={})
+    assert set(caught.value.problems) == {
+        "server.port: expected an integer",
+        "logging.level: expected a string",
+        "logging.access_log: expected true or false",
+    }
+
+
+def test_a_url_with_credentials_is_refused():
+    with pytest.raises(ConfigError, match="must not contain credentials"):
+        parse_config({"upstream": {"url": "http://user:pw@upstream/mcp"}}, env={})
+
+
+def test_invalid_yaml_is_reported_clearly(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text("public_url: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "c.yaml", env={})

@@ -1,0 +1,215 @@
+"""The example upstream MCP server: its tools, resources and prompts, and the ASGI app serving them.
+
+One Starlette app serves every transport the ``mcp`` SDK offers:
+
+* ``/mcp``: Streamable HTTP, both the session-based handshake revisions (``initialize``, then
+  ``Mcp-Session-Id`` on every request, a GET stream, DELETE to end) and the stateless
+  2026-07-28 requests (no ``initialize``; ``MCP-Protocol-Version``/``Mcp-Method`` headers on
+  each self-contained POST). The SDK's session manager picks the path per request from the
+  ``MCP-Protocol-Version`` header.
+* ``/sse`` with messages POSTed to ``/messages/?session_id=...``: the legacy HTTP+SSE transport.
+
+The server has no notion of auth; ``whoami`` only reports what the caller's HTTP request carried.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel
+from starlette.applications import Starlette
+
+SERVER_NAME = "upstream-mcp"
+SERVER_VERSION = "0.1.0"
+
+READY_LINE_PREFIX = "upstream_mcp listening on "
+"""Start of the one stdout line ``python -m upstream_mcp`` prints once it accepts connections."""
+
+MCP_PATH = "/mcp"
+SSE_PATH = "/sse"
+MESSAGES_PATH = "/messages/"
+
+MAX_STEPS = 1000
+MAX_DELAY_SECONDS = 60.0
+MAX_KIB = 16384
+
+BIG_TEXT_LINE_LENGTH = 64
+"""Every ``big_text`` line is this many characters, newline included; 16 lines make one KiB."""
+
+IDENTITY_HEADER_PREFIX = "x-gateway-"
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+_FILLER = string.ascii_letters + string.digits
+
+
+class WhoAmI(BaseModel):
+    """What ``whoami`` saw on the HTTP request that carried the call."""
+
+    identity: dict[str, str]
+    """Every ``x-gateway-*`` request header, lowercase name to value."""
+
+    header_names: list[str]
+    """Sorted lowercase names of all the request's headers; values are never echoed."""
+
+
+def echo(text: str) -> str:
+    """Return ``text`` unchanged."""
+    return text
+
+
+def add(a: float, b: float) -> float:
+    """Return ``a + b``."""
+    return a + b
+
+
+async def slow_count(steps: int, delay: float, ctx: Context) -> str:
+    """Count to ``steps``, sending a progress notification every ``delay`` seconds.
+
+    Notifications only reach a client that asked for progress (a ``progressToken``).
+    """
+    if not 0 <= steps <= MAX_STEPS:
+        raise ToolError(f"steps must be between 0 and {MAX_STEPS}, got {steps}")
+    if not 0 <= delay <= MAX_DELAY_SECONDS:
+        raise ToolError(f"delay must be between 0 and {MAX_DELAY_SECONDS:g} seconds, got {delay:g}")
+    for step in range(1, steps + 1):
+        await anyio.sleep(delay)
+        await ctx.report_progress(step, steps, f"step {step} of {steps}")
+    return f"counted to {steps}"
+
+
+def big_text_line(number: int) -> str:
+    """Line ``number`` (from 0) of ``big_text``: an 8-digit line number, a space, filler and a newline."""
+    offset = number % len(_FILLER)
+    width = BIG_TEXT_LINE_LENGTH - 10
+    filler = (_FILLER * 2)[offset : offset + width]
+    return f"{number:08d} {filler}\n"
+
+
+def big_text(kib: int) -> str:
+    """Return exactly ``kib`` KiB of deterministic ASCII: numbered 64-character lines (see ``big_text_line``)."""
+    if not 0 <= kib <= MAX_KIB:
+        raise ToolError(f"kib must be between 0 and {MAX_KIB}, got {kib}")
+    lines_per_kib = 1024 // BIG_TEXT_LINE_LENGTH
+    return "".join(big_text_line(number) for number in range(kib * lines_per_kib))
+
+
+def whoami(ctx: Context) -> WhoAmI:
+    """Report the ``x-gateway-*`` headers (with values) and the names of all headers of this call's HTTP request.
+
+    On the legacy SSE transport that is the POST to ``/messages/`` that carried the call.
+    """
+    headers = ctx.headers
+    if headers is None:
+        raise ToolError("whoami needs an HTTP transport: this request carried no HTTP headers")
+    identity: dict[str, str] = {}
+    names: set[str] = set()
+    for raw_name, value in headers.items():
+        name = raw_name.lower()
+        names.add(name)
+        if name.startswith(IDENTITY_HEADER_PREFIX):
+            identity[name] = f"{identity[name]}, {value}" if name in identity else value
+    return WhoAmI(identity=identity, header_names=sorted(names))
+
+
+def server_info() -> str:
+    """Describe this server and where its transports live."""
+    return json.dumps(
+        {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "transports": {"streamable-http": MCP_PATH, "sse": SSE_PATH, "sse-messages": MESSAGES_PATH},
+        }
+    )
+
+
+def greeting(name: str) -> str:
+    """Greet ``name``."""
+    return f"Hello, {name}!"
+
+
+def summarize(text: str) -> str:
+    """Ask the model for a one-paragraph summary of ``text``."""
+    return f"Summarize the following text in one paragraph:\n\n{text}"
+
+
+def create_server() -> MCPServer:
+    """Build a fresh ``MCPServer`` with the example tools, resources and prompt registered."""
+    server: MCPServer = MCPServer(
+        SERVER_NAME,
+        version=SERVER_VERSION,
+        instructions="An example MCP server behind the auth gateway. It performs no authentication.",
+    )
+    server.add_tool(echo)
+    server.add_tool(add)
+    server.add_tool(slow_count)
+    server.add_tool(big_text, structured_output=False)
+    server.add_tool(whoami)
+    server.resource("info://server", name="server-info", mime_type="application/json")(server_info)
+    server.resource("greeting://{name}", name="greeting", mime_type="text/plain")(greeting)
+    server.prompt()(summarize)
+    return server
+
+
+def _host_patterns(host: str) -> list[str]:
+    """``host`` as given, plus ``host:*`` (any port) when it names no port itself (IPv6 in brackets)."""
+    has_port = "]:" in host if host.startswith("[") else host.count(":") == 1
+    return [host] if has_port else [host, f"{host}:*"]
+
+
+def transport_security(
+    bind_host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+    *,
+    enabled: bool = True,
+) -> TransportSecuritySettings:
+    """DNS-rebinding protection settings for the app: which ``Host`` and ``Origin`` values are accepted.
+
+    Always accepted: the loopback names and the bound host, each with or without a port, so a
+    reverse proxy that sets ``Host`` to this server's ``host:port`` gets through. ``allowed_hosts``
+    entries without a port match any port. Requests without an ``Origin`` header always pass the
+    origin check; ``allowed_origins`` are full origins such as ``https://app.example`` (a trailing
+    ``:*`` matches any port). ``enabled=False`` turns the Host/Origin checks off entirely.
+    """
+    if not enabled:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    bound = f"[{bind_host}]" if ":" in bind_host and not bind_host.startswith("[") else bind_host
+    hosts: list[str] = []
+    for host in (*LOOPBACK_HOSTS, *([] if bound in _WILDCARD_BINDS else [bound]), *allowed_hosts):
+        hosts.extend(pattern for pattern in _host_patterns(host) if pattern not in hosts)
+    origins = [f"http://{host}{suffix}" for host in LOOPBACK_HOSTS for suffix in ("", ":*")]
+    origins.extend(origin for origin in allowed_origins if origin not in origins)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def build_app(
+    server: MCPServer | None = None,
+    *,
+    security: TransportSecuritySettings | None = None,
+    debug: bool = False,
+) -> Starlette:
+    """The ASGI app serving ``server`` over Streamable HTTP at ``/mcp`` and legacy SSE at ``/sse``.
+
+    The app's lifespan runs the Streamable HTTP session manager, so serve it with lifespan
+    enabled (uvicorn's default). Each app needs its own ``server``: a session manager runs once.
+    """
+    server = server if server is not None else create_server()
+    security = security if security is not None else transport_security()
+    streamable = server.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=security)
+    legacy = server.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, transport_security=security)
+    session_manager = server.session_manager
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with session_manager.run():
+            yield
+
+    return Starlette(debug=debug, routes=[*streamable.routes, *legacy.routes], lifespan=lifespan)
