@@ -10,6 +10,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.storage import Storage, open_storage
+from tests.support.databases import Backend
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.upstream import UpstreamProcess, run_upstream
 
@@ -45,3 +46,14 @@ async def gateway(
         storage=sqlite_storage, upstream_url=upstream.mcp_url, upstream_sse_url=upstream.sse_url, clock=clock
     ) as handle:
         yield handle
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    """A migrated storage on each backend (a throwaway PostgreSQL schema for the second)."""
+    db = Backend(request.param, tmp_path)
+    await db.start()
+    try:
+        yield await db.storage()
+    finally:
+        await db.close()

@@ -18,6 +18,7 @@ from tests.support.scripted_upstream import (
     json_ok,
     jsonrpc,
     never_answers,
+    opens_session,
     scripted_upstream,
     slow_stream,
     sse_endpoint,
@@ -224,3 +225,18 @@ async def test_an_upstream_error_body_is_json_shaped_for_jsonrpc_clients(sqlite_
         async with post(gw, key, jsonrpc("tools/list")) as response:
             text = await response.text()
     assert json.loads(text)["error"]["code"] == -32000
+
+
+async def test_a_session_id_presented_by_another_principal_is_not_forwarded(sqlite_storage: Storage):
+    async with scripted_upstream(opens_session) as upstream, gateway_before(upstream, sqlite_storage) as (gw, key):
+        async with post(gw, key, jsonrpc("initialize")) as response:
+            assert response.headers["Mcp-Session-Id"] == "s-123"
+        stranger = await gw.new_key(await gw.new_user())
+        async with post(gw, stranger, jsonrpc("tools/list"), **{"Mcp-Session-Id": "s-123"}) as response:
+            assert response.status == 404
+        async with post(gw, stranger, jsonrpc("tools/list"), **{"Mcp-Session-Id": "never-issued"}) as response:
+            assert response.status == 404
+        assert len(upstream.requests) == 1
+        async with post(gw, key, jsonrpc("tools/list"), **{"Mcp-Session-Id": "s-123"}) as response:
+            assert response.status == 200
+        assert len(upstream.requests) == 2

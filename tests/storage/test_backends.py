@@ -15,8 +15,7 @@ from gateway.storage import StorageUnavailable, open_storage
 from gateway.storage.migrator import known_versions, load_migrations
 from gateway.storage.postgres import PostgresStorage
 from gateway.storage.sqlite import SqliteStorage, split_statements
-
-from .conftest import POSTGRES_URL, Backend, connect_postgres
+from tests.support.databases import POSTGRES_URL, Backend, connect_postgres
 
 
 def test_open_storage_picks_sqlite_for_a_relative_path() -> None:

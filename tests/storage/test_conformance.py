@@ -11,8 +11,7 @@ import pytest
 
 from gateway.storage import ApiKey, Conflict, McpSession, SchemaOutOfDate, Storage, StorageError, User
 from gateway.storage.migrator import known_versions
-
-from .conftest import Backend
+from tests.support.databases import Backend
 
 T0 = 1_700_000_000.0
 

@@ -48,6 +48,10 @@ async def json_ok(request: web.Request) -> web.StreamResponse:
     return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
 
 
+async def opens_session(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}}, headers={"Mcp-Session-Id": "s-123"})
+
+
 async def never_answers(request: web.Request) -> web.StreamResponse:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")

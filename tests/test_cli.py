@@ -1,0 +1,86 @@
+"""The ``mcp-gateway`` command as an operator uses it: migrate, users, keys."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 60
+
+
+def gw(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"storage:\n  url: sqlite:///{tmp_path / 'gw.db'}\n")
+    return path
+
+
+def test_commands_refuse_to_run_on_an_unmigrated_database_and_say_how_to_fix_it(config: Path):
+    result = gw(config, "users", "list")
+    assert result.returncode != 0
+    assert "mcp-gateway migrate" in result.stderr
+
+
+def test_an_operator_creates_a_user_and_a_key_that_is_printed_once_and_listed_only_by_prefix(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert "up to date" in gw(config, "migrate").stdout
+    created = gw(config, "users", "create", "Ada@Example.com", stdin="a long enough password\n")
+    assert created.returncode == 0, created.stderr
+    assert "ada@example.com" in gw(config, "users", "list").stdout.lower()
+
+    made = gw(config, "keys", "create", "--user", "ada@example.com", "--name", "laptop")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("mgw_")
+    assert key not in made.stderr
+
+    listed = gw(config, "keys", "list")
+    assert key not in listed.stdout
+    assert key[-4:] in listed.stdout
+    assert key[:8] in listed.stdout
+    assert "laptop" in listed.stdout
+    key_id = next(line.split()[0] for line in listed.stdout.splitlines() if "laptop" in line)
+
+    assert gw(config, "keys", "revoke", key_id).returncode == 0
+    assert "revoked" in gw(config, "keys", "list").stdout
+    again = gw(config, "keys", "revoke", key_id)
+    assert again.returncode == 2
+    assert "no active key" in again.stderr
+
+
+def test_bad_input_gets_a_clear_error_and_a_nonzero_exit(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    weak = gw(config, "users", "create", "bob@example.com", stdin="short\n")
+    assert weak.returncode == 2
+    assert "at least" in weak.stderr
+    assert gw(config, "users", "create", "not-an-email", stdin="a long enough password\n").returncode == 2
+    assert gw(config, "users", "create", "bob@example.com", stdin="a long enough password\n").returncode == 0
+    dup = gw(config, "users", "create", "BOB@example.com", stdin="a long enough password\n")
+    assert dup.returncode == 2
+    assert "already exists" in dup.stderr
+    missing = gw(config, "keys", "create", "--user", "nobody@example.com")
+    assert missing.returncode == 2
+    assert "no user" in missing.stderr
+
+
+def test_an_invalid_configuration_is_reported_whole_before_anything_runs(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("upstream:\n  url: nope\n  colour: blue\nserver:\n  port: -1\n")
+    result = gw(path, "migrate")
+    assert result.returncode == 2
+    for problem in ("upstream.url", "upstream.colour: unknown key", "server.port"):
+        assert problem in result.stderr
