@@ -45,10 +45,15 @@ def create_app(
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
     app.cleanup_ctx.append(_proxy_ctx)
+    app.on_response_prepare.append(_server_header)
     setup_health(app)
     setup_streamable(app)
     setup_legacy_sse(app)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "mcp-gateway"
 
 
 def _storage_ctx(given: Storage | None) -> CleanupCtx:

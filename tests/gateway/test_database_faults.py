@@ -1,0 +1,56 @@
+"""Infrastructure faults are 503 with Retry-After, never a 401 that would send clients to re-authenticate."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.storage.postgres import PostgresStorage
+from tests.support.databases import POSTGRES_URL, connect_postgres
+from tests.support.gateway import running_gateway
+from tests.support.scripted_upstream import json_ok, jsonrpc, scripted_upstream
+from tests.support.tcp_proxy import tcp_proxy
+
+
+@pytest.mark.postgres
+async def test_a_valid_key_gets_503_not_401_while_postgresql_is_unreachable_and_works_again_after(
+    clock: ManualClock,
+):
+    schema = f"gw_test_{secrets.token_hex(6)}"
+    admin = await connect_postgres()
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    target = urlsplit(POSTGRES_URL)
+    try:
+        async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+            url = POSTGRES_URL.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+            storage = PostgresStorage(url, pool_min=1, pool_max=2, search_path=schema, connect_timeout=2)
+            await storage.open()
+            try:
+                await storage.migrate()
+                async with (
+                    scripted_upstream(json_ok) as upstream,
+                    running_gateway(storage=storage, upstream_url=upstream.mcp_url, clock=clock) as gw,
+                    aiohttp.ClientSession() as http,
+                ):
+                    key = await gw.new_key(await gw.new_user())
+                    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+                    proxy.cut()
+                    clock.advance(1.0)
+                    async with http.post(gw.mcp_url, data=jsonrpc("tools/list"), headers=headers) as response:
+                        assert response.status == 503
+                        assert response.headers["Retry-After"].isdigit()
+                        assert (await response.json())["error"] == "temporarily_unavailable"
+                    async with http.get(f"{gw.url}/readyz") as ready:
+                        assert ready.status == 503
+                    proxy.restore()
+                    async with http.post(gw.mcp_url, data=jsonrpc("tools/list"), headers=headers) as response:
+                        assert response.status == 200
+            finally:
+                await storage.close()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
