@@ -14,6 +14,7 @@ The server has no notion of auth; ``whoami`` only reports what the caller's HTTP
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import string
 from collections.abc import AsyncIterator, Iterable
@@ -22,9 +23,12 @@ from contextlib import asynccontextmanager
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from pydantic import BaseModel
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SERVER_NAME = "upstream-mcp"
 SERVER_VERSION = "0.1.0"
@@ -46,7 +50,6 @@ BIG_TEXT_LINE_LENGTH = 64
 IDENTITY_HEADER_PREFIX = "x-gateway-"
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _FILLER = string.ascii_letters + string.digits
 
 
@@ -158,6 +161,16 @@ def create_server() -> MCPServer:
     return server
 
 
+def _is_wildcard(host: str) -> bool:
+    """Whether binding ``host`` means every interface, which names no host a request could use."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
 def _host_patterns(host: str) -> list[str]:
     """``host`` as given, plus ``host:*`` (any port) when it names no port itself (IPv6 in brackets)."""
     has_port = "]:" in host if host.startswith("[") else host.count(":") == 1
@@ -183,11 +196,65 @@ def transport_security(
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     bound = f"[{bind_host}]" if ":" in bind_host and not bind_host.startswith("[") else bind_host
     hosts: list[str] = []
-    for host in (*LOOPBACK_HOSTS, *([] if bound in _WILDCARD_BINDS else [bound]), *allowed_hosts):
+    for host in (*LOOPBACK_HOSTS, *([] if _is_wildcard(bound) else [bound]), *allowed_hosts):
         hosts.extend(pattern for pattern in _host_patterns(host) if pattern not in hosts)
     origins = [f"http://{host}{suffix}" for host in LOOPBACK_HOSTS for suffix in ("", ":*")]
     origins.extend(origin for origin in allowed_origins if origin not in origins)
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+class HostOriginGuard:
+    """ASGI middleware answering a foreign ``Host`` (421) or ``Origin`` (403) before any transport runs.
+
+    The SDK's transports make the same check, but its legacy ``/sse`` endpoint raises after sending
+    the rejection, which logs a traceback and drops the keep-alive connection; checking here first
+    keeps every rejection a plain response.
+    """
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
+        self.app = app
+        self.security = TransportSecurityMiddleware(security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            rejection = await self.security.validate_request(Request(scope, receive))
+            if rejection is not None:
+                await rejection(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class CompleteResponses:
+    """ASGI middleware keeping every response well formed when the SDK's stream endpoints end abruptly.
+
+    On shutdown the SDK's event streams end in ways uvicorn reports as errors: the legacy ``/sse``
+    endpoint sends a second response (an empty ``Response()``) after its stream, and the Streamable
+    HTTP GET stream returns without finishing its body. A second response start is dropped (its
+    final empty body then ends the first), and a body left open when the app returns is finished.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = complete = False
+
+        async def send_once(message: Message) -> None:
+            nonlocal started, complete
+            if complete or (message["type"] == "http.response.start" and started):
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        await self.app(scope, receive, send_once)
+        if started and not complete:
+            await send_once({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def build_app(
@@ -212,4 +279,9 @@ def build_app(
         async with session_manager.run():
             yield
 
-    return Starlette(debug=debug, routes=[*streamable.routes, *legacy.routes], lifespan=lifespan)
+    return Starlette(
+        debug=debug,
+        routes=[*streamable.routes, *legacy.routes],
+        middleware=[Middleware(CompleteResponses), Middleware(HostOriginGuard, security=security)],
+        lifespan=lifespan,
+    )
