@@ -12,6 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.storage.oauth import (
+    AuthorizationRequestStore,
+    BrowserSessionStore,
+    ClientStore,
+    ConsentStore,
+    GrantStore,
+)
+
 
 class StorageError(Exception):
     """Base class for storage failures."""
@@ -147,7 +155,17 @@ class McpSessionStore(Protocol):
         ...
 
 
-class Storage(UserStore, ApiKeyStore, McpSessionStore, Protocol):
+class Storage(
+    UserStore,
+    ApiKeyStore,
+    McpSessionStore,
+    ClientStore,
+    AuthorizationRequestStore,
+    GrantStore,
+    ConsentStore,
+    BrowserSessionStore,
+    Protocol,
+):
     """One backend: all the stores plus its lifecycle."""
 
     async def open(self) -> None:

@@ -24,6 +24,7 @@ from gateway.storage.base import (
     User,
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
+from gateway.storage.postgres_oauth import PostgresOAuthStores
 
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at FROM users"
 _SELECT_KEY = (
@@ -50,7 +51,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage:
+class PostgresStorage(PostgresOAuthStores):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
