@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -12,23 +11,27 @@ from aiohttp import web
 
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
-from gateway.authn import Authenticator
+from gateway.authn import Authenticator, Challenge
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import error_middleware
 from gateway.health import setup_health
+from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
+from gateway.oauth import setup_oauth
+from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
+from gateway.oauth.metadata import resource_metadata_url
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import Upstream, new_client_session
-from gateway.storage import Storage, StorageError, open_storage
+from gateway.storage import Storage, open_storage
+from gateway.web_pages import setup_pages
 
 log = logging.getLogger("gateway.app")
 
 CleanupCtx = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
-SESSION_PURGE_INTERVAL = 3600.0
 
 
 def create_app(
@@ -42,11 +45,15 @@ def create_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
     app.cleanup_ctx.append(_proxy_ctx)
+    app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
     setup_health(app)
+    setup_pages(app)
+    setup_oauth(app)
     setup_streamable(app)
     setup_legacy_sse(app)
     return app
@@ -96,15 +103,23 @@ def _upstream_ctx(given: aiohttp.ClientSession | None) -> CleanupCtx:
 @contextlib.asynccontextmanager
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
-    recorder = LastUsedRecorder(storage, interval=config.api_keys.last_used_flush_interval)
+    settings = app[OAUTH_SETTINGS]
+    interval = config.api_keys.last_used_flush_interval
+    key_use = LastUsedRecorder(storage.touch_api_keys, interval=interval, name="api key")
+    grant_use = LastUsedRecorder(storage.touch_families, interval=interval, name="grant")
     sessions = SessionBindings(storage, clock)
     app[PROXY] = ProxyContext(
         authn=Authenticator(
             key_format=ApiKeyFormat(config.api_keys.prefix),
             users=storage,
             api_keys=storage,
+            grants=storage,
             clock=clock,
-            last_used=recorder,
+            key_use=key_use,
+            grant_use=grant_use,
+            challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
+            resource=settings.resource,
+            required_scopes=config.oauth.default_scopes,
         ),
         sessions=sessions,
         upstream=Upstream(
@@ -119,24 +134,5 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
     )
-    purge = asyncio.create_task(_purge_sessions(app), name="session-purge")
-    async with recorder.running():
-        try:
-            yield
-        finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
-
-
-async def _purge_sessions(app: web.Application) -> None:
-    """Forget MCP session bindings older than ``limits.session_max_age``, hourly."""
-    config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
-    while True:
-        try:
-            removed = await storage.purge_sessions(created_before=clock.now() - config.limits.session_max_age)
-            if removed:
-                log.info("purged %d old MCP session bindings", removed)
-        except StorageError as exc:
-            log.warning("session purge failed: %s", type(exc).__name__)
-        await asyncio.sleep(SESSION_PURGE_INTERVAL)
+    async with key_use.running(), grant_use.running():
+        yield

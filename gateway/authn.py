@@ -1,14 +1,17 @@
-"""Who is calling: credential extraction and API-key validation for the MCP endpoints.
+"""Who is calling: credential extraction and validation for the MCP endpoints (the resource server).
 
-One credential per request (RFC 6750 §2), in ``X-API-Key`` or ``Authorization: Bearer``; never in
-the query string or a cookie. Malformed keys are refused before any storage lookup; valid ones are
-cached for at most ``cache_ttl`` seconds so a revocation made anywhere takes effect within it.
+One credential per request (RFC 6750 §2): an API key in ``X-API-Key`` or ``Authorization: Bearer``, or a
+gateway access token in ``Authorization: Bearer`` — never in the query string or a cookie. Malformed
+credentials are refused before any storage lookup; valid ones are cached for at most ``cache_ttl`` (≤ 1 s)
+so a revocation made anywhere takes effect within a second. A 401 carries the RFC 9728 challenge that
+sends MCP clients to discovery.
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,12 +19,15 @@ from aiohttp import web
 
 from gateway.apikeys import ApiKeyFormat
 from gateway.clock import Clock
-from gateway.errors import InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
+from gateway.errors import InsufficientScope, InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
 from gateway.last_used import LastUsedRecorder
+from gateway.oauth.token_formats import TokenType, classify
 from gateway.secrets_hashing import secret_hash
-from gateway.storage.base import ApiKey, ApiKeyStore, StorageUnavailable, User, UserStore
+from gateway.storage.base import ApiKeyStore, StorageUnavailable, User, UserStore
+from gateway.storage.oauth import AccessToken, GrantStore
 
 MAX_CACHE_TTL = 1.0
+_Loader = Callable[[str, float], Awaitable["_Cached | None"]]
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 
 
@@ -31,41 +37,54 @@ class Principal:
     email: str
     method: Literal["api_key", "oauth"]
     credential_id: str
+    """The API key id, or the OAuth token family id."""
+    client_id: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Builds ``WWW-Authenticate`` for 401 and 403 answers (RFC 6750 §3, RFC 9728 §5.1)."""
+
+    resource_metadata: str | None = None
+    scope: str | None = None
+
+    def headers(self, error: str | None = None, description: str | None = None) -> dict[str, str]:
+        params = ['realm="mcp-gateway"']
+        if self.resource_metadata:
+            params.append(f'resource_metadata="{self.resource_metadata}"')
+        if self.scope:
+            params.append(f'scope="{self.scope}"')
+        if error:
+            params.append(f'error="{error}"')
+        if description:
+            params.append(f'error_description="{description}"')
+        return {"WWW-Authenticate": "Bearer " + ", ".join(params)}
 
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
-    key: ApiKey
-    user: User
+    principal: Principal
+    expires_at: float | None
     fetched_at: float
 
 
-def challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
-    """The ``WWW-Authenticate`` header of a 401 (RFC 6750 §3)."""
-    params = ['realm="mcp-gateway"']
-    if error:
-        params.append(f'error="{error}"')
-    if description:
-        params.append(f'error_description="{description}"')
-    return {"WWW-Authenticate": "Bearer " + ", ".join(params)}
-
-
-def extract_credential(request: web.Request) -> str:
+def extract_credential(request: web.Request, challenge: Challenge) -> str:
     """The one credential the request carries; raises when there is none, two, or a wrong scheme."""
     authorizations = request.headers.getall("Authorization", [])
     api_keys = request.headers.getall("X-API-Key", [])
     if len(authorizations) + len(api_keys) > 1:
-        raise TwoCredentials("Send exactly one credential per request", headers=challenge("invalid_request"))
+        raise TwoCredentials("Send exactly one credential per request", headers=challenge.headers("invalid_request"))
     if api_keys:
         value = api_keys[0].strip()
         if not value:
-            raise Unauthorized("An API key or access token is required", headers=challenge())
+            raise Unauthorized("An API key or access token is required", headers=challenge.headers())
         return value
     if not authorizations:
-        raise Unauthorized("An API key or access token is required", headers=challenge())
+        raise Unauthorized("An API key or access token is required", headers=challenge.headers())
     match = _BEARER.match(authorizations[0])
     if match is None:
-        raise Unauthorized("Use the Bearer authentication scheme", headers=challenge())
+        raise Unauthorized("Use the Bearer authentication scheme", headers=challenge.headers())
     return match.group(1)
 
 
@@ -76,52 +95,117 @@ class Authenticator:
         key_format: ApiKeyFormat,
         users: UserStore,
         api_keys: ApiKeyStore,
+        grants: GrantStore,
         clock: Clock,
-        last_used: LastUsedRecorder,
+        key_use: LastUsedRecorder,
+        grant_use: LastUsedRecorder,
+        challenge: Challenge,
+        resource: str,
+        required_scopes: tuple[str, ...],
         cache_ttl: float = MAX_CACHE_TTL,
         cache_size: int = 10_000,
     ) -> None:
         self._format = key_format
         self._users = users
         self._keys = api_keys
+        self._grants = grants
         self._clock = clock
-        self._last_used = last_used
+        self._key_use = key_use
+        self._grant_use = grant_use
+        self.challenge = challenge
+        self._resource = resource
+        self._required = required_scopes
         self._ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._size = cache_size
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
 
     async def authenticate(self, request: web.Request) -> Principal:
-        credential = extract_credential(request)
-        if not self._format.looks_like_key(credential):
-            raise InvalidToken("The access token is invalid", headers=challenge("invalid_token"))
-        if not self._format.is_well_formed(credential):
-            raise InvalidToken("The API key is malformed", headers=challenge("invalid_token"))
-        key, user = await self._lookup(secret_hash(credential))
-        now = self._clock.now()
-        if key is None or user is None or not key.usable_at(now) or not user.active:
-            raise InvalidToken("The API key is unknown, expired or revoked", headers=challenge("invalid_token"))
-        self._last_used.record(key.id, now)
-        return Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id)
-
-    async def _lookup(self, key_hash: str) -> tuple[ApiKey | None, User | None]:
-        cached = self._cache.get(key_hash)
-        mono = self._clock.monotonic()
-        if cached is not None and mono - cached.fetched_at < self._ttl:
-            return cached.key, cached.user
-        try:
-            key = await self._keys.get_api_key_by_hash(key_hash)
-            user = await self._users.get_user(key.user_id) if key is not None else None
-        except StorageUnavailable as exc:
-            raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
-        if key is not None and user is not None:
-            self._cache[key_hash] = _Cached(key, user, mono)
-            self._cache.move_to_end(key_hash)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+        credential = extract_credential(request, self.challenge)
+        kind = classify(credential)
+        if kind is TokenType.ACCESS:
+            principal = await self._cached(secret_hash(credential), self._load_access_token)
+        elif kind is None and self._format.looks_like_key(credential):
+            if not self._format.is_well_formed(credential):
+                raise self._invalid("The API key is malformed")
+            principal = await self._cached(secret_hash(credential), self._load_api_key)
         else:
-            self._cache.pop(key_hash, None)
-        return key, user
+            raise self._invalid("The access token is invalid")
+        self._check_scope(principal)
+        return principal
 
-    def forget(self, key_hash: str) -> None:
+    def _invalid(self, description: str) -> InvalidToken:
+        return InvalidToken(description, headers=self.challenge.headers("invalid_token"))
+
+    def _check_scope(self, principal: Principal) -> None:
+        if principal.scope is None:
+            return
+        granted = set(principal.scope.split())
+        if not set(self._required) <= granted:
+            needed = " ".join(self._required)
+            raise InsufficientScope(
+                "The access token does not carry the scope this resource needs",
+                headers=Challenge(self.challenge.resource_metadata, needed).headers("insufficient_scope"),
+            )
+
+    async def _cached(self, digest: str, load: _Loader) -> Principal:
+        now, mono = self._clock.now(), self._clock.monotonic()
+        cached = self._cache.get(digest)
+        if cached is None or mono - cached.fetched_at >= self._ttl:
+            try:
+                cached = await load(digest, mono)
+            except StorageUnavailable as exc:
+                raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
+            if cached is None:
+                self._cache.pop(digest, None)
+                raise self._invalid("The credential is unknown, expired or revoked")
+            self._remember(digest, cached)
+        if cached.expires_at is not None and now >= cached.expires_at:
+            raise self._invalid("The credential has expired")
+        principal = cached.principal
+        recorder = self._grant_use if principal.method == "oauth" else self._key_use
+        recorder.record(principal.credential_id, now)
+        return principal
+
+    async def _active_user(self, user_id: str) -> User | None:
+        user = await self._users.get_user(user_id)
+        return user if user is not None and user.active else None
+
+    async def _load_api_key(self, digest: str, mono: float) -> _Cached | None:
+        key = await self._keys.get_api_key_by_hash(digest)
+        if key is None or key.revoked_at is not None:
+            return None
+        user = await self._active_user(key.user_id)
+        if user is None:
+            return None
+        principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id)
+        return _Cached(principal, key.expires_at, mono)
+
+    async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
+        token: AccessToken | None = await self._grants.get_access_token(digest)
+        # RFC 8707: a token bound to another resource is not valid here.
+        if token is None or token.revoked_at is not None or token.resource != self._resource:
+            return None
+        user = await self._active_user(token.user_id)
+        if user is None:
+            return None
+        principal = Principal(
+            user_id=user.id,
+            email=user.email,
+            method="oauth",
+            credential_id=token.family_id,
+            client_id=token.client_id,
+            scope=token.scope,
+        )
+        return _Cached(principal, token.expires_at, mono)
+
+    def _remember(self, digest: str, cached: _Cached) -> None:
+        self._cache[digest] = cached
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+
+    def forget(self, digest: str) -> None:
         """Drop a cached validation at once (a revocation in this process)."""
-        self._cache.pop(key_hash, None)
+        self._cache.pop(digest, None)
+
+

@@ -107,6 +107,49 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class RegistrationConfig:
+    enabled: bool = True
+    max_body_bytes: int = 16 * 1024
+    unused_client_ttl: float = 7 * 24 * 3600.0
+    """Seconds after which a registered client that never completed an authorization is deleted."""
+    max_clients: int = 100_000
+    private_use_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf", "zed")
+    """Private-use redirect schemes accepted besides reverse-domain ones (``com.example.app:``)."""
+
+
+@dataclass(frozen=True)
+class CimdConfig:
+    enabled: bool = True
+    allow_private_addresses: bool = False
+    """Fetch metadata documents from loopback, private and link-local addresses (tests, private networks)."""
+    timeout: float = 5.0
+    max_bytes: int = 5 * 1024
+    cache_min_ttl: float = 60.0
+    cache_max_ttl: float = 24 * 3600.0
+    ca_file: str | None = None
+    """Extra CA bundle to trust for metadata document fetches."""
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    scopes_supported: tuple[str, ...] = ("mcp:tools",)
+    default_scopes: tuple[str, ...] = ("mcp:tools",)
+    """Granted when a client asks for no scope; also the ``scope`` of the 401 challenge."""
+    access_token_ttl: float = 3600.0
+    code_ttl: float = 600.0
+    refresh_token_idle_ttl: float = 30 * 24 * 3600.0
+    refresh_token_absolute_ttl: float = 90 * 24 * 3600.0
+    refresh_grace_seconds: float = 30.0
+    """Window in which the immediately previous refresh token gets the same new pair back (0 to 60)."""
+    refresh_grace_max_replays: int = 3
+    authorization_request_ttl: float = 600.0
+    login_session_idle_ttl: float = 12 * 3600.0
+    login_session_absolute_ttl: float = 7 * 24 * 3600.0
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    cimd: CimdConfig = field(default_factory=CimdConfig)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -123,6 +166,7 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -251,7 +295,8 @@ def _coerce(hint: Any, value: object, path: str, problems: list[str]) -> Any:
 
 def _check(c: GatewayConfig) -> list[str]:
     problems: list[str] = []
-    problems += _check_http_url("public_url", c.public_url, allow_path=True)
+    # The issuer and the well-known documents live at the root of public_url's origin.
+    problems += _check_http_url("public_url", c.public_url, allow_path=False)
     if urlsplit(c.public_url).query or urlsplit(c.public_url).fragment:
         problems.append("public_url: must not have a query or fragment")
     problems += _check_http_url("upstream.url", c.upstream.url, allow_path=True)
@@ -292,10 +337,54 @@ def _check(c: GatewayConfig) -> list[str]:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
+    problems += _check_oauth(c.oauth)
     if c.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append("logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     if c.logging.format not in ("json", "text"):
         problems.append("logging.format: expected json or text")
+    return problems
+
+
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
+
+
+def _check_oauth(o: OAuthConfig) -> list[str]:
+    problems: list[str] = []
+    for i, scope in enumerate(o.scopes_supported):
+        if not _SCOPE_TOKEN.match(scope):
+            problems.append(f"oauth.scopes_supported[{i}]: not a valid scope token")
+    if "offline_access" in o.scopes_supported:
+        problems.append("oauth.scopes_supported: offline_access is handled by the gateway; do not list it")
+    if not o.default_scopes:
+        problems.append("oauth.default_scopes: at least one scope")
+    for i, scope in enumerate(o.default_scopes):
+        if scope not in o.scopes_supported:
+            problems.append(f"oauth.default_scopes[{i}]: {scope!r} is not in oauth.scopes_supported")
+    if not 0 < o.code_ttl <= 600:
+        problems.append("oauth.code_ttl: between 0 and 600 seconds")
+    if not 0 <= o.refresh_grace_seconds <= 60:
+        problems.append("oauth.refresh_grace_seconds: between 0 and 60 seconds")
+    for name, value in [
+        ("oauth.access_token_ttl", o.access_token_ttl),
+        ("oauth.refresh_token_idle_ttl", o.refresh_token_idle_ttl),
+        ("oauth.refresh_token_absolute_ttl", o.refresh_token_absolute_ttl),
+        ("oauth.authorization_request_ttl", o.authorization_request_ttl),
+        ("oauth.login_session_idle_ttl", o.login_session_idle_ttl),
+        ("oauth.login_session_absolute_ttl", o.login_session_absolute_ttl),
+        ("oauth.registration.unused_client_ttl", o.registration.unused_client_ttl),
+        ("oauth.cimd.timeout", o.cimd.timeout),
+    ]:
+        if value <= 0:
+            problems.append(f"{name}: must be greater than 0")
+    if o.refresh_grace_max_replays < 0:
+        problems.append("oauth.refresh_grace_max_replays: must be 0 or more")
+    if o.cimd.cache_max_ttl < o.cimd.cache_min_ttl:
+        problems.append("oauth.cimd.cache_max_ttl: must be at least oauth.cimd.cache_min_ttl")
+    if o.cimd.max_bytes < 256 or o.registration.max_body_bytes < 1024:
+        problems.append("oauth: cimd.max_bytes at least 256 and registration.max_body_bytes at least 1024")
+    for i, scheme in enumerate(o.registration.private_use_schemes):
+        if not re.match(r"^[a-z][a-z0-9+.-]*$", scheme) or scheme in ("http", "https", "javascript", "data", "file"):
+            problems.append(f"oauth.registration.private_use_schemes[{i}]: not an acceptable scheme")
     return problems
 
 

@@ -8,7 +8,7 @@ limits on ``/mcp``) are JSON-RPC shaped; credential errors are OAuth shaped (RFC
     GatewayError
      ├── InvalidRequest (400)           ── TwoCredentials, HeaderMismatch (JSON-RPC -32020)
      ├── Unauthorized (401)             ── InvalidToken
-     ├── Forbidden (403)                ── OriginNotAllowed
+     ├── Forbidden (403)                ── OriginNotAllowed, InsufficientScope
      ├── SessionNotFound (404, JSON-RPC)
      ├── PayloadTooLarge (413, JSON-RPC on /mcp)
      ├── UpstreamError (502, JSON-RPC)  ── UpstreamAuthFailed
@@ -97,6 +97,12 @@ class InvalidToken(Unauthorized):
 class Forbidden(GatewayError):
     status = 403
     error = "forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """The token lacks a scope the resource needs (RFC 6750 §3.1); the challenge names every one."""
+
+    error = "insufficient_scope"
 
 
 class OriginNotAllowed(Forbidden):

@@ -1,26 +1,32 @@
-"""``last_used_at`` without a database write per request: remember in memory, flush in batches."""
+"""``last_used_at`` without a database write per request: remember in memory, flush in batches.
+
+Used for API keys and for OAuth token families (the "last used" of an Authorized App).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from gateway.storage.base import ApiKeyStore, StorageError
+from gateway.storage.base import StorageError
+
+Writer = Callable[[Mapping[str, float]], Awaitable[None]]
 
 log = logging.getLogger("gateway.last_used")
 
 
 class LastUsedRecorder:
-    """Collects the latest use of each key and writes them all every ``interval`` seconds.
+    """Collects the latest use of each credential and writes them all every ``interval`` seconds.
 
     At most ``interval`` seconds of ``last_used_at`` are lost if the process dies; a clean shutdown
     flushes what is pending.
     """
 
-    def __init__(self, store: ApiKeyStore, *, interval: float) -> None:
-        self._store = store
+    def __init__(self, write: Writer, *, interval: float, name: str) -> None:
+        self._write = write
+        self._name = name
         self._interval = interval
         self._pending: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -34,9 +40,9 @@ class LastUsedRecorder:
             return
         batch, self._pending = self._pending, {}
         try:
-            await self._store.touch_api_keys(batch)
+            await self._write(batch)
         except StorageError as exc:
-            log.warning("could not record key use (%s); will retry", type(exc).__name__)
+            log.warning("could not record %s use (%s); will retry", self._name, type(exc).__name__)
             for key_id, when in batch.items():
                 self.record(key_id, when)
 
@@ -49,7 +55,7 @@ class LastUsedRecorder:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LastUsedRecorder]:
-        task = asyncio.create_task(self._run(), name="last-used-flusher")
+        task = asyncio.create_task(self._run(), name=f"last-used-{self._name}")
         try:
             yield self
         finally:

@@ -84,6 +84,8 @@ def upstream_request_headers(
         out["X-Gateway-User-Email"] = principal.email
         out["X-Gateway-Auth-Method"] = principal.method
         out["X-Gateway-Credential-Id"] = principal.credential_id
+        if principal.client_id is not None:
+            out["X-Gateway-Client-Id"] = principal.client_id
     if peer:
         out["X-Forwarded-For"] = peer
     out["X-Forwarded-Proto"] = public_scheme

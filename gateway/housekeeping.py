@@ -1,0 +1,53 @@
+"""Periodic clean-up: expired tokens and codes, stale pending authorizations, forgotten MCP session bindings,
+and registered clients that never completed an authorization. Every replica may run it; each step is an
+idempotent bulk delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.appkeys import CLOCK, CONFIG, STORAGE
+from gateway.oauth.registration import reap_unused_clients
+from gateway.storage.base import StorageError
+
+log = logging.getLogger("gateway.housekeeping")
+
+INTERVAL = 3600.0
+
+
+async def sweep(app: web.Application) -> dict[str, int]:
+    config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
+    now = clock.now()
+    return {
+        "mcp_sessions": await storage.purge_sessions(created_before=now - config.limits.session_max_age),
+        "tokens": await storage.purge_expired_tokens(before=now),
+        "authorization_requests": await storage.purge_authorization_requests(expired_before=now),
+        "clients": await reap_unused_clients(storage, clock, config.oauth.registration.unused_client_ttl),
+    }
+
+
+async def _run(app: web.Application) -> None:
+    while True:
+        try:
+            removed = await sweep(app)
+            if any(removed.values()):
+                log.info("housekeeping removed rows", extra={"removed": removed})
+        except StorageError as exc:
+            log.warning("housekeeping failed: %s", type(exc).__name__)
+        await asyncio.sleep(INTERVAL)
+
+
+@contextlib.asynccontextmanager
+async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_run(app), name="housekeeping")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

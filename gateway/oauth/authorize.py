@@ -1,0 +1,157 @@
+"""The authorization endpoint (OAuth 2.1 §4.1.1), validated in two phases.
+
+Phase one settles the client and the redirect URI. Until both are known good, every error is a page in
+the browser and nothing is redirected (OAuth 2.1 §4.1.2.1: never redirect to an unverified URI). Phase
+two checks the rest (response type, PKCE, resource, scope); its errors go back to the client's redirect
+URI with ``error``, ``state`` and ``iss``. A valid request becomes a pending authorization bound to this
+browser, and the user is sent to sign in, then to the consent page — or straight back with a code when
+they are signed in and already approved exactly this (same client, redirect URI, resource, scope ⊆).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from gateway.errors import InvalidRequest
+from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
+from gateway.oauth.cimd import CimdError
+from gateway.oauth.clients import RegisteredClient
+from gateway.oauth.context import AUTHORIZE_PATH, CONSENT_PATH, LOGIN_PATH
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, with_params
+from gateway.oauth.pkce import validate_challenge
+from gateway.oauth.redirect_uris import redirect_uri_matches
+from gateway.oauth.resource_uri import canonical_resource
+from gateway.secrets_hashing import secret_hash
+from gateway.storage.oauth import AuthorizationRequest
+from gateway.web_pages import error_page, found, see_other
+
+MAX_STATE_LENGTH = 2048
+SINGLE = ("client_id", "redirect_uri", "response_type", "state", "code_challenge", "code_challenge_method", "scope")
+
+
+@dataclass(frozen=True)
+class RedirectError(Exception):
+    """A phase-two error: reported to the client at its (validated) redirect URI."""
+
+    error: str
+    description: str
+
+
+async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | web.Response:
+    try:
+        client = await flow.clients.resolve(client_id)
+    except CimdError:
+        return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")
+    if client is None:
+        return error_page("Unknown application", "This application is not registered with the gateway.")
+    return client
+
+
+def _redirect_uri(client: RegisteredClient, requested: str | None) -> tuple[str, bool] | None:
+    if requested is None:
+        # OAuth 2.1 §2.3.2: may be omitted only when exactly one redirect URI is registered.
+        return (client.redirect_uris[0], False) if len(client.redirect_uris) == 1 else None
+    if any(redirect_uri_matches(registered, requested) for registered in client.redirect_uris):
+        return requested, True
+    return None
+
+
+def _phase_two(flow: AuthorizationFlow, query: MultiMapping[str]) -> tuple[str, str, str]:
+    """The PKCE challenge, scope and resource, or a ``RedirectError``."""
+    for name in SINGLE:
+        if len(query.getall(name, [])) > 1:
+            raise RedirectError("invalid_request", f"{name} repeated")
+    response_type = query.get("response_type")
+    if not response_type:
+        raise RedirectError("invalid_request", "response_type is required")
+    if response_type != "code":
+        raise RedirectError("unsupported_response_type", "Only the code flow is supported")
+    challenge = query.get("code_challenge")
+    method = query.get("code_challenge_method")
+    try:
+        # OAuth 2.1 §4.1.1 / RFC 7636 §4.3: PKCE required, S256 only; a missing method is not "plain".
+        challenge = validate_challenge(challenge, method)
+    except InvalidRequest as exc:
+        raise RedirectError("invalid_request", exc.description) from exc
+    resources = query.getall("resource", [])
+    if len(resources) > 1:
+        raise RedirectError("invalid_target", "Only one resource per request")
+    resource = flow.settings.resource
+    # RFC 8707 §2: the resource must be this MCP server (trailing slash and case of scheme/host forgiven).
+    if resources and canonical_resource(resources[0]) != resource:
+        raise RedirectError("invalid_target", "The requested resource is not served here")
+    scope = flow.settings.scopes.settle(query.get("scope"))
+    if scope is None:
+        raise RedirectError("invalid_scope", "Unknown scope requested")
+    return challenge, scope, resource
+
+
+async def handle_authorize(request: web.Request) -> web.StreamResponse:
+    flow = request.app[AUTHORIZATION_FLOW]
+    query = request.query
+    client_id = query.get("client_id")
+    if not client_id or len(query.getall("client_id")) > 1:
+        return error_page("Invalid request", "The request does not name exactly one application (client_id).")
+    client = await _client(flow, client_id)
+    if isinstance(client, web.Response):
+        return client
+    if len(query.getall("redirect_uri", [])) > 1:
+        return error_page("Invalid request", "The request names more than one redirect URI.")
+    settled = _redirect_uri(client, query.get("redirect_uri"))
+    if settled is None:
+        return error_page("Invalid redirect", "The redirect URI is not registered for this application.")
+    redirect_uri, given = settled
+    state = query.get("state")
+    if state is not None and len(state) > MAX_STATE_LENGTH:
+        return error_page("Invalid request", "The state parameter is too long.")
+    iss = flow.settings.issuer
+    try:
+        challenge, scope, resource = _phase_two(flow, query)
+    except RedirectError as exc:
+        location = with_params(redirect_uri, {"error": exc.error, "error_description": exc.description})
+        return found(with_params(location, {"state": state, "iss": iss}))
+
+    browser = browser_id(request)
+    new_browser = browser is None
+    if browser is None:
+        browser = new_browser_id()
+    now = flow.settings.clock.now()
+    request_id = secrets.token_urlsafe(32)
+    pending = AuthorizationRequest(
+        request_hash=secret_hash(request_id),
+        browser_hash=secret_hash(browser),
+        csrf_hash="",
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        redirect_uri_given=given,
+        state=state,
+        code_challenge=challenge,
+        scope=scope,
+        resource=resource,
+        created_at=now,
+        expires_at=now + flow.settings.config.oauth.authorization_request_ttl,
+    )
+    user = await flow.logins.current_user(request)
+    prompt = set(query.get("prompt", "").split())
+    if user is not None and "consent" not in prompt and "login" not in prompt and await flow.remembered(user.id, pending):
+        code = await flow.issue_code(user.id, pending)
+        return found(flow.respond(pending, code=code))
+    if "none" in prompt:
+        error = "login_required" if user is None else "consent_required"
+        return found(flow.respond(pending, error=error))
+    await flow.create_pending(pending)
+    if user is not None and "login" not in prompt:
+        await flow.requests.set_authorization_user(pending.request_hash, user.id)
+    step = CONSENT_PATH if user is not None and "login" not in prompt else LOGIN_PATH
+    response = see_other(f"{step}?tx={request_id}")
+    if new_browser:
+        bind_browser(response, browser)
+    return response
+
+
+def setup_authorize(app: web.Application) -> None:
+    app.router.add_get(AUTHORIZE_PATH, handle_authorize)

@@ -1,0 +1,187 @@
+"""The two pages a person sees during authorization: sign-in and consent.
+
+Both are plain HTML forms (no JavaScript). Posts must come from the gateway's own origin and carry the
+CSRF token of their pending authorization; the pending request, not the form, is the only source of what
+is being approved. Sign-in failures get one generic message and are throttled per account and address.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+from aiohttp import web
+
+from gateway.accounts import AccountError, normalise_email
+from gateway.errors import ServiceUnavailable
+from gateway.oauth.browser_sessions import browser_id
+from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, is_loopback, redirect_host
+from gateway.oauth.scopes import describe
+from gateway.storage.base import StorageUnavailable
+from gateway.storage.oauth import AuthorizationRequest, Consent
+from gateway.web_pages import check_same_origin_post, error_page, render, see_other
+
+GENERIC_FAILURE = "Invalid email or password."
+EXPIRED = "This sign-in link has expired or was already used. Start again from your application."
+MAX_FIELD = 1024
+
+
+async def _pending_from(request: web.Request, request_id: str) -> AuthorizationRequest | None:
+    flow = request.app[AUTHORIZATION_FLOW]
+    return await flow.load_pending(request_id, browser_id(request))
+
+
+def _csrf_ok(request: web.Request, request_id: str, submitted: str) -> bool:
+    browser = browser_id(request)
+    return browser is not None and secrets.compare_digest(csrf_token(request_id, browser), submitted)
+
+
+async def _form(request: web.Request, flow: AuthorizationFlow) -> dict[str, str]:
+    check_same_origin_post(request, flow.settings.public_origin)
+    data = await request.post()
+    return {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
+
+
+async def _client_name(flow: AuthorizationFlow, client_id: str) -> str:
+    client = await flow.clients.resolve(client_id)
+    return (client.client_name if client is not None else None) or client_id
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    flow = request.app[AUTHORIZATION_FLOW]
+    request_id = request.query.get("tx", "")
+    pending = await _pending_from(request, request_id)
+    browser = browser_id(request)
+    if pending is None or browser is None:
+        return error_page("Sign-in expired", EXPIRED)
+    return render(
+        "login.html",
+        tx=request_id,
+        csrf=csrf_token(request_id, browser),
+        email="",
+        error=None,
+        client_name=await _client_name(flow, pending.client_id),
+    )
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    flow = request.app[AUTHORIZATION_FLOW]
+    form = await _form(request, flow)
+    request_id = form.get("tx", "")
+    pending = await _pending_from(request, request_id)
+    browser = browser_id(request)
+    if pending is None or browser is None:
+        return error_page("Sign-in expired", EXPIRED)
+    if not _csrf_ok(request, request_id, form.get("csrf", "")):
+        return error_page("Request refused", "The form was not submitted from this page.", status=403)
+    email, password = form.get("email", "").strip(), form.get("password", "")
+
+    def again(message: str, status: int) -> web.Response:
+        return render(
+            "login.html",
+            status=status,
+            tx=request_id,
+            csrf=csrf_token(request_id, browser),
+            email=email,
+            error=message,
+            client_name=pending.client_id,
+        )
+
+    account, address = email.lower(), request.remote or "unknown"
+    wait = flow.throttle.retry_after(account, address)
+    if wait > 0:
+        response = again("Too many attempts. Wait a moment and try again.", 429)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        user = await flow.users.get_user_by_email(normalise_email(email))
+    except AccountError:
+        user = None
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
+    valid = await flow.passwords.verify(user.password_hash if user is not None else None, password)
+    if user is None or not valid or not user.active:
+        flow.throttle.failed(account, address)
+        return again(GENERIC_FAILURE, 401)
+    flow.throttle.succeeded(account)
+    response = see_other(f"{CONSENT_PATH}?tx={request_id}")
+    await flow.logins.start(request, response, user)
+    await flow.requests.set_authorization_user(pending.request_hash, user.id)
+    return response
+
+
+async def consent_page(request: web.Request) -> web.StreamResponse:
+    flow = request.app[AUTHORIZATION_FLOW]
+    request_id = request.query.get("tx", "")
+    pending = await _pending_from(request, request_id)
+    browser = browser_id(request)
+    if pending is None or browser is None:
+        return error_page("Authorization expired", EXPIRED)
+    user = await flow.logins.current_user(request)
+    if user is None or (pending.user_id is not None and pending.user_id != user.id):
+        return see_other(f"{LOGIN_PATH}?tx={request_id}")
+    client = await flow.clients.resolve(pending.client_id)
+    if client is None:
+        return error_page("Unknown application", "This application is no longer registered.")
+    return render(
+        "consent.html",
+        tx=request_id,
+        csrf=csrf_token(request_id, browser),
+        client_name=client.client_name or client.client_id,
+        verified=client.verified,
+        client_host=client.host,
+        redirect_host=redirect_host(pending.redirect_uri),
+        loopback=is_loopback(pending.redirect_uri),
+        user_email=user.email,
+        resource=pending.resource,
+        scopes=[describe(scope) for scope in pending.scope.split()],
+    )
+
+
+async def consent_submit(request: web.Request) -> web.StreamResponse:
+    flow = request.app[AUTHORIZATION_FLOW]
+    form = await _form(request, flow)
+    request_id = form.get("tx", "")
+    pending = await _pending_from(request, request_id)
+    if pending is None:
+        return error_page("Authorization expired", EXPIRED)
+    if not _csrf_ok(request, request_id, form.get("csrf", "")):
+        return error_page("Request refused", "The form was not submitted from this page.", status=403)
+    user = await flow.logins.current_user(request)
+    if user is None or pending.user_id != user.id:
+        return error_page("Request refused", "Sign in again to approve this application.", status=403)
+    decision = form.get("decision")
+    if decision not in ("approve", "deny"):
+        return error_page("Invalid request", "Choose Approve or Deny.")
+    now = flow.settings.clock.now()
+    try:
+        # One decision per pending request: a replayed or double-clicked form finds it completed.
+        if not await flow.requests.complete_authorization_request(pending.request_hash, now=now):
+            return error_page("Authorization expired", EXPIRED)
+        if decision == "deny":
+            return see_other(flow.respond(pending, error="access_denied"))
+        previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
+        scope = " ".join(sorted(set(pending.scope.split()) | set(previous.scope.split() if previous else [])))
+        await flow.consents.save_consent(
+            Consent(
+                user_id=user.id,
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                resource=pending.resource,
+                scope=scope,
+                created_at=previous.created_at if previous else now,
+                updated_at=now,
+            )
+        )
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+    code = await flow.issue_code(user.id, pending)
+    return see_other(flow.respond(pending, code=code))
+
+
+def setup_interaction(app: web.Application) -> None:
+    app.router.add_get(LOGIN_PATH, login_page)
+    app.router.add_post(LOGIN_PATH, login_submit)
+    app.router.add_get(CONSENT_PATH, consent_page)
+    app.router.add_post(CONSENT_PATH, consent_submit)

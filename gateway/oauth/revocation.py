@@ -1,0 +1,80 @@
+"""OAuth 2.0 Token Revocation (RFC 7009): ``POST /revoke`` for public clients.
+
+A client revokes only its own tokens: an access token alone, or a refresh token together with its whole
+family (RFC 7009 §2.1: revoking a refresh token SHOULD also invalidate the access tokens of the same
+grant). Anything else, unknown or someone else's, gets the same empty 200 (§2.2), so the endpoint is no
+oracle. A storage fault is 503, never a 200 that claims a revocation that did not happen (§2.2.1).
+
+Uses the ``GRANTS`` store of :mod:`gateway.oauth.token_endpoint` (filled from ``STORAGE`` by default).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.errors import NO_STORE
+from gateway.oauth.context import OAUTH_SETTINGS, REVOKE_PATH
+from gateway.oauth.errors import InvalidRequest, ServiceUnavailable
+from gateway.oauth.token_endpoint import (
+    GRANTS,
+    RequestTooLarge,
+    preflight,
+    public_client_id,
+    read_form,
+    use_storage_by_default,
+    with_cors,
+)
+from gateway.oauth.token_formats import TokenType, classify
+from gateway.secrets_hashing import secret_hash
+from gateway.storage.base import StorageUnavailable
+from gateway.storage.oauth import GrantStore
+
+log = logging.getLogger("gateway.oauth.revocation")
+
+MAX_TOKEN_CHARS = 4096
+
+
+async def revoke(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    client_id = public_client_id(request, form)
+    token = form.get("token")
+    if token is None:
+        raise InvalidRequest("token is required")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise RequestTooLarge("The token is too long")
+    # RFC 7009 §2.1: token_type_hint is only a hint; the type prefix already says what the token claims to be.
+    now = request.app[OAUTH_SETTINGS].clock.now()
+    try:
+        await _revoke_own(request.app[GRANTS], token, client_id=client_id, now=now)
+    except StorageUnavailable as exc:
+        # RFC 7009 §2.2.1: 503 tells the client the token may still be valid and to retry.
+        raise ServiceUnavailable("Revocation service unavailable, retry shortly") from exc
+    # RFC 7009 §2.2: 200 whether or not there was anything to revoke.
+    return web.Response(status=200, headers=NO_STORE)
+
+
+async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: float) -> None:
+    kind = classify(token)
+    if kind is TokenType.ACCESS:
+        access = await grants.get_access_token(secret_hash(token))
+        # RFC 7009 §2.1: the token must have been issued to the requesting client.
+        if access is not None and access.client_id == client_id:
+            await grants.revoke_access_token(access.token_hash, now=now)
+    elif kind is TokenType.REFRESH:
+        refresh = await grants.get_refresh_token(secret_hash(token))
+        family = await grants.get_family(refresh.family_id) if refresh is not None else None
+        if (
+            family is not None
+            and family.client_id == client_id
+            and await grants.revoke_family(family.family_id, now=now, reason="revoked_by_client")
+        ):
+            log.info("token family revoked by its client", extra={"family_id": family.family_id})
+
+
+def setup_revocation(app: web.Application) -> None:
+    """Register ``POST /revoke`` (and its CORS preflight)."""
+    use_storage_by_default(app)
+    app.router.add_post(REVOKE_PATH, with_cors(revoke))
+    app.router.add_route("OPTIONS", REVOKE_PATH, preflight)

@@ -1,0 +1,86 @@
+"""HTML pages for people: rendering (autoescaped Jinja2), strict security headers, cookies, CSRF checks.
+
+Pages work without JavaScript (plain forms). Every page forbids framing, caching and referrers, and
+loads nothing but the gateway's own stylesheet. Cookies are ``__Host-`` prefixed (Secure, Path=/, no
+Domain), HttpOnly and SameSite=Lax.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from gateway.errors import Forbidden
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+JINJA = web.AppKey("jinja", jinja2.Environment)
+
+
+def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
+    html = _environment.get_template(template).render(**context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+def error_page(title: str, message: str, *, status: int = 400) -> web.Response:
+    """An error shown in the browser; nothing is redirected to a URI that has not been validated."""
+    return render("error.html", status=status, title=title, message=message)
+
+
+def see_other(location: str) -> web.Response:
+    """303 after a form post (never 307, which would re-post the form); no caching, no referrer."""
+    return web.Response(status=303, headers={**PAGE_HEADERS, "Location": location})
+
+
+def found(location: str) -> web.Response:
+    return web.Response(status=302, headers={**PAGE_HEADERS, "Location": location})
+
+
+def set_cookie(response: web.StreamResponse, name: str, value: str, *, max_age: int | None = None) -> None:
+    response.set_cookie(
+        name, value, path="/", secure=True, httponly=True, samesite="Lax", max_age=max_age
+    )
+
+
+def clear_cookie(response: web.StreamResponse, name: str) -> None:
+    response.del_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
+
+
+def check_same_origin_post(request: web.Request, public_origin: str) -> None:
+    """Refuse cross-site form posts (OWASP CSRF: verify the source origin), besides the CSRF token."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("Cross-site request refused")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null" and origin.rstrip("/").lower() != public_origin:
+        raise Forbidden("Cross-site request refused")
+
+
+async def stylesheet(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "gateway.css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def setup_pages(app: web.Application) -> None:
+    app.router.add_get("/static/gateway.css", stylesheet)

@@ -1,0 +1,82 @@
+"""Pure building blocks of the authorization server: token shapes, resources, scopes, redirects, throttling."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.oauth.flow import csrf_token, is_loopback, redirect_host, with_params
+from gateway.oauth.login_throttle import LoginThrottle
+from gateway.oauth.resource_uri import canonical_resource
+from gateway.oauth.scopes import ScopePolicy
+from gateway.oauth.token_formats import TokenType, classify, mint
+from gateway.secrets_hashing import secret_hash
+
+
+def test_minted_secrets_carry_their_type_and_256_random_bits_and_are_stored_by_hash():
+    for kind in TokenType:
+        token, digest = mint(kind)
+        assert token.startswith(kind.value)
+        assert len(token) == len(kind.value) + 43
+        assert digest == secret_hash(token)
+        assert classify(token) is kind
+
+
+@pytest.mark.parametrize("candidate", ["", "gwat_short", "gwat_" + "a" * 44, "mgw_" + "a" * 38, "gwxx_" + "a" * 43])
+def test_anything_else_is_not_classified_as_a_gateway_token(candidate: str):
+    assert classify(candidate) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("https://gw.example/mcp", "https://gw.example/mcp"),
+        ("https://gw.example/mcp/", "https://gw.example/mcp"),
+        ("HTTPS://GW.EXAMPLE/mcp", "https://gw.example/mcp"),
+        ("https://gw.example/mcp#x", None),
+        ("/mcp", None),
+        ("https://u:p@gw.example/mcp", None),
+        ("https://gw.example/m cp", None),
+    ],
+)
+def test_resources_are_compared_in_canonical_form(given: str, canonical: str | None):
+    assert canonical_resource(given) == canonical
+
+
+def test_scope_policy_defaults_accepts_offline_access_and_refuses_unknown_scopes():
+    policy = ScopePolicy(supported=("mcp:read", "mcp:tools"), default=("mcp:tools",))
+    assert policy.settle(None) == "mcp:tools"
+    assert policy.settle("offline_access") == "mcp:tools"
+    assert policy.settle("mcp:tools offline_access") == "mcp:tools"
+    assert policy.settle("mcp:tools mcp:read") == "mcp:read mcp:tools"
+    assert policy.settle("admin") is None
+
+
+def test_redirect_parameters_are_encoded_and_keep_the_existing_query():
+    assert with_params("https://c.example/cb", {"code": "x", "state": "a&code=evil"}) == (
+        "https://c.example/cb?code=x&state=a%26code%3Devil"
+    )
+    assert with_params("https://c.example/cb?x=1", {"error": "access_denied", "state": None}) == (
+        "https://c.example/cb?x=1&error=access_denied"
+    )
+    assert redirect_host("cursor://anysphere.cursor-mcp/oauth/callback") == "anysphere.cursor-mcp"
+    assert is_loopback("http://127.0.0.1:3000/cb")
+    assert not is_loopback("https://127.0.0.1.nip.io/cb")
+
+
+def test_the_csrf_token_is_stable_for_one_browser_and_request_and_differs_otherwise():
+    assert csrf_token("tx", "browser-a") == csrf_token("tx", "browser-a")
+    assert csrf_token("tx", "browser-a") != csrf_token("tx", "browser-b")
+    assert csrf_token("tx", "browser-a") != csrf_token("tx2", "browser-a")
+
+
+def test_login_failures_lock_an_account_temporarily_and_the_lock_expires():
+    clock = ManualClock()
+    throttle = LoginThrottle(clock)
+    for _ in range(5):
+        assert throttle.retry_after("ada@example.com", "10.0.0.1") == 0
+        throttle.failed("ada@example.com", "10.0.0.1")
+    assert throttle.retry_after("ada@example.com", "10.0.0.2") > 0
+    assert throttle.retry_after("bob@example.com", "10.0.0.2") == 0
+    clock.advance(901)
+    assert throttle.retry_after("ada@example.com", "10.0.0.1") == 0
