@@ -110,10 +110,12 @@ MCP gateway is running, in front of the example upstream at {upstream}/mcp
   Browser login  {QUICKSTART_EMAIL} / {password}
   API key        {key}
 
-Add it to Claude Code:
+Add it to Claude Code, signing in through the browser (OAuth):
+  claude mcp add --transport http gateway {mcp_url}
+or with the API key instead:
   claude mcp add --transport http gateway {mcp_url} --header "X-API-Key: {key}"
 
-Or with the MCP Inspector: npx @modelcontextprotocol/inspector  (URL {mcp_url}, header X-API-Key)
+Or with the MCP Inspector: npx @modelcontextprotocol/inspector  (URL {mcp_url})
 
 Data lives in {directory}. Press Ctrl-C to stop.
 """,
