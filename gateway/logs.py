@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -34,6 +35,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending bytes, which may hold a credential:
+    keep the event, drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            status = getattr(record.exc_info[1], "code", 400)
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "malformed HTTP request (%s)",
+                (status,),
+                None,
+                None,
+            )
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -43,6 +60,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 class AccessLogger(AbstractAccessLogger):
