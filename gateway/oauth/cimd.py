@@ -29,7 +29,7 @@ import socket
 import ssl
 from collections import OrderedDict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -59,8 +59,12 @@ _JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-class CimdError(Exception):
-    """The metadata document could not be fetched or is invalid. ``reason`` is short and safe to show or log."""
+class CimdError(OAuthError):
+    """The metadata document could not be fetched or is invalid. ``reason`` is short and safe to show or log.
+
+    The authorize endpoint turns it into an error page; left uncaught it renders as 400 ``invalid_client``."""
+
+    error = "invalid_client"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -108,9 +112,7 @@ def _parse_client_id(client_id: str) -> _Target | None:
         return None
     # §3: https scheme; no fragment; a path; no dot segments; no userinfo. Backslashes and broken
     # percent-escapes are refused too: other URL parsers read them differently.
-    if not client_id.startswith("https://") or "#" in client_id or "\\" in client_id:
-        return None
-    if _BAD_PERCENT.search(client_id):
+    if not client_id.startswith("https://") or "#" in client_id or "\\" in client_id or _BAD_PERCENT.search(client_id):
         return None
     rest = client_id[len("https://") :]
     authority, slash, path_and_query = rest.partition("/")
@@ -128,6 +130,8 @@ def _parse_client_id(client_id: str) -> _Target | None:
         host, _, port = authority.partition(":")
     if (port or authority.endswith(":")) and (not port.isdigit() or not 0 < int(port) <= 65535):
         return None
+    if "%" in host:
+        return None  # no percent-encoded hosts, no IPv6 zone ids
     if authority.startswith("["):
         try:
             return _Target(host, ipaddress.IPv6Address(host))
@@ -313,10 +317,10 @@ class CimdFetcher:
             async with asyncio.timeout(self._config.timeout):
                 metadata, ttl = await self._download(client_id, target)
         except CimdError as exc:
-            log.info("client metadata document refused: %s", exc.reason, extra={"event": "cimd_failed"})
+            log.info("metadata document refused: %s", exc.reason, extra={"event": "cimd_failed", "host": target.host})
             raise
         except TimeoutError as exc:
-            log.info("client metadata document fetch timed out", extra={"event": "cimd_failed"})
+            log.info("metadata document fetch timed out", extra={"event": "cimd_failed", "host": target.host})
             raise CimdError("fetching the metadata document timed out") from exc
         if ttl is not None:
             self._cache[client_id] = _Entry(metadata, self._clock.monotonic() + ttl)
@@ -418,17 +422,7 @@ class CimdFetcher:
             metadata = validate_metadata(raw, self._policy)
         except OAuthError as exc:
             raise CimdError(f"invalid client metadata: {exc.description}") from exc
-        return ClientMetadata(
-            client_id=client_id,
-            client_name=metadata.client_name,
-            redirect_uris=metadata.redirect_uris,
-            grant_types=metadata.grant_types,
-            response_types=metadata.response_types,
-            scope=metadata.scope,
-            client_uri=metadata.client_uri,
-            logo_uri=metadata.logo_uri,
-            application_type=metadata.application_type,
-        )
+        return ClientMetadata(client_id=client_id, **asdict(metadata))
 
 
 def _has_private_jwk(jwks: object) -> bool:

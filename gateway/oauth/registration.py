@@ -212,6 +212,8 @@ def validate_metadata(raw: object, policy: MetadataPolicy) -> ValidatedMetadata:
 
     Unknown fields are ignored (RFC 7591 §2), and so are identifiers and secrets a client supplies
     (``client_id``, ``client_secret``, ``registration_access_token``...): the server chooses those (§3.2.1).
+    ``application_type`` is recorded, not cross-checked with the redirect URIs (browser-based tools on
+    localhost register as ``web``).
     """
     if not isinstance(raw, dict):
         raise InvalidClientMetadata("The client metadata must be a JSON object")
