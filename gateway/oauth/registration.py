@@ -22,7 +22,6 @@ import json
 import logging
 import secrets
 import unicodedata
-from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ from aiohttp import web
 from gateway.appkeys import STORAGE
 from gateway.clock import Clock
 from gateway.errors import NO_STORE
+from gateway.net import client_address
 from gateway.oauth.context import OAUTH_SETTINGS, REGISTER_PATH
 from gateway.oauth.errors import (
     InvalidClientMetadata,
@@ -279,16 +279,6 @@ async def _read_json(request: web.Request, max_bytes: int) -> object:
         return parse_json_object(bytes(body))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise InvalidClientMetadata("The request body is not valid JSON") from exc
-
-
-def client_address(request: web.Request, trusted_proxies: Collection[str]) -> str:
-    """The registering client's address: the last ``X-Forwarded-For`` hop when the peer is a trusted proxy."""
-    peer = request.remote or "unknown"
-    if peer in trusted_proxies:
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return peer
 
 
 def registration_response(client: OAuthClient) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 
 from gateway.authn import Authenticator, Principal
 from gateway.errors import OriginNotAllowed
+from gateway.net import client_address
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.upstream import Upstream
@@ -41,21 +42,12 @@ class ProxyContext:
         if normalised != self.public_origin and normalised not in self.allowed_origins:
             raise OriginNotAllowed("Origin not allowed")
 
-    def client_address(self, request: web.Request) -> str | None:
-        peer = request.remote
-        if peer in self.trusted_proxies:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-            if hops:
-                return hops[-1]
-        return peer
-
     def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:
         parts = urlsplit(self.public_url)
         return upstream_request_headers(
             request.headers,
             principal,
-            peer=self.client_address(request),
+            peer=client_address(request, self.trusted_proxies),
             public_scheme=parts.scheme,
             public_host=parts.netloc,
             identity=self.identity_headers,
