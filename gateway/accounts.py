@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from gateway.apikeys import ApiKeyFormat, MintedKey
@@ -20,7 +21,8 @@ class AccountError(ValueError):
 
 
 def normalise_email(email: str) -> str:
-    email = email.strip()
+    """Trimmed and NFKC-normalised, so look-alike compatibility forms (fullwidth letters) are one account."""
+    email = unicodedata.normalize("NFKC", email.strip())
     if not _EMAIL.match(email):
         raise AccountError(f"not a valid email address: {email!r}")
     return email

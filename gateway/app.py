@@ -22,12 +22,13 @@ from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.metadata import resource_metadata_url
 from gateway.proxy.context import PROXY, ProxyContext
+from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.storage import Storage, open_storage
-from gateway.web_pages import setup_pages
+from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
 
@@ -42,7 +43,9 @@ def create_app(
     upstream_session: aiohttp.ClientSession | None = None,
 ) -> web.Application:
     """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
+    app = web.Application(
+        middlewares=[cors_middleware, error_middleware, page_errors], client_max_size=config.limits.max_body_bytes
+    )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
@@ -51,6 +54,7 @@ def create_app(
     app.cleanup_ctx.append(_proxy_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(add_cors_headers)
     setup_health(app)
     setup_pages(app)
     setup_oauth(app)

@@ -74,7 +74,10 @@ def extract_credential(request: web.Request, challenge: Challenge) -> str:
     authorizations = request.headers.getall("Authorization", [])
     api_keys = request.headers.getall("X-API-Key", [])
     if len(authorizations) + len(api_keys) > 1:
-        raise TwoCredentials("Send exactly one credential per request", headers=challenge.headers("invalid_request"))
+        raise TwoCredentials(
+            "Send exactly one credential per request: an X-API-Key header or an Authorization header, not both",
+            headers=challenge.headers("invalid_request"),
+        )
     if api_keys:
         value = api_keys[0].strip()
         if not value:
@@ -120,9 +123,25 @@ class Authenticator:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
 
     async def authenticate(self, request: web.Request) -> Principal:
+        try:
+            return await self._authenticate(request)
+        except InvalidToken as exc:
+            if "X-API-Key" not in request.headers:
+                raise
+            # A stale key pasted in a client's configuration: say so, rather than only "invalid_token".
+            raise InvalidToken(
+                "The API key in X-API-Key is not valid (unknown, expired, revoked or mistyped): "
+                "replace it in your client's configuration",
+                headers=exc.headers,
+            ) from None
+
+    async def _authenticate(self, request: web.Request) -> Principal:
         credential = extract_credential(request, self.challenge)
         kind = classify(credential)
         if kind is TokenType.ACCESS:
+            if "X-API-Key" in request.headers:
+                # RFC 6750 §2 / MCP authorization: access tokens travel only as ``Authorization: Bearer``.
+                raise self._invalid("Send access tokens in the Authorization header")
             principal = await self._cached(secret_hash(credential), self._load_access_token)
         elif kind is None and self._format.looks_like_key(credential):
             if not self._format.is_well_formed(credential):
@@ -207,5 +226,3 @@ class Authenticator:
     def forget(self, digest: str) -> None:
         """Drop a cached validation at once (a revocation in this process)."""
         self._cache.pop(digest, None)
-
-

@@ -39,6 +39,18 @@ class Passwords:
         async with self._slots:
             return await asyncio.to_thread(self._hasher.hash, password)
 
+    async def rehash(self, password: str) -> str:
+        """A fresh hash of an already-verified password under the current parameters (no policy check)."""
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made with weaker parameters than this hasher's (rehash at next sign-in)."""
+        try:
+            return bool(self._hasher.check_needs_rehash(password_hash))
+        except InvalidHashError:
+            return True
+
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """False on mismatch. With no hash (unknown user) it still spends the same work."""
         if len(password) > MAX_PASSWORD_LENGTH:

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, GatewayError, Handler
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -60,9 +60,7 @@ def found(location: str) -> web.Response:
 
 
 def set_cookie(response: web.StreamResponse, name: str, value: str, *, max_age: int | None = None) -> None:
-    response.set_cookie(
-        name, value, path="/", secure=True, httponly=True, samesite="Lax", max_age=max_age
-    )
+    response.set_cookie(name, value, path="/", secure=True, httponly=True, samesite="Lax", max_age=max_age)
 
 
 def clear_cookie(response: web.StreamResponse, name: str) -> None:
@@ -76,6 +74,23 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
     origin = request.headers.get("Origin")
     if origin is not None and origin != "null" and origin.rstrip("/").lower() != public_origin:
         raise Forbidden("Cross-site request refused")
+
+
+PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On pages a person sees, errors are pages too (a 503 says to retry), never a JSON body."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        if request.path not in PAGE_PATHS:
+            raise
+        title = "Please try again shortly" if exc.status >= 500 else "Request refused"
+        response = error_page(title, exc.description, status=exc.status)
+        response.headers.update(exc.headers)
+        return response
 
 
 async def stylesheet(request: web.Request) -> web.FileResponse:

@@ -6,6 +6,8 @@ two checks the rest (response type, PKCE, resource, scope); its errors go back t
 URI with ``error``, ``state`` and ``iss``. A valid request becomes a pending authorization bound to this
 browser, and the user is sent to sign in, then to the consent page — or straight back with a code when
 they are signed in and already approved exactly this (same client, redirect URI, resource, scope ⊆).
+``prompt=none`` that cannot get a code is redirected with an error only for a client the user approved;
+anything else is a page, so the gateway never bounces people to a URI nobody trusted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirect_uris import redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.secrets_hashing import secret_hash
+from gateway.storage.base import User
 from gateway.storage.oauth import AuthorizationRequest
 from gateway.web_pages import error_page, found, see_other
 
@@ -41,9 +44,9 @@ class RedirectError(Exception):
     description: str
 
 
-async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | web.Response:
+async def _client(flow: AuthorizationFlow, client_id: str, *, refresh: bool = False) -> RegisteredClient | web.Response:
     try:
-        client = await flow.clients.resolve(client_id)
+        client = await flow.clients.resolve(client_id, refresh=refresh)
     except CimdError:
         return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")
     if client is None:
@@ -90,6 +93,21 @@ def _phase_two(flow: AuthorizationFlow, query: MultiMapping[str]) -> tuple[str, 
     return challenge, scope, resource
 
 
+async def _without_interaction(
+    flow: AuthorizationFlow, user: User | None, pending: AuthorizationRequest, prompt: set[str]
+) -> web.Response:
+    """``prompt=none`` that cannot be answered with a code. The error goes back by redirect only to a client
+    this user already approved at this redirect URI: otherwise anyone who registers a client could use the
+    gateway to bounce people to their own site (RFC 9700 §4.11.2, security-cases 37)."""
+    approved = user is not None and (
+        await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource) is not None
+    )
+    if not approved:
+        return error_page("Sign-in required", "Sign in and approve this application from the application itself.")
+    error = "login_required" if "login" in prompt else "consent_required"
+    return found(flow.respond(pending, error=error))
+
+
 async def handle_authorize(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
     query = request.query
@@ -102,6 +120,12 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     if len(query.getall("redirect_uri", [])) > 1:
         return error_page("Invalid request", "The request names more than one redirect URI.")
     settled = _redirect_uri(client, query.get("redirect_uri"))
+    if settled is None and client.kind == "cimd":
+        # CIMD §4.4: a cached document may be stale; fetch it once more before refusing.
+        refreshed = await _client(flow, client_id, refresh=True)
+        if isinstance(refreshed, web.Response):
+            return refreshed
+        client, settled = refreshed, _redirect_uri(refreshed, query.get("redirect_uri"))
     if settled is None:
         return error_page("Invalid redirect", "The redirect URI is not registered for this application.")
     redirect_uri, given = settled
@@ -137,12 +161,16 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     )
     user = await flow.logins.current_user(request)
     prompt = set(query.get("prompt", "").split())
-    if user is not None and "consent" not in prompt and "login" not in prompt and await flow.remembered(user.id, pending):
+    if (
+        user is not None
+        and "consent" not in prompt
+        and "login" not in prompt
+        and await flow.remembered(user.id, pending)
+    ):
         code = await flow.issue_code(user.id, pending)
         return found(flow.respond(pending, code=code))
     if "none" in prompt:
-        error = "login_required" if user is None else "consent_required"
-        return found(flow.respond(pending, error=error))
+        return await _without_interaction(flow, user, pending, prompt)
     await flow.create_pending(pending)
     if user is not None and "login" not in prompt:
         await flow.requests.set_authorization_user(pending.request_hash, user.id)

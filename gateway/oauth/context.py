@@ -46,7 +46,7 @@ class OAuthSettings:
 OAUTH_SETTINGS = web.AppKey("oauth_settings", OAuthSettings)
 
 AUTHORIZE_PATH = "/authorize"
-TOKEN_PATH = "/token"
+TOKEN_PATH = "/token"  # noqa: S105 - a URL path, not a secret
 REGISTER_PATH = "/register"
 REVOKE_PATH = "/revoke"
 LOGIN_PATH = "/login"

@@ -18,8 +18,10 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from gateway.errors import ServiceUnavailable
+from gateway.oauth.browser_sessions import LoginSessions
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.context import OAuthSettings
+from gateway.oauth.login_throttle import LoginThrottle
 from gateway.oauth.token_formats import TokenType, mint
 from gateway.passwords import Passwords
 from gateway.secrets_hashing import secret_hash
@@ -32,8 +34,6 @@ from gateway.storage.oauth import (
     ConsentStore,
     GrantStore,
 )
-from gateway.oauth.browser_sessions import LoginSessions
-from gateway.oauth.login_throttle import LoginThrottle
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "::1", "localhost"})
 

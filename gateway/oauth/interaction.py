@@ -7,6 +7,7 @@ is being approved. Sign-in failures get one generic message and are throttled pe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 
@@ -15,6 +16,8 @@ from aiohttp import web
 from gateway.accounts import AccountError, normalise_email
 from gateway.errors import ServiceUnavailable
 from gateway.oauth.browser_sessions import browser_id
+from gateway.oauth.cimd import CimdError
+from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, is_loopback, redirect_host
 from gateway.oauth.scopes import describe
@@ -43,8 +46,16 @@ async def _form(request: web.Request, flow: AuthorizationFlow) -> dict[str, str]
     return {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
 
 
+async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | None:
+    """The client of a pending request; None when it is gone or its metadata document no longer loads."""
+    try:
+        return await flow.clients.resolve(client_id)
+    except CimdError:
+        return None
+
+
 async def _client_name(flow: AuthorizationFlow, client_id: str) -> str:
-    client = await flow.clients.resolve(client_id)
+    client = await _client(flow, client_id)
     return (client.client_name if client is not None else None) or client_id
 
 
@@ -77,7 +88,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return error_page("Request refused", "The form was not submitted from this page.", status=403)
     email, password = form.get("email", "").strip(), form.get("password", "")
 
-    def again(message: str, status: int) -> web.Response:
+    async def again(message: str, status: int) -> web.Response:
         return render(
             "login.html",
             status=status,
@@ -85,13 +96,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             csrf=csrf_token(request_id, browser),
             email=email,
             error=message,
-            client_name=pending.client_id,
+            client_name=await _client_name(flow, pending.client_id),
         )
 
     account, address = email.lower(), request.remote or "unknown"
     wait = flow.throttle.retry_after(account, address)
     if wait > 0:
-        response = again("Too many attempts. Wait a moment and try again.", 429)
+        response = await again("Too many attempts. Wait a moment and try again.", 429)
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
     try:
@@ -103,8 +114,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     valid = await flow.passwords.verify(user.password_hash if user is not None else None, password)
     if user is None or not valid or not user.active:
         flow.throttle.failed(account, address)
-        return again(GENERIC_FAILURE, 401)
+        return await again(GENERIC_FAILURE, 401)
     flow.throttle.succeeded(account)
+    if flow.passwords.needs_rehash(user.password_hash):
+        with contextlib.suppress(StorageUnavailable):
+            await flow.users.set_password_hash(user.id, await flow.passwords.rehash(password))
     response = see_other(f"{CONSENT_PATH}?tx={request_id}")
     await flow.logins.start(request, response, user)
     await flow.requests.set_authorization_user(pending.request_hash, user.id)
@@ -121,9 +135,9 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
     user = await flow.logins.current_user(request)
     if user is None or (pending.user_id is not None and pending.user_id != user.id):
         return see_other(f"{LOGIN_PATH}?tx={request_id}")
-    client = await flow.clients.resolve(pending.client_id)
+    client = await _client(flow, pending.client_id)
     if client is None:
-        return error_page("Unknown application", "This application is no longer registered.")
+        return error_page("Unknown application", "This application is no longer registered or its metadata is invalid.")
     return render(
         "consent.html",
         tx=request_id,
@@ -160,7 +174,9 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
         if not await flow.requests.complete_authorization_request(pending.request_hash, now=now):
             return error_page("Authorization expired", EXPIRED)
         if decision == "deny":
-            return see_other(flow.respond(pending, error="access_denied"))
+            return see_other(
+                flow.respond(pending, error="access_denied", error_description="The user denied the request")
+            )
         previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
         scope = " ".join(sorted(set(pending.scope.split()) | set(previous.scope.split() if previous else [])))
         await flow.consents.save_consent(

@@ -33,13 +33,14 @@ class ProxyContext:
         parts = urlsplit(self.public_url)
         return f"{parts.scheme}://{parts.netloc}"
 
+    def origin_allowed(self, origin: str) -> bool:
+        normalised = origin.strip().lower().rstrip("/")
+        return normalised == self.public_origin or normalised in self.allowed_origins
+
     def check_origin(self, request: web.Request) -> None:
         """MCP transports: validate ``Origin`` when present, 403 when not allowed (DNS rebinding)."""
         origin = request.headers.get("Origin")
-        if origin is None:
-            return
-        normalised = origin.strip().lower().rstrip("/")
-        if normalised != self.public_origin and normalised not in self.allowed_origins:
+        if origin is not None and not self.origin_allowed(origin):
             raise OriginNotAllowed("Origin not allowed")
 
     def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:

@@ -1,0 +1,144 @@
+"""Redis outage policy for the quota: degrade to a per-replica share of the plan, never unlimited, never down.
+
+While the shared counter answers, every admission is decided by it and also recorded in the local
+``MemoryLimiter`` (against the plan scaled to ``share``), so the local counters are warm when Redis goes
+away and a failover does not hand out a fresh allowance (the idea of SweetSophia/noosphere PR #276).
+
+When a call to Redis fails (connection refused or reset, timeout, any Redis error) the request is answered
+from the local limiter with every cap scaled to ``share`` (e.g. 1/replicas, at least ``min_limit``). One
+warning is logged when degraded mode starts and one info line when it ends; ``degraded`` and the optional
+``on_change`` hook expose the state (for the ``quota_degraded`` metric and readiness). While degraded, one
+request per ``retry_interval`` probes Redis (bounded by ``timeout``), the others go straight to the local
+limiter, so a dead Redis never holds requests up; the first successful probe returns to the shared counter.
+Units admitted locally during the outage are not replayed into Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Final, TypeVar
+
+from redis.exceptions import RedisError
+
+from gateway.clock import Clock
+from gateway.quota.limiter import Decision, QuotaLimiter, Usage
+from gateway.quota.memory_limiter import MemoryLimiter
+from gateway.quota.plans import Plan, scale_plan
+
+log = logging.getLogger("gateway.quota")
+
+DEFAULT_TIMEOUT: Final = 0.25
+DEFAULT_RETRY_INTERVAL: Final = 1.0
+PRIMARY_ERRORS: Final = (RedisError, OSError, TimeoutError)
+"""What puts the limiter in degraded mode (``redis.exceptions.ConnectionError``/``TimeoutError`` are
+``RedisError``s; ``OSError`` and ``TimeoutError`` cover the socket layer and our own deadline)."""
+
+_T = TypeVar("_T")
+
+
+class DegradingLimiter:
+    def __init__(
+        self,
+        primary: QuotaLimiter,
+        fallback: MemoryLimiter,
+        *,
+        share: float,
+        clock: Clock,
+        min_limit: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        if min_limit < 1 or timeout <= 0 or retry_interval <= 0:
+            raise ValueError("min_limit must be at least 1; timeout and retry_interval greater than 0")
+        self._primary = primary
+        self._fallback = fallback
+        self._share = share
+        self._min_limit = min_limit
+        self._clock = clock
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._on_change = on_change
+        self._local_plans: dict[Plan, Plan] = {}
+        self._degraded = False
+        self._degraded_since = 0.0
+        self._retry_at = 0.0
+        self._probing = False
+
+    @property
+    def degraded(self) -> bool:
+        """True while answers come from the per-replica fallback."""
+        return self._degraded
+
+    async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
+        local = self.local_plan(plan)
+        decision = await self._try_primary(lambda: self._primary.admit(account_id, plan, cost))
+        if decision is None:
+            return replace(self._fallback.admit_now(account_id, local, cost), degraded=True)
+        if decision.allowed:
+            self._fallback.record(account_id, local, cost)
+        return decision
+
+    async def usage(self, account_id: str, plan: Plan) -> Usage:
+        usage = await self._try_primary(lambda: self._primary.usage(account_id, plan))
+        if usage is None:
+            return replace(await self._fallback.usage(account_id, self.local_plan(plan)), degraded=True)
+        return usage
+
+    def local_plan(self, plan: Plan) -> Plan:
+        """``plan`` as the per-replica fallback enforces it."""
+        local = self._local_plans.get(plan)
+        if local is None:
+            local = self._local_plans[plan] = scale_plan(plan, self._share, min_limit=self._min_limit)
+        return local
+
+    async def _try_primary(self, call: Callable[[], Awaitable[_T]]) -> _T | None:
+        """The primary's answer, or None when it failed or is not being tried right now."""
+        probe = self._degraded
+        if probe:
+            if self._probing or self._clock.monotonic() < self._retry_at:
+                return None
+            self._probing = True
+        try:
+            async with asyncio.timeout(self._timeout):  # no extra task per call, unlike wait_for
+                result = await call()
+        except PRIMARY_ERRORS as exc:
+            self._failed(exc)
+            return None
+        finally:
+            if probe:
+                self._probing = False
+        self._succeeded()
+        return result
+
+    def _failed(self, exc: BaseException) -> None:
+        now = self._clock.monotonic()
+        self._retry_at = now + self._retry_interval
+        if self._degraded:
+            return
+        self._degraded = True
+        self._degraded_since = now
+        log.warning(
+            "quota: shared counter unreachable (%s: %s); degraded to the per-replica limiter at %.0f%% of each plan",
+            type(exc).__name__,
+            exc,
+            self._share * 100,
+        )
+        if self._on_change is not None:
+            self._on_change(True)
+
+    def _succeeded(self) -> None:
+        if not self._degraded:
+            return
+        self._degraded = False
+        log.info(
+            "quota: shared counter reachable again after %.1f s; degraded mode over",
+            self._clock.monotonic() - self._degraded_since,
+        )
+        if self._on_change is not None:
+            self._on_change(False)
