@@ -27,10 +27,14 @@ from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import Upstream, new_client_session
+from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
+from gateway.quota.gate import QuotaGate
 from gateway.storage import Storage, open_storage
 from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
+
+QUOTA_LIMITER = web.AppKey("quota_limiter", QuotaLimiter)
 
 CleanupCtx = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
 
@@ -51,6 +55,7 @@ def create_app(
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
+    app.cleanup_ctx.append(_quota_ctx)
     app.cleanup_ctx.append(_proxy_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
@@ -105,6 +110,20 @@ def _upstream_ctx(given: aiohttp.ClientSession | None) -> CleanupCtx:
 
 
 @contextlib.asynccontextmanager
+async def _quota_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One counter per account: in Redis when ``redis.url`` is set (degrading to a per-replica share while it
+    is unreachable), otherwise in this process."""
+    config = app[CONFIG]
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout) if config.redis.url else None
+    app[QUOTA_LIMITER] = make_limiter(config.quota, clock=app[CLOCK], redis=redis)
+    try:
+        yield
+    finally:
+        if redis is not None:
+            await redis.aclose()
+
+
+@contextlib.asynccontextmanager
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     config, storage, clock = app[CONFIG], app[STORAGE], app[CLOCK]
     settings = app[OAUTH_SETTINGS]
@@ -137,6 +156,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
+        quota=QuotaGate(app[QUOTA_LIMITER], config.quota),
     )
     async with key_use.running(), grant_use.running():
         yield

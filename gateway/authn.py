@@ -40,6 +40,8 @@ class Principal:
     """The API key id, or the OAuth token family id."""
     client_id: str | None = None
     scope: str | None = None
+    plan: str | None = None
+    """The account's quota plan (None: the default plan)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,7 @@ class Authenticator:
         user = await self._active_user(key.user_id)
         if user is None:
             return None
-        principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id)
+        principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id, plan=user.plan)
         return _Cached(principal, key.expires_at, mono)
 
     async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
@@ -214,6 +216,7 @@ class Authenticator:
             credential_id=token.family_id,
             client_id=token.client_id,
             scope=token.scope,
+            plan=user.plan,
         )
         return _Cached(principal, token.expires_at, mono)
 

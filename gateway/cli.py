@@ -20,6 +20,7 @@ from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
+from gateway.quota import RedisLimiter, quota_redis_client
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 
@@ -96,10 +97,39 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.create_user(args.email, password)
             print(f"created user {user.email} ({user.id})")
         elif args.users_command == "list":
-            print(f"{'ID':<22} {'EMAIL':<40} {'CREATED':<21} STATUS")
+            print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
             for user in await storage.list_users():
                 status = "active" if user.active else f"disabled {when(user.disabled_at)}"
-                print(f"{user.id:<22} {user.email:<40} {when(user.created_at):<21} {status}")
+                plan = config.quota.plan_for(user.plan).name
+                print(f"{user.id:<22} {user.email:<40} {plan:<12} {when(user.created_at):<21} {status}")
+        elif args.users_command == "set-plan":
+            if args.plan not in config.quota.plans:
+                raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
+            user = await accounts.require_user(args.email)
+            await storage.set_plan(user.id, args.plan)
+            print(f"{user.email} is now on plan {args.plan}")
+
+
+async def run_usage(config: GatewayConfig, email: str) -> None:
+    """The account's plan, its current window counts and what remains (shared counters need ``redis.url``)."""
+    async with opened_storage(config) as storage:
+        user = await accounts_for(config, storage).require_user(email)
+    plan = config.quota.plan_for(user.plan)
+    print(f"{user.email}: plan {plan.name}")
+    if plan.unlimited:
+        print("  no limits")
+        return
+    if config.redis.url is None:
+        print("  counters live inside the running gateway (embedded mode); set redis.url to share and inspect them")
+        return
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    try:
+        usage = await RedisLimiter(redis, prefix=config.quota.key_prefix).usage(user.id, plan)
+    finally:
+        await redis.aclose()
+    print(f"  {'WINDOW':<8} {'USED':>8} {'LIMIT':>8} {'REMAINING':>10} RESETS IN")
+    for window in usage.windows:
+        print(f"  {window.window:<8} {window.used:>8} {window.limit:>8} {window.remaining:>10} {window.reset_seconds}s")
 
 
 async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
@@ -154,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     command("list", "list users", users)
+    p = command("set-plan", "put an account on a quota plan", users)
+    p.add_argument("email")
+    p.add_argument("plan")
+    p = command("usage", "an account's plan, current counts and remaining quota")
+    p.add_argument("email")
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     p = command("create", "create an API key; printed once", keys)
@@ -180,6 +215,8 @@ async def dispatch(args: argparse.Namespace) -> None:
         await run_users(config, args)
     elif args.command == "keys":
         await run_keys(config, args)
+    elif args.command == "usage":
+        await run_usage(config, args.email)
     elif args.command == "quickstart":
         from gateway.quickstart import run_quickstart
 

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.quota.config import QuotaConfig, parse_quota_config
+
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 DEFAULT_STORAGE_URL = "sqlite:///gateway.db"
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -167,6 +169,7 @@ class GatewayConfig:
     api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -254,6 +257,10 @@ def _coerce(hint: Any, value: object, path: str, problems: list[str]) -> Any:
     """The value as ``hint``, or ``_INVALID`` after recording why not."""
     if value is _INVALID:
         return _INVALID
+    if hint is QuotaConfig:
+        quota, found = parse_quota_config(value, path)
+        problems.extend(found)
+        return quota
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return _build(hint, value, path, problems)
@@ -304,7 +311,7 @@ def _check(c: GatewayConfig) -> list[str]:
         problems += _check_http_url("upstream.sse_url", c.upstream.sse_url, allow_path=True)
     if not (c.storage.url.startswith("sqlite:///") or c.storage.url.startswith(("postgresql://", "postgres://"))):
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
-    if c.redis.url is not None and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
+    if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
     for name, value in [
         ("upstream.connect_timeout", c.upstream.connect_timeout),
@@ -408,6 +415,7 @@ def _normalise(c: GatewayConfig) -> GatewayConfig:
     return dataclasses.replace(
         c,
         public_url=public_url,
+        redis=dataclasses.replace(c.redis, url=c.redis.url or None),
         security=dataclasses.replace(c.security, allowed_origins=origins),
         logging=dataclasses.replace(c.logging, level=c.logging.level.upper()),
     )

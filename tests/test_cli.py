@@ -84,3 +84,16 @@ def test_an_invalid_configuration_is_reported_whole_before_anything_runs(tmp_pat
     assert result.returncode == 2
     for problem in ("upstream.url", "upstream.colour: unknown key", "server.port"):
         assert problem in result.stderr
+
+
+def test_an_operator_puts_an_account_on_a_plan_and_reads_its_usage(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert gw(config, "users", "create", "cy@example.com", stdin="a long enough password\n").returncode == 0
+    assert "free" in gw(config, "users", "list").stdout
+    unknown = gw(config, "users", "set-plan", "cy@example.com", "platinum")
+    assert unknown.returncode == 2
+    assert "configured plans" in unknown.stderr
+    assert gw(config, "users", "set-plan", "cy@example.com", "unlimited").returncode == 0
+    usage = gw(config, "usage", "cy@example.com")
+    assert usage.returncode == 0
+    assert "plan unlimited" in usage.stdout

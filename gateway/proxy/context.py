@@ -14,6 +14,7 @@ from gateway.net import client_address
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.upstream import Upstream
+from gateway.quota.gate import QuotaGate
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ProxyContext:
     allowed_origins: frozenset[str]
     trusted_proxies: frozenset[str]
     identity_headers: bool
+    quota: QuotaGate
 
     @property
     def public_origin(self) -> str:

@@ -18,7 +18,9 @@ from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.sessions import LEGACY_SSE
+from gateway.proxy.streamable import parse_message
 from gateway.proxy.upstream import EndStream
+from gateway.quota.plans import STREAM_OPEN_COST
 
 MESSAGES_PATH = "/mcp/sse/messages"
 MAX_EVENT_BYTES = 1024 * 1024
@@ -90,11 +92,12 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     sse_url = proxy.upstream_sse_url
     if sse_url is None:
         raise web.HTTPNotFound()
+    quota_headers = await proxy.quota.charge(principal, STREAM_OPEN_COST)
     headers = proxy.upstream_headers(request, principal)
     rewriter = EndpointRewriter(proxy, principal, sse_url)
     async with proxy.upstream.open("GET", sse_url, headers=headers, body=None) as upstream:
         try:
-            return await proxy.upstream.relay(request, upstream, transform=rewriter)
+            return await proxy.upstream.relay(request, upstream, transform=rewriter, extra_headers=quota_headers)
         finally:
             if rewriter.session_id is not None:
                 with contextlib.suppress(ServiceUnavailable):
@@ -112,13 +115,17 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
         raise SessionNotFound("Session not found")
     session = await proxy.sessions.require(session_id, principal, kind=LEGACY_SSE)
     body = await request.read()
+    message = parse_message(body)
+    quota_headers = await proxy.quota.charge(
+        principal, proxy.quota.cost_of(principal, message if message is not None else {"method": "?"})
+    )
     base = urlsplit(proxy.upstream_sse_url)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")
     url = f"{base.scheme}://{base.netloc}{session.upstream_path}?session_id={quote(session_id, safe='')}"
     headers = proxy.upstream_headers(request, principal)
     async with proxy.upstream.open("POST", url, headers=headers, body=body) as upstream:
-        return await proxy.upstream.relay(request, upstream)
+        return await proxy.upstream.relay(request, upstream, extra_headers=quota_headers)
 
 
 def setup_legacy_sse(app: web.Application) -> None:

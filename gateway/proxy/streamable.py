@@ -10,21 +10,26 @@ from aiohttp import web
 from gateway.errors import HeaderMismatch
 from gateway.proxy.context import PROXY
 from gateway.proxy.sessions import STREAMABLE
+from gateway.quota.plans import STREAM_OPEN_COST
 
 SESSION_HEADER = "Mcp-Session-Id"
 # MCP 2026-07-28: methods whose target is named in ``Mcp-Name``, and where the body names it.
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
-def check_routing_headers(headers: Any, body: bytes) -> None:
+def parse_message(body: bytes) -> object:
+    """The JSON-RPC message (or batch) in a POST body; None when it is not JSON (the upstream answers that)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def check_routing_headers(headers: Any, message: object) -> None:
     """MCP 2026-07-28: ``Mcp-Method`` / ``Mcp-Name`` must agree with the body (400, -32020)."""
     method_header = headers.get("Mcp-Method")
     name_header = headers.get("Mcp-Name")
     if method_header is None and name_header is None:
-        return
-    try:
-        message = json.loads(body)
-    except ValueError:
         return
     if not isinstance(message, dict):
         return
@@ -44,12 +49,18 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     proxy.check_origin(request)
     principal = await proxy.authn.authenticate(request)
     body: bytes | None = None
+    cost = 0
     if request.method == "POST":
         body = await request.read()
-        check_routing_headers(request.headers, body)
+        message = parse_message(body)
+        check_routing_headers(request.headers, message)
+        cost = proxy.quota.cost_of(principal, message if message is not None else {"method": "?"})
+    elif request.method == "GET":
+        cost = STREAM_OPEN_COST
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is not None:
         await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
+    quota_headers = await proxy.quota.charge(principal, cost)
     headers = proxy.upstream_headers(request, principal)
     async with proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body) as upstream:
         opened = upstream.headers.get(SESSION_HEADER)
@@ -59,7 +70,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             upstream.status == 404 or (request.method == "DELETE" and upstream.status < 300)
         ):
             await proxy.sessions.forget(session_id)
-        return await proxy.upstream.relay(request, upstream)
+        return await proxy.upstream.relay(request, upstream, extra_headers=quota_headers)
 
 
 def setup_streamable(app: web.Application) -> None:

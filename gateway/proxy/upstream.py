@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -94,9 +94,11 @@ class Upstream:
         upstream: aiohttp.ClientResponse,
         *,
         transform: ChunkFilter | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
-        """Send the upstream's response to the client as it arrives."""
+        """Send the upstream's response to the client as it arrives (with ``extra_headers`` of the gateway's)."""
         headers = downstream_response_headers(upstream.headers)
+        headers.update(extra_headers or {})
         streaming = upstream.content_type == EVENT_STREAM
         if not streaming and transform is None and (upstream.content_length or 0) <= SMALL_BODY:
             body = await self._read_small(upstream)

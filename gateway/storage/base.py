@@ -44,6 +44,8 @@ class User:
     password_hash: str
     created_at: float
     disabled_at: float | None = None
+    plan: str | None = None
+    """The account's quota plan; None means the configured default plan."""
 
     @property
     def active(self) -> bool:
@@ -105,6 +107,10 @@ class UserStore(Protocol):
 
     async def set_disabled(self, user_id: str, disabled_at: float | None) -> bool:
         """Disable (a time) or re-enable (None) a user; False when the user does not exist."""
+        ...
+
+    async def set_plan(self, user_id: str, plan: str | None) -> bool:
+        """Set the account's plan (None: the default plan); False when the user does not exist."""
         ...
 
 

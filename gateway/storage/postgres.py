@@ -26,7 +26,7 @@ from gateway.storage.base import (
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 
-_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at FROM users"
+_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
     "revoked_at FROM api_keys"
@@ -174,6 +174,10 @@ class PostgresStorage(PostgresOAuthStores):
 
     async def set_disabled(self, user_id: str, disabled_at: float | None) -> bool:
         status = await self._execute("UPDATE users SET disabled_at = $2 WHERE id = $1", user_id, disabled_at)
+        return _row_count(status) == 1
+
+    async def set_plan(self, user_id: str, plan: str | None) -> bool:
+        status = await self._execute("UPDATE users SET plan = $2 WHERE id = $1", user_id, plan)
         return _row_count(status) == 1
 
     async def create_api_key(self, key: ApiKey) -> None:

@@ -34,7 +34,7 @@ from gateway.storage.sqlite_oauth import SqliteOAuthStores
 
 T = TypeVar("T")
 
-_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at FROM users"
+_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
     "revoked_at FROM api_keys"
@@ -124,6 +124,10 @@ class SqliteStorage(SqliteOAuthStores):
 
     async def set_disabled(self, user_id: str, disabled_at: float | None) -> bool:
         changed = await self._execute("UPDATE users SET disabled_at = ? WHERE id = ?", (disabled_at, user_id))
+        return changed == 1
+
+    async def set_plan(self, user_id: str, plan: str | None) -> bool:
+        changed = await self._execute("UPDATE users SET plan = ? WHERE id = ?", (plan, user_id))
         return changed == 1
 
     async def create_api_key(self, key: ApiKey) -> None:

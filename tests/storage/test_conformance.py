@@ -369,3 +369,15 @@ async def test_two_instances_sharing_a_database_write_concurrently(backend: Back
         *(instance.revoke_api_key(keys[0].id, now=T0) for instance in (first, second) for _ in range(10))
     )
     assert revoked.count(True) == 1
+
+
+async def test_an_account_starts_on_the_default_plan_and_its_plan_can_be_changed(storage: Storage) -> None:
+    user = await add_user(storage)
+    assert user.plan is None
+    assert await storage.set_plan(user.id, "pro") is True
+    changed = await storage.get_user(user.id)
+    assert changed is not None
+    assert changed.plan == "pro"
+    assert await storage.set_plan(user.id, None) is True
+    assert (await storage.get_user(user.id)).plan is None  # type: ignore[union-attr]
+    assert await storage.set_plan("usr_missing", "pro") is False

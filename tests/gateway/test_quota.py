@@ -1,0 +1,114 @@
+"""One quota per account: API keys and OAuth tokens, every client and every replica draw on one counter."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as redis_asyncio
+
+from gateway.storage import Storage
+from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.oauth_browser import Browser
+from tests.support.oauth_flows import INIT, Reply, bearer, obtain_tokens, post_mcp, register
+from tests.support.upstream import UpstreamProcess
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+EMAIL = "quota@example.com"
+LIST = INIT  # any JSON-RPC request costs 1; initialize needs no session
+
+
+def plan_overrides(per_minute: int, **extra: Any) -> dict[str, Any]:
+    return {"quota": {"plans": {"tiny": {"per_minute": per_minute}}, "default_plan": "tiny", **extra}}
+
+
+async def oauth_token(gw: GatewayHandle, client_name: str) -> str:
+    app = await register(gw.url, client_name=client_name)
+    async with Browser(gw.url) as browser:
+        return str((await obtain_tokens(app, browser, EMAIL))["access_token"])
+
+
+def assert_limited(reply: Reply) -> None:
+    assert reply.status == 429
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert '"minute"' in reply.headers["RateLimit-Policy"]
+    assert reply.headers["RateLimit"].startswith('"minute";r=0')
+    body = reply.json()
+    assert body["jsonrpc"] == "2.0"
+    assert "Quota exceeded" in body["error"]["message"]
+
+
+async def test_api_keys_and_oauth_tokens_of_one_account_share_one_counter(
+    sqlite_storage: Storage, upstream: UpstreamProcess
+):
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=plan_overrides(4)
+    ) as gw:
+        user = await gw.new_user(EMAIL)
+        key = {"X-API-Key": await gw.new_key(user)}
+        laptop, server = bearer(await oauth_token(gw, "laptop")), bearer(await oauth_token(gw, "server"))
+        assert (await post_mcp(gw.url, {})).status == 401  # unauthenticated: never charged
+        replies = [await post_mcp(gw.url, headers, LIST) for headers in (key, laptop, server, key)]
+        assert [reply.status for reply in replies] == [200, 200, 200, 200]
+        assert replies[0].headers["RateLimit"].startswith('"minute";r=3')
+        assert replies[3].headers["RateLimit"].startswith('"minute";r=0')
+        for headers in (key, laptop, server):
+            assert_limited(await post_mcp(gw.url, headers, LIST))
+        other = await gw.new_user("someone-else@example.com")
+        assert (await post_mcp(gw.url, {"X-API-Key": await gw.new_key(other)}, LIST)).status == 200
+
+
+@pytest.fixture
+async def quota_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own in the real Redis, removed afterwards."""
+    prefix = f"gwtest:{secrets.token_hex(6)}"
+    client = redis_asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is unreachable at {REDIS_URL} ({exc}); redis tests fail rather than skip", pytrace=False)
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_two_replicas_sharing_redis_admit_exactly_the_limit_under_a_barrier_started_burst(
+    sqlite_storage: Storage, upstream: UpstreamProcess, quota_prefix: str
+):
+    overrides = {**plan_overrides(25, key_prefix=quota_prefix), "redis": {"url": REDIS_URL}}
+    async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as first:
+        # Replicas behind one load balancer share one public URL, so tokens are bound to the same resource.
+        shared = {**overrides, "public_url": first.url}
+        async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=shared) as second:
+            await two_replicas(first, second)
+
+
+async def two_replicas(first: GatewayHandle, second: GatewayHandle) -> None:
+    """An API key on one replica, OAuth tokens of two clients on the other: exactly the limit is admitted."""
+    user = await first.new_user(EMAIL)
+    key = {"X-API-Key": await first.new_key(user)}
+    laptop = bearer(await oauth_token(first, "laptop"))
+    token = bearer(await oauth_token(first, "server"))
+    start = asyncio.Event()
+
+    async def call(gw: GatewayHandle, headers: dict[str, str]) -> int:
+        await start.wait()
+        return (await post_mcp(gw.url, headers, LIST)).status
+
+    pairs = [(first, key), (second, laptop), (second, token), (first, key)] * 20
+    calls = [asyncio.create_task(call(gw, headers)) for gw, headers in pairs]
+    await asyncio.sleep(0)
+    start.set()
+    statuses = await asyncio.wait_for(asyncio.gather(*calls), 60)
+    assert statuses.count(200) == 25
+    assert statuses.count(429) == 55
+    for gw, headers in ((first, key), (second, token), (second, laptop)):
+        assert_limited(await post_mcp(gw.url, headers, LIST))
