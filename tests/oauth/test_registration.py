@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,16 @@ import pytest
 from aiohttp import web
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 
-from gateway.app import create_app
 from gateway.clock import ManualClock
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
 from gateway.errors import ServiceUnavailable
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.context import REGISTER_PATH
 from gateway.oauth.errors import TooManyRequests
-from gateway.oauth.registration import CLIENTS, REGISTRATION_THROTTLE, reap_unused_clients, setup_registration
-from gateway.server import serve
+from gateway.oauth.registration import CLIENTS, REGISTRATION_THROTTLE, reap_unused_clients
 from gateway.storage import Storage, StorageUnavailable
 from gateway.storage.oauth import OAuthClient
+from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
 from tests.support.https_server import make_local_ca, serve_https
 
 LOOPBACK = "http://127.0.0.1/callback"
@@ -75,12 +73,6 @@ class Gateway:
         return await self.storage.count_clients()
 
 
-def _has_post_route(app: web.Application, path: str) -> bool:
-    return any(
-        r.method == "POST" and r.resource is not None and r.resource.canonical == path for r in app.router.routes()
-    )
-
-
 @contextlib.asynccontextmanager
 async def registration_gateway(
     storage: Storage,
@@ -90,26 +82,19 @@ async def registration_gateway(
     clients: Any = None,
     throttle: Any = None,
 ) -> AsyncIterator[Gateway]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    raw: dict[str, Any] = {
-        "public_url": f"http://127.0.0.1:{port}",
-        "upstream": {"url": "http://127.0.0.1:9/mcp"},
-        "logging": {"access_log": False},
-    }
-    for key, value in (overrides or {}).items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    config = parse_config(raw)
-    app = create_app(config, storage=storage, clock=clock)
-    if not _has_post_route(app, REGISTER_PATH):
-        setup_registration(app)
-    if clients is not None:
-        app[CLIENTS] = clients
-    if throttle is not None:
-        app[REGISTRATION_THROTTLE] = throttle  # what the quota feature will pass to setup_registration
-    async with serve(app, "127.0.0.1", port, sock=sock) as running, aiohttp.ClientSession() as http:
-        yield Gateway(url=running.url, config=config, app=app, storage=storage, clock=clock, http=http)
+    def prepare(app: web.Application) -> None:
+        if clients is not None:
+            app[CLIENTS] = clients
+        if throttle is not None:
+            app[REGISTRATION_THROTTLE] = throttle  # what the quota feature will pass to setup_registration
+
+    async with (
+        running_gateway(
+            storage=storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock, prepare=prepare
+        ) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Gateway(url=running.url, config=running.config, app=running.app, storage=storage, clock=clock, http=http)
 
 
 @pytest.fixture

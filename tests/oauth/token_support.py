@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,20 +14,17 @@ from aiohttp import web
 
 from gateway.accounts import Accounts
 from gateway.apikeys import ApiKeyFormat
-from gateway.app import create_app
 from gateway.clock import ManualClock
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
 from gateway.oauth.context import REVOKE_PATH, TOKEN_PATH
 from gateway.oauth.pkce import s256
-from gateway.oauth.revocation import setup_revocation
-from gateway.oauth.token_endpoint import GRANTS, USERS, setup_token_endpoint
+from gateway.oauth.token_endpoint import GRANTS, USERS
 from gateway.oauth.token_formats import TokenType, mint
 from gateway.passwords import Passwords
-from gateway.server import serve
 from gateway.storage import Storage, StorageUnavailable
 from gateway.storage.base import User
 from gateway.storage.oauth import AuthorizationCode, GrantStore
-from tests.support.gateway import FAST_ARGON2, TEST_PASSWORD
+from tests.support.gateway import FAST_ARGON2, TEST_PASSWORD, UNUSED_UPSTREAM, running_gateway
 
 CLIENT_A = "client-a"
 CLIENT_B = "client-b"
@@ -155,12 +151,6 @@ class OAuthGateway:
         return reply.json()
 
 
-def _has_post_route(app: web.Application, path: str) -> bool:
-    return any(
-        r.method == "POST" and r.resource is not None and r.resource.canonical == path for r in app.router.routes()
-    )
-
-
 @contextlib.asynccontextmanager
 async def oauth_gateway(
     storage: Storage,
@@ -171,30 +161,20 @@ async def oauth_gateway(
 ) -> AsyncIterator[OAuthGateway]:
     """A gateway with the token and revocation endpoints on a real socket; ``grants`` replaces the store
     the endpoints use (a failing wrapper, say)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    raw: dict[str, Any] = {
-        "public_url": f"http://127.0.0.1:{port}",
-        "upstream": {"url": "http://127.0.0.1:9/mcp"},
-        "logging": {"access_log": False},
-    }
-    for key, value in (overrides or {}).items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    config = parse_config(raw)
-    app = create_app(config, storage=storage, clock=clock)
-    if not _has_post_route(app, TOKEN_PATH):
-        setup_token_endpoint(app)
-    if not _has_post_route(app, REVOKE_PATH):
-        setup_revocation(app)
 
-    async def use_collaborators(app: web.Application) -> None:
+    def prepare(app: web.Application) -> None:
         app[GRANTS] = grants if grants is not None else storage
         app[USERS] = storage
 
-    app.on_startup.append(use_collaborators)
-    async with serve(app, "127.0.0.1", port, sock=sock) as running, aiohttp.ClientSession() as http:
-        yield OAuthGateway(url=running.url, config=config, app=app, storage=storage, clock=clock, http=http)
+    async with (
+        running_gateway(
+            storage=storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock, prepare=prepare
+        ) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        yield OAuthGateway(
+            url=running.url, config=running.config, app=running.app, storage=storage, clock=clock, http=http
+        )
 
 
 class UnavailableOnWrite:

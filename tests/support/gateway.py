@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,13 @@ async def running_gateway(
     storage: Storage,
     upstream_url: str,
     upstream_sse_url: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
+    prepare: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[GatewayHandle]:
+    """A gateway built by ``create_app`` and served by the production runner on a fresh loopback port.
+
+    ``prepare`` runs before the app starts (tests set collaborators, e.g. a failing store, through it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -77,9 +81,11 @@ async def running_gateway(
         "upstream": {"url": upstream_url, "sse_url": upstream_sse_url},
         "logging": {"access_log": False},
     }
-    config = parse_config(_merge(raw, overrides or {}))
+    config = parse_config(_merge(raw, dict(overrides or {})))
     clock = clock or SystemClock()
     app = create_app(config, storage=storage, clock=clock)
+    if prepare is not None:
+        prepare(app)
     accounts = Accounts(
         users=storage,
         keys=storage,
@@ -89,3 +95,7 @@ async def running_gateway(
     )
     async with serve(app, "127.0.0.1", port, sock=sock) as running:
         yield GatewayHandle(url=running.url, config=config, app=app, storage=storage, accounts=accounts)
+
+
+UNUSED_UPSTREAM = "http://127.0.0.1:9/mcp"
+"""An upstream address nothing listens on, for gateways whose tests never reach the upstream."""
