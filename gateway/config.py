@@ -115,6 +115,10 @@ class RegistrationConfig:
     unused_client_ttl: float = 7 * 24 * 3600.0
     """Seconds after which a registered client that never completed an authorization is deleted."""
     max_clients: int = 100_000
+    max_per_address_per_hour: int = 20
+    """Registrations one client address may make per hour (per replica)."""
+    max_per_hour: int = 1000
+    """Registrations the whole replica accepts per hour."""
     private_use_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf", "zed")
     """Private-use redirect schemes accepted besides reverse-domain ones (``com.example.app:``)."""
 
@@ -383,6 +387,8 @@ def _check_oauth(o: OAuthConfig) -> list[str]:
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if o.registration.max_per_address_per_hour < 1 or o.registration.max_per_hour < 1:
+        problems.append("oauth.registration: max_per_address_per_hour and max_per_hour must be at least 1")
     if o.refresh_grace_max_replays < 0:
         problems.append("oauth.refresh_grace_max_replays: must be 0 or more")
     if o.cimd.cache_max_ttl < o.cimd.cache_min_ttl:

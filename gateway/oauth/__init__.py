@@ -18,6 +18,7 @@ from gateway.oauth.interaction import setup_interaction
 from gateway.oauth.login_throttle import LoginThrottle
 from gateway.oauth.metadata import setup_metadata
 from gateway.oauth.registration import setup_registration
+from gateway.oauth.registration_throttle import LocalRegistrationThrottle
 from gateway.oauth.revocation import setup_revocation
 from gateway.oauth.token_endpoint import setup_token_endpoint
 from gateway.passwords import Passwords
@@ -53,7 +54,13 @@ async def _flow_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup_oauth(app: web.Application) -> None:
     setup_metadata(app)
-    setup_registration(app)
+    registration = app[CONFIG].oauth.registration
+    setup_registration(
+        app,
+        throttle=LocalRegistrationThrottle(
+            app[CLOCK], per_address=registration.max_per_address_per_hour, total=registration.max_per_hour
+        ),
+    )
     setup_clients(app)
     app.cleanup_ctx.append(_flow_ctx)
     setup_authorize(app)

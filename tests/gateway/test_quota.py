@@ -83,7 +83,8 @@ async def quota_prefix() -> AsyncIterator[str]:
 async def test_two_replicas_sharing_redis_admit_exactly_the_limit_under_a_barrier_started_burst(
     sqlite_storage: Storage, upstream: UpstreamProcess, quota_prefix: str
 ):
-    overrides = {**plan_overrides(25, key_prefix=quota_prefix), "redis": {"url": REDIS_URL}}
+    # A generous Redis timeout: this test is about exactness, not about degrading on a slow (loaded) machine.
+    overrides = {**plan_overrides(25, key_prefix=quota_prefix, redis_timeout=5.0), "redis": {"url": REDIS_URL}}
     async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as first:
         # Replicas behind one load balancer share one public URL, so tokens are bound to the same resource.
         shared = {**overrides, "public_url": first.url}

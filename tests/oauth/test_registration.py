@@ -569,3 +569,17 @@ async def test_registered_clients_resolve_as_unverified_dcr_clients(gw: Gateway)
 async def test_resolving_during_a_storage_outage_is_503_not_unknown() -> None:
     with pytest.raises(ServiceUnavailable):
         await ClientResolver(DownClients(), None).resolve("mcpc_x")
+
+
+async def test_one_address_registering_too_often_gets_429_with_retry_after_and_the_budget_refills(
+    sqlite_storage: Storage, clock: ManualClock
+) -> None:
+    overrides = {"oauth": {"registration": {"max_per_address_per_hour": 3}}}
+    async with registration_gateway(sqlite_storage, clock, overrides=overrides) as gateway:
+        for i in range(3):
+            assert (await gateway.register({"redirect_uris": [f"https://c{i}.example/cb"]})).status == 201
+        refused = await gateway.register({"redirect_uris": ["https://c9.example/cb"]})
+        assert refused.status == 429
+        assert int(refused.headers["Retry-After"]) > 0
+        clock.advance(3601)
+        assert (await gateway.register({"redirect_uris": ["https://c9.example/cb"]})).status == 201
