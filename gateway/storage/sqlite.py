@@ -64,7 +64,7 @@ class SqliteStorage(SqliteOAuthStores):
             return
         writer = await self._connect()
         try:
-            await _run(writer, "PRAGMA journal_mode = WAL")
+            await self._enable_wal(writer)
             await _run(writer, "PRAGMA synchronous = NORMAL")
             reader = await self._connect()
             try:
@@ -184,6 +184,21 @@ class SqliteStorage(SqliteOAuthStores):
 
     async def purge_sessions(self, *, created_before: float) -> int:
         return await self._execute("DELETE FROM mcp_sessions WHERE created_at < ?", (created_before,))
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch to WAL. SQLite does not call the busy handler for this switch, so when another process is
+        switching the same new file at the same moment, wait for it here (bounded by ``busy_timeout``)."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.01
+        while True:
+            try:
+                await _run(conn, "PRAGMA journal_mode = WAL")
+                return
+            except StorageUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     async def _connect(self) -> aiosqlite.Connection:
         try:

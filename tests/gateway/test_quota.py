@@ -21,8 +21,10 @@ EMAIL = "quota@example.com"
 LIST = INIT  # any JSON-RPC request costs 1; initialize needs no session
 
 
-def plan_overrides(per_minute: int, **extra: Any) -> dict[str, Any]:
-    return {"quota": {"plans": {"tiny": {"per_minute": per_minute}}, "default_plan": "tiny", **extra}}
+def plan_overrides(per_day: int, **extra: Any) -> dict[str, Any]:
+    """A plan capped per UTC day only, so no window can roll over in the middle of a test (bar midnight)."""
+    plan = {"per_minute": None, "per_day": per_day}
+    return {"quota": {"plans": {"tiny": plan}, "default_plan": "tiny", **extra}}
 
 
 async def oauth_token(gw: GatewayHandle, client_name: str) -> str:
@@ -34,8 +36,8 @@ async def oauth_token(gw: GatewayHandle, client_name: str) -> str:
 def assert_limited(reply: Reply) -> None:
     assert reply.status == 429
     assert int(reply.headers["Retry-After"]) >= 1
-    assert '"minute"' in reply.headers["RateLimit-Policy"]
-    assert reply.headers["RateLimit"].startswith('"minute";r=0')
+    assert reply.headers["RateLimit-Policy"].startswith('"day";q=')
+    assert reply.headers["RateLimit"].startswith('"day";r=0')
     body = reply.json()
     assert body["jsonrpc"] == "2.0"
     assert "Quota exceeded" in body["error"]["message"]
@@ -53,8 +55,8 @@ async def test_api_keys_and_oauth_tokens_of_one_account_share_one_counter(
         assert (await post_mcp(gw.url, {})).status == 401  # unauthenticated: never charged
         replies = [await post_mcp(gw.url, headers, LIST) for headers in (key, laptop, server, key)]
         assert [reply.status for reply in replies] == [200, 200, 200, 200]
-        assert replies[0].headers["RateLimit"].startswith('"minute";r=3')
-        assert replies[3].headers["RateLimit"].startswith('"minute";r=0')
+        assert replies[0].headers["RateLimit"].startswith('"day";r=3')
+        assert replies[3].headers["RateLimit"].startswith('"day";r=0')
         for headers in (key, laptop, server):
             assert_limited(await post_mcp(gw.url, headers, LIST))
         other = await gw.new_user("someone-else@example.com")
