@@ -66,6 +66,7 @@ GATEWAY_MAIN = "import sys; from gateway.cli import main; sys.exit(main())"
 PR_SET_PDEATHSIG = 1
 NOISY = 0.10  # other processes using more than this share of a core during a segment make it noisy
 RETRY_PAUSE = 5.0
+SPEED_DRIFT = 0.2
 QUOTA_WINDOWS, BIG = ("per_minute", "per_day", "per_month"), 10**12
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _ids = itertools.count(1)
@@ -417,6 +418,16 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     return info | {"setup": setup}
 
 
+def speed_ms() -> float:
+    """Best of 5 runs of a fixed pure-Python workload, in ms: how fast this (possibly shared) host is right now."""
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def verdicts(rows: dict[str, Row]) -> dict[str, str]:
     """Target -> PASS / MISS, or INVALID when the scenario had errors."""
     c64, c1, fe = rows["c=64"], rows["c=1"], rows["first-event"]
@@ -436,6 +447,10 @@ def verdict(row: Row, ok: bool) -> str:
 
 def print_report(rows: dict[str, Row], info: dict[str, Any]) -> None:
     print(f"\nmachine: {info['cores']} cores ({info['cpu_model']}), Python {info['python']}, {info['platform']}")
+    start, end = info["speed_ms"]
+    print(f"host speed: {start:.1f} ms before, {end:.1f} ms after (fixed Python workload, lower is faster)")
+    if abs(end - start) > SPEED_DRIFT * min(start, end):
+        print("WARNING: the host's speed changed during the run; compare with care")
     print(f"setup: {info['setup']}\n")
     head = f"{'scenario':<12}{'direct/s':>9}{'gateway/s':>10}{'ratio':>7}{'direct p50/p99 ms':>21}"
     head += f"{'gateway p50/p99 ms':>21}{'added p50 ms':>14}{'errors d/g':>12}"
@@ -469,7 +484,7 @@ async def bench(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, main_task.cancel if main_task else lambda: None)
     if args.pin:
         os.sched_setaffinity(0, {0})
-    info = machine_info(args)
+    info = machine_info(args) | {"speed_ms": [speed_ms()]}
     rows: dict[str, Row] = {}
     async with contextlib.AsyncExitStack() as stack:  # unwinds: HTTP session, gateway, upstream, temp dir
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mcp-bench-")))
@@ -485,6 +500,7 @@ async def bench(args: argparse.Namespace) -> int:
             rows[f"c={concurrency}"] = await measure_load(session, targets, servers, concurrency, args)
         print(f"  first-event: {args.first_event_reps} x slow_count(2, 0.2) per mode, alternating", flush=True)
         rows["first-event"] = await measure_first_event(session, targets, servers, args.first_event_reps)
+    info["speed_ms"].append(speed_ms())
     print_report(rows, info)
     if args.json:
         results = {"machine": info, "rows": [row.summary() for row in rows.values()], "targets": verdicts(rows)}
