@@ -76,6 +76,7 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
         raise Forbidden("Cross-site request refused")
 
 
+# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module).
 PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.accounts import AccountError, normalise_email
 from gateway.errors import ServiceUnavailable
+from gateway.net import client_address
 from gateway.oauth.browser_sessions import browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
@@ -99,7 +100,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             client_name=await _client_name(flow, pending.client_id),
         )
 
-    account, address = email.lower(), request.remote or "unknown"
+    account = email.lower()
+    address = client_address(request, flow.settings.config.security.trusted_proxies)
     wait = flow.throttle.retry_after(account, address)
     if wait > 0:
         response = await again("Too many attempts. Wait a moment and try again.", 429)

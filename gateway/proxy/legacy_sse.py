@@ -116,9 +116,7 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     session = await proxy.sessions.require(session_id, principal, kind=LEGACY_SSE)
     body = await request.read()
     message = parse_message(body)
-    quota_headers = await proxy.quota.charge(
-        principal, proxy.quota.cost_of(principal, message if message is not None else {"method": "?"})
-    )
+    quota_headers = await proxy.quota.charge(principal, proxy.quota.cost_of(principal, message))
     base = urlsplit(proxy.upstream_sse_url)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")

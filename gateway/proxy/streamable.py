@@ -54,7 +54,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         message = parse_message(body)
         check_routing_headers(request.headers, message)
-        cost = proxy.quota.cost_of(principal, message if message is not None else {"method": "?"})
+        cost = proxy.quota.cost_of(principal, message)
     elif request.method == "GET":
         cost = STREAM_OPEN_COST
     session_id = request.headers.get(SESSION_HEADER)

@@ -69,9 +69,7 @@ class Upstream:
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
-        except TimeoutError as exc:
-            raise UpstreamTimeout("Upstream MCP server did not answer in time") from exc
-        except aiohttp.ServerTimeoutError as exc:
+        except TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (the connect timeout)
             raise UpstreamTimeout("Upstream MCP server did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream %s %s failed: %s", method, url, type(exc).__name__)

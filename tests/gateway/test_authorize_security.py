@@ -4,19 +4,17 @@ and ``iss``, and what a valid request binds (redirect URI, resource, scope)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gateway.storage import Storage
-from tests.support.gateway import TEST_PASSWORD, GatewayHandle, running_gateway
+from tests.support.gateway import TEST_PASSWORD, GatewayHandle
 from tests.support.oauth_browser import Browser, Redirect
 from tests.support.oauth_flows import (
+    EMAIL,
     REDIRECT_URI,
     STATE,
-    TWO_SCOPES,
     OAuthApp,
     Reply,
     approve,
@@ -33,22 +31,6 @@ from tests.support.oauth_flows import (
     sign_in_page,
     until_consent,
 )
-from tests.support.upstream import UpstreamProcess
-
-EMAIL = "ada@example.com"
-
-
-@pytest.fixture
-async def app(gateway: GatewayHandle) -> OAuthApp:
-    await gateway.new_user(EMAIL)
-    return await register(gateway.url)
-
-
-@pytest.fixture
-async def scoped_gateway(sqlite_storage: Storage, upstream: UpstreamProcess) -> AsyncIterator[GatewayHandle]:
-    async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=TWO_SCOPES) as gw:
-        await gw.new_user(EMAIL)
-        yield gw
 
 
 def assert_error_page(reply: Reply) -> None:

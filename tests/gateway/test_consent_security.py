@@ -5,7 +5,6 @@ and cookie attributes, password bounds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,12 @@ from yarl import URL
 from gateway.accounts import AccountError
 from gateway.clock import ManualClock
 from gateway.oauth.flow import AUTHORIZATION_FLOW
-from gateway.storage import Storage
-from tests.support.gateway import TEST_PASSWORD, GatewayHandle, running_gateway
+from tests.support.gateway import TEST_PASSWORD, GatewayHandle
 from tests.support.oauth_browser import Browser, Page, Redirect
 from tests.support.oauth_flows import (
+    EMAIL,
     REDIRECT_URI,
     STATE,
-    TWO_SCOPES,
     OAuthApp,
     Reply,
     approve,
@@ -39,23 +37,8 @@ from tests.support.oauth_flows import (
     sign_in_page,
     until_consent,
 )
-from tests.support.upstream import UpstreamProcess
 
-EMAIL = "ada@example.com"
 SAME_ORIGIN = "same-origin"
-
-
-@pytest.fixture
-async def app(gateway: GatewayHandle) -> OAuthApp:
-    await gateway.new_user(EMAIL)
-    return await register(gateway.url)
-
-
-@pytest.fixture
-async def scoped_gateway(sqlite_storage: Storage, upstream: UpstreamProcess) -> AsyncIterator[GatewayHandle]:
-    async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=TWO_SCOPES) as gw:
-        await gw.new_user(EMAIL)
-        yield gw
 
 
 # --- 31: approval is per client, redirect URI, resource and scope -----------------------------------------

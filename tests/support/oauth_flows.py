@@ -25,6 +25,8 @@ from tests.support.oauth_browser import Browser, Page, Redirect
 from tests.support.scripted_upstream import jsonrpc
 
 REDIRECT_URI = "http://127.0.0.1:43210/callback"
+EMAIL = "ada@example.com"
+"""The account the OAuth security tests sign in as."""
 STATE = "state-4f2a"
 FORM = "application/x-www-form-urlencoded"
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
