@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
+from gateway.audit import AUDIT, AuditLog
 from gateway.authn import Authenticator, Challenge
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
@@ -18,6 +19,7 @@ from gateway.errors import error_middleware
 from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
+from gateway.metrics import METRICS, Metrics
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.metadata import resource_metadata_url
@@ -29,6 +31,7 @@ from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
+from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.storage import Storage, open_storage
 from gateway.web_pages import page_errors, setup_pages
 
@@ -45,6 +48,8 @@ def create_app(
     storage: Storage | None = None,
     clock: Clock | None = None,
     upstream_session: aiohttp.ClientSession | None = None,
+    metrics: Metrics | None = None,
+    audit: AuditLog | None = None,
 ) -> web.Application:
     """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
     app = web.Application(
@@ -52,6 +57,9 @@ def create_app(
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app[METRICS] = metrics or Metrics()
+    app[AUDIT] = audit or AuditLog()
+    app[REVOCATIONS] = LocalRevocationBus()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))

@@ -1,0 +1,126 @@
+"""Prometheus metrics: the one vocabulary every feature reports into.
+
+Each application owns its own ``CollectorRegistry`` (several gateways can share a test process). Every label is
+drawn from a small closed set named here: never a raw client id, URL, e-mail or token.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Closed label vocabularies (a value outside these is reported as "other").
+ROUTES: Final = frozenset(
+    {
+        "mcp",
+        "mcp_sse",
+        "mcp_sse_messages",
+        "token",
+        "revoke",
+        "register",
+        "authorize",
+        "login",
+        "consent",
+        "metadata",
+        "dashboard",
+        "admin",
+        "health",
+        "metrics",
+        "static",
+        "other",
+    }
+)
+AUTH_FAILURE_REASONS: Final = frozenset(
+    {"missing", "malformed", "unknown", "expired", "revoked", "wrong_audience", "insufficient_scope", "disabled"}
+)
+REVOCATION_SOURCES: Final = frozenset({"rfc7009", "dashboard", "admin", "cli", "reuse", "api_key", "user_disabled"})
+UPSTREAM_ERROR_KINDS: Final = frozenset({"refused", "timeout", "bad_status", "auth_rejected", "stream_broken"})
+
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROPAGATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+
+def bounded(value: str, allowed: frozenset[str]) -> str:
+    """``value`` when it belongs to the closed set, else ``"other"`` (labels never grow without bound)."""
+    return value if value in allowed else "other"
+
+
+class Metrics:
+    """All series of one gateway. Names and labels are the contract the Grafana dashboard relies on."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to the response headers, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead_seconds = Histogram(
+            "gateway_overhead_seconds",
+            "Time the gateway spends on a proxied request excluding the upstream (auth, quota, relay set-up).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time from sending a request upstream to its response headers.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "gateway_open_streams", "Event streams open to clients, by transport.", ["transport"], registry=r
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures", "Refused MCP credentials, by reason.", ["reason"], registry=r
+        )
+        self.tokens_issued = Counter(
+            "gateway_tokens_issued", "Token responses sent, by grant type.", ["grant_type"], registry=r
+        )
+        self.refresh_reuse = Counter(
+            "gateway_refresh_reuse_detected",
+            "Retired refresh tokens presented again (the family is revoked).",
+            registry=r,
+        )
+        self.revocations = Counter("gateway_revocations", "Revocations committed, by source.", ["source"], registry=r)
+        self.revocation_propagation = Histogram(
+            "gateway_revocation_propagation_seconds",
+            "From a revocation's commit (on any replica) to this replica dropping the credential.",
+            buckets=PROPAGATION_BUCKETS,
+            registry=r,
+        )
+        self.quota_admitted = Counter("gateway_quota_admitted", "Requests admitted by the quota.", registry=r)
+        self.quota_rejected = Counter("gateway_quota_rejected", "Requests refused with 429 by the quota.", registry=r)
+        self.quota_degraded = Gauge(
+            "gateway_quota_degraded",
+            "1 while the shared quota counter is unreachable and a local share applies.",
+            registry=r,
+        )
+        self.quota_degraded_admissions = Counter(
+            "gateway_quota_degraded_admissions", "Requests admitted by the per-replica degraded limiter.", registry=r
+        )
+        self.throttled = Counter(
+            "gateway_throttled", "Requests refused by a protective limit, by endpoint.", ["endpoint"], registry=r
+        )
+        self.registrations = Counter(
+            "gateway_client_registrations", "Clients registered, by kind (dcr or cimd).", ["kind"], registry=r
+        )
+        self.logins = Counter("gateway_logins", "Sign-in attempts, by outcome.", ["outcome"], registry=r)
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Upstream failures answered 502/504, by kind.", ["kind"], registry=r
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
