@@ -32,6 +32,7 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_PROTECTIVE_WINDOW = 900.0
 MCP_PATH = "/mcp"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -87,11 +88,31 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class ProtectiveLimitsConfig:
+    """Budgets of the authorization server's open endpoints, per ``window`` (``gateway.throttle.limits``)."""
+
+    window: float = DEFAULT_PROTECTIVE_WINDOW
+    """Seconds every budget below counts over (registration has its own hourly ones under ``oauth``)."""
+    authorize_per_address: int = 100
+    token_per_address: int = 50
+    token_per_client: int = 600
+    """Generous: a metadata-document (CIMD) client id is shared by every user of that application."""
+    revoke_per_address: int = 50
+    revoke_per_client: int = 600
+    cimd_fetches_per_address: int = 30
+    """Metadata documents actually fetched (not cache hits) for one client address."""
+    cimd_fetches_per_document: int = 10
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 30
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = 8190
     session_max_age: float = DEFAULT_SESSION_MAX_AGE
     """Seconds after which a forgotten MCP session binding is purged."""
+    protective: ProtectiveLimitsConfig = field(default_factory=ProtectiveLimitsConfig)
 
 
 @dataclass(frozen=True)
@@ -349,6 +370,12 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    protective = c.limits.protective
+    if protective.window <= 0:
+        problems.append("limits.protective.window: must be greater than 0")
+    for f in dataclasses.fields(protective):
+        if f.name != "window" and getattr(protective, f.name) < 1:
+            problems.append(f"limits.protective.{f.name}: must be at least 1")
     if c.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append("logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     if c.logging.format not in ("json", "text"):

@@ -15,10 +15,9 @@ from gateway.oauth.clients import CLIENT_RESOLVER, setup_clients
 from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow
 from gateway.oauth.interaction import setup_interaction
-from gateway.oauth.login_throttle import LoginThrottle
+from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.metadata import setup_metadata
 from gateway.oauth.registration import setup_registration
-from gateway.oauth.registration_throttle import LocalRegistrationThrottle
 from gateway.oauth.revocation import setup_revocation
 from gateway.oauth.token_endpoint import setup_token_endpoint
 from gateway.passwords import Passwords
@@ -47,20 +46,14 @@ async def _flow_ctx(app: web.Application) -> AsyncIterator[None]:
         users=storage,
         logins=logins,
         passwords=app[PASSWORDS] if PASSWORDS in app else Passwords(),
-        throttle=LoginThrottle(clock),
+        throttle=app[ENDPOINT_LIMITS],
     )
     yield
 
 
 def setup_oauth(app: web.Application) -> None:
     setup_metadata(app)
-    registration = app[CONFIG].oauth.registration
-    setup_registration(
-        app,
-        throttle=LocalRegistrationThrottle(
-            app[CLOCK], per_address=registration.max_per_address_per_hour, total=registration.max_per_hour
-        ),
-    )
+    setup_registration(app)
     setup_clients(app)
     app.cleanup_ctx.append(_flow_ctx)
     setup_authorize(app)

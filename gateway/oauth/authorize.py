@@ -44,7 +44,11 @@ class RedirectError(Exception):
     description: str
 
 
-async def _client(flow: AuthorizationFlow, client_id: str, *, refresh: bool = False) -> RegisteredClient | web.Response:
+async def _client(
+    request: web.Request, flow: AuthorizationFlow, client_id: str, *, refresh: bool = False
+) -> RegisteredClient | web.Response:
+    if flow.clients.would_fetch(client_id, refresh=refresh):
+        await flow.throttle.cimd_fetch(request, client_id)
     try:
         client = await flow.clients.resolve(client_id, refresh=refresh)
     except CimdError:
@@ -110,11 +114,12 @@ async def _without_interaction(
 
 async def handle_authorize(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
+    await flow.throttle.authorize(request)
     query = request.query
     client_id = query.get("client_id")
     if not client_id or len(query.getall("client_id")) > 1:
         return error_page("Invalid request", "The request does not name exactly one application (client_id).")
-    client = await _client(flow, client_id)
+    client = await _client(request, flow, client_id)
     if isinstance(client, web.Response):
         return client
     if len(query.getall("redirect_uri", [])) > 1:
@@ -122,7 +127,7 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     settled = _redirect_uri(client, query.get("redirect_uri"))
     if settled is None and client.kind == "cimd":
         # CIMD §4.4: a cached document may be stale; fetch it once more before refusing.
-        refreshed = await _client(flow, client_id, refresh=True)
+        refreshed = await _client(request, flow, client_id, refresh=True)
         if isinstance(refreshed, web.Response):
             return refreshed
         client, settled = refreshed, _redirect_uri(refreshed, query.get("redirect_uri"))

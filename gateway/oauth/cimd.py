@@ -293,6 +293,12 @@ class CimdFetcher:
         # A caller that goes away does not cancel the fetch others wait for (it ends by its own timeout).
         return await asyncio.shield(task)
 
+    def cached(self, client_id: str) -> bool:
+        """True when ``fetch`` would answer from the cache (or join a fetch already under way)."""
+        entry = self._cache.get(client_id)
+        fresh = entry is not None and entry.expires_at > self._clock.monotonic()
+        return fresh or client_id in self._inflight
+
     def forget(self, client_id: str) -> None:
         self._cache.pop(client_id, None)
 

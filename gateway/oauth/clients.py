@@ -80,6 +80,12 @@ class ClientResolver:
             scope=row.scope,
         )
 
+    def would_fetch(self, client_id: str, *, refresh: bool = False) -> bool:
+        """True when ``resolve`` would fetch a metadata document (not cached, or ``refresh``)."""
+        if self._cimd is None or not client_id.startswith("https://"):
+            return False
+        return refresh or not self._cimd.cached(client_id)
+
     async def _from_document(self, client_id: str, *, refresh: bool) -> RegisteredClient | None:
         if self._cimd is None:
             return None

@@ -84,8 +84,16 @@ class InvalidClientMetadata(OAuthError):
 
 
 class TooManyRequests(OAuthError):
+    """429 with ``Retry-After`` (RFC 6585 §4) from an endpoint's rate limit.
+
+    RFC 6749 §5.2 has no rate-limit code. ``temporarily_unavailable`` (RFC 6749 §4.1.2.1: "temporarily
+    overloaded") tells a client to retry later and keep its tokens; ``invalid_grant``/``invalid_client`` would
+    make clients discard credentials (logging people out), and ``slow_down`` (RFC 8628 §3.5) belongs to device
+    flow polling, which clients of the code flow do not expect.
+    """
+
     status = 429
-    error = "slow_down"
+    error = "temporarily_unavailable"
 
     def __init__(self, description: str, *, retry_after: int) -> None:
         super().__init__(description, headers={"Retry-After": str(max(1, retry_after))})

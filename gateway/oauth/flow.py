@@ -21,7 +21,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.oauth.browser_sessions import LoginSessions
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.context import OAuthSettings
-from gateway.oauth.login_throttle import LoginThrottle
+from gateway.oauth.limits import EndpointLimits
 from gateway.oauth.token_formats import TokenType, mint
 from gateway.passwords import Passwords
 from gateway.secrets_hashing import secret_hash
@@ -71,7 +71,7 @@ class AuthorizationFlow:
     users: UserStore
     logins: LoginSessions
     passwords: Passwords
-    throttle: LoginThrottle
+    throttle: EndpointLimits
 
     def respond(self, pending: AuthorizationRequest, **params: str | None) -> str:
         """The redirect back to the client: ``state`` verbatim and ``iss`` on every response (RFC 9207 §2)."""

@@ -102,7 +102,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
     account = email.lower()
     address = client_address(request, flow.settings.config.security.trusted_proxies)
-    wait = flow.throttle.retry_after(account, address)
+    wait = await flow.throttle.login_wait(account, address)
     if wait > 0:
         response = await again("Too many attempts. Wait a moment and try again.", 429)
         response.headers["Retry-After"] = str(math.ceil(wait))
@@ -115,9 +115,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
     valid = await flow.passwords.verify(user.password_hash if user is not None else None, password)
     if user is None or not valid or not user.active:
-        flow.throttle.failed(account, address)
+        await flow.throttle.login_failed(account, address)
         return await again(GENERIC_FAILURE, 401)
-    flow.throttle.succeeded(account)
+    await flow.throttle.login_succeeded(account)
     if flow.passwords.needs_rehash(user.password_hash):
         with contextlib.suppress(StorageUnavailable):
             await flow.users.set_password_hash(user.id, await flow.passwords.rehash(password))

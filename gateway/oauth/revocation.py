@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.errors import NO_STORE
 from gateway.oauth.context import OAUTH_SETTINGS, REVOKE_PATH
 from gateway.oauth.errors import InvalidRequest, ServiceUnavailable
+from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.token_endpoint import (
     GRANTS,
     RequestTooLarge,
@@ -39,6 +40,7 @@ MAX_TOKEN_CHARS = 4096
 async def revoke(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    await request.app[ENDPOINT_LIMITS].revoke(request, client_id)
     token = form.get("token")
     if token is None:
         raise InvalidRequest("token is required")

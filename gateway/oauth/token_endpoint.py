@@ -33,6 +33,7 @@ from gateway.oauth.errors import (
     UnsupportedGrantType,
 )
 from gateway.oauth.issuance import TokenPair, issue, new_family, token_response
+from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.pkce import verify
 from gateway.oauth.resource_uri import matches_resource
 from gateway.oauth.scopes import OFFLINE_ACCESS
@@ -331,6 +332,7 @@ class _Exchange:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    await request.app[ENDPOINT_LIMITS].token(request, client_id)
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required")

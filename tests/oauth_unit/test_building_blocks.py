@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
 from gateway.oauth.flow import csrf_token, is_loopback, redirect_host, with_params
-from gateway.oauth.login_throttle import LoginThrottle
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.oauth.scopes import ScopePolicy
 from gateway.oauth.token_formats import TokenType, classify, mint
 from gateway.secrets_hashing import secret_hash
+from gateway.throttle import MemoryBudgets, ProtectiveLimits
 
 
 def test_minted_secrets_carry_their_type_and_256_random_bits_and_are_stored_by_hash():
@@ -70,13 +72,13 @@ def test_the_csrf_token_is_stable_for_one_browser_and_request_and_differs_otherw
     assert csrf_token("tx", "browser-a") != csrf_token("tx2", "browser-a")
 
 
-def test_login_failures_lock_an_account_temporarily_and_the_lock_expires():
+async def test_login_failures_lock_an_account_temporarily_and_the_lock_expires():
     clock = ManualClock()
-    throttle = LoginThrottle(clock)
+    throttle = ProtectiveLimits(MemoryBudgets(clock), GatewayConfig(), Metrics(), "gw:q")
     for _ in range(5):
-        assert throttle.retry_after("ada@example.com", "10.0.0.1") == 0
-        throttle.failed("ada@example.com", "10.0.0.1")
-    assert throttle.retry_after("ada@example.com", "10.0.0.2") > 0
-    assert throttle.retry_after("bob@example.com", "10.0.0.2") == 0
+        assert await throttle.login_wait("ada@example.com", "10.0.0.1") == 0
+        await throttle.login_failed("ada@example.com", "10.0.0.1")
+    assert await throttle.login_wait("ada@example.com", "10.0.0.2") > 0
+    assert await throttle.login_wait("bob@example.com", "10.0.0.2") == 0
     clock.advance(901)
-    assert throttle.retry_after("ada@example.com", "10.0.0.1") == 0
+    assert await throttle.login_wait("ada@example.com", "10.0.0.1") == 0

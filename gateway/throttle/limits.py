@@ -1,0 +1,152 @@
+"""Protective limits on the authorization server's open endpoints (security-cases 94).
+
+Each endpoint has a budget per client address (behind trusted proxies: ``gateway.net.client_address``) and,
+where the request names one, per client or per account; either refusing is a 429 with ``Retry-After``.
+Budgets are counted in Redis when ``redis.url`` is set (every replica shares them) and strictly per replica
+while it is unreachable (``FallbackBudgets``); never unlimited.
+
+=============  ==========================================  ===========================================
+endpoint       counted                                     budgets (``limits.protective``)
+=============  ==========================================  ===========================================
+authorize      every ``GET /authorize``                    ``authorize_per_address``
+token          every ``POST /token``                       ``token_per_address``, ``token_per_client``
+revoke         every ``POST /revoke``                      ``revoke_per_address``, ``revoke_per_client``
+register       every ``POST /register``                    ``oauth.registration.max_per_address_per_hour``,
+                                                           ``max_per_hour`` (all addresses)
+cimd           each metadata document actually fetched     ``cimd_fetches_per_address``,
+                                                           ``cimd_fetches_per_document``
+login          failed sign-ins (a success clears its       ``login_failures_per_account``,
+               account's count)                            ``login_failures_per_address``
+=============  ==========================================  ===========================================
+
+Keys are ``<prefix>:t:<endpoint>:<a|c|u|all>:<32 hex of SHA-256>``: bounded, and no request input in them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import Final
+
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.net import client_address
+from gateway.oauth.errors import TooManyRequests
+from gateway.throttle.budgets import Budget, Budgets
+
+REGISTRATION_WINDOW: Final = 3600.0
+ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login"})
+"""The ``endpoint`` label values of ``gateway_throttled``."""
+
+
+class Throttled(TooManyRequests):
+    """A protective budget is spent: 429 with ``Retry-After``. Rendered by the one error middleware: OAuth
+    JSON on ``/token``, ``/revoke`` and ``/register``, an HTML page on ``/authorize`` (``page_errors``)."""
+
+
+def budget_key(prefix: str, endpoint: str, dimension: str, value: str) -> str:
+    digest = sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{prefix}:t:{endpoint}:{dimension}:{digest}"
+
+
+@dataclass(frozen=True)
+class ProtectiveLimits:
+    budgets: Budgets
+    config: GatewayConfig
+    metrics: Metrics
+    prefix: str
+
+    def address(self, request: web.Request) -> str:
+        return client_address(request, self.config.security.trusted_proxies)
+
+    async def authorize(self, request: web.Request) -> None:
+        p = self.config.limits.protective
+        budget = self._budget("authorize", "a", self.address(request), p.authorize_per_address)
+        await self._charge("authorize", [budget])
+
+    async def token(self, request: web.Request, client_id: str) -> None:
+        p = self.config.limits.protective
+        await self._charge(
+            "token",
+            [
+                self._budget("token", "a", self.address(request), p.token_per_address),
+                self._budget("token", "c", client_id, p.token_per_client),
+            ],
+        )
+
+    async def revoke(self, request: web.Request, client_id: str) -> None:
+        p = self.config.limits.protective
+        await self._charge(
+            "revoke",
+            [
+                self._budget("revoke", "a", self.address(request), p.revoke_per_address),
+                self._budget("revoke", "c", client_id, p.revoke_per_client),
+            ],
+        )
+
+    async def check(self, address: str) -> None:
+        """``registration.RegistrationThrottle``: one registration from ``address``."""
+        await self.register(address)
+
+    async def register(self, address: str) -> None:
+        r = self.config.oauth.registration
+        await self._charge(
+            "register",
+            [
+                self._budget("register", "a", address, r.max_per_address_per_hour, REGISTRATION_WINDOW),
+                self._budget("register", "all", "", r.max_per_hour, REGISTRATION_WINDOW),
+            ],
+        )
+
+    async def cimd_fetch(self, request: web.Request, client_id: str) -> None:
+        """Before a metadata document is fetched (not for cached ones): the gateway's one outbound request
+        that strangers choose."""
+        p = self.config.limits.protective
+        await self._charge(
+            "cimd",
+            [
+                self._budget("cimd", "a", self.address(request), p.cimd_fetches_per_address),
+                self._budget("cimd", "c", client_id, p.cimd_fetches_per_document),
+            ],
+        )
+
+    async def login_wait(self, account: str, address: str) -> float:
+        """Seconds until another sign-in attempt is allowed (0: now); counts it as throttled when > 0."""
+        wait = await self.budgets.charge(self._login_budgets(account, address), cost=0)
+        if wait > 0:
+            self.metrics.throttled.labels(endpoint="login").inc()
+        return wait
+
+    async def login_failed(self, account: str, address: str) -> None:
+        # All or none like every charge: when one of the two is already full, ``login_wait`` refuses anyway.
+        await self.budgets.charge(self._login_budgets(account, address))
+
+    async def login_succeeded(self, account: str) -> None:
+        await self.budgets.clear(self._login_budgets(account, "")[0].key)
+
+    def _login_budgets(self, account: str, address: str) -> list[Budget]:
+        p = self.config.limits.protective
+        return [
+            self._budget("login", "u", account, p.login_failures_per_account),
+            self._budget("login", "a", address, p.login_failures_per_address),
+        ]
+
+    def _budget(self, endpoint: str, dimension: str, value: str, limit: int, window: float | None = None) -> Budget:
+        return Budget(
+            budget_key(self.prefix, endpoint, dimension, value),
+            limit,
+            self.config.limits.protective.window if window is None else window,
+        )
+
+    async def _charge(self, endpoint: str, budgets: Sequence[Budget]) -> None:
+        wait = await self.budgets.charge(budgets)
+        if wait > 0:
+            self.metrics.throttled.labels(endpoint=endpoint).inc()
+            raise Throttled("Too many requests; try again later", retry_after=math.ceil(wait))
+
+
+PROTECTIVE_LIMITS = web.AppKey("protective_limits", ProtectiveLimits)
