@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio import Redis
 
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
@@ -31,13 +32,18 @@ from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
+from gateway.quota.streams import StreamSlots
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.storage import Storage, open_storage
+from gateway.throttle import setup_throttle
 from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
 
 QUOTA_LIMITER = web.AppKey("quota_limiter", QuotaLimiter)
+STREAM_SLOTS = web.AppKey("stream_slots", StreamSlots)
+REDIS = web.AppKey("redis", Redis)
+"""The Redis client of the quota and the protective limits; absent when ``redis.url`` is not set."""
 
 CleanupCtx = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
 
@@ -63,7 +69,9 @@ def create_app(
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
+    app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_quota_ctx)
+    setup_throttle(app, REDIS)
     app.cleanup_ctx.append(_proxy_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
@@ -118,17 +126,41 @@ def _upstream_ctx(given: aiohttp.ClientSession | None) -> CleanupCtx:
 
 
 @contextlib.asynccontextmanager
-async def _quota_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One counter per account: in Redis when ``redis.url`` is set (degrading to a per-replica share while it
-    is unreachable), otherwise in this process."""
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout) if config.redis.url else None
-    app[QUOTA_LIMITER] = make_limiter(config.quota, clock=app[CLOCK], redis=redis)
+    if config.redis.url is None:
+        yield
+        return
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    app[REDIS] = redis
     try:
         yield
     finally:
-        if redis is not None:
-            await redis.aclose()
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _quota_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One counter per account: in Redis when ``redis.url`` is set (degrading to a per-replica share while it
+    is unreachable), otherwise in this process; the same for the stream leases."""
+    config, metrics, redis = app[CONFIG], app[METRICS], app.get(REDIS)
+    metrics.quota_degraded.set(0)
+    app[QUOTA_LIMITER] = make_limiter(
+        config.quota,
+        clock=app[CLOCK],
+        redis=redis,
+        on_degraded_change=lambda degraded: metrics.quota_degraded.set(1 if degraded else 0),
+    )
+    app[STREAM_SLOTS] = StreamSlots(
+        redis,
+        clock=app[CLOCK],
+        prefix=config.quota.key_prefix,
+        lease_seconds=config.quota.stream_lease_seconds,
+        share=config.quota.degraded_share,
+        timeout=config.quota.redis_timeout,
+        retry_interval=config.quota.redis_retry_interval,
+    )
+    yield
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +196,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
-        quota=QuotaGate(app[QUOTA_LIMITER], config.quota),
+        quota=QuotaGate(app[QUOTA_LIMITER], config.quota, app[STREAM_SLOTS], app[METRICS]),
     )
     async with key_use.running(), grant_use.running():
         yield

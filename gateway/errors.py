@@ -11,9 +11,9 @@ limits on ``/mcp``) are JSON-RPC shaped; credential errors are OAuth shaped (RFC
      ├── Forbidden (403)                ── OriginNotAllowed, InsufficientScope
      ├── SessionNotFound (404, JSON-RPC)
      ├── PayloadTooLarge (413, JSON-RPC on /mcp)
-     ├── UpstreamError (502, JSON-RPC)  ── UpstreamAuthFailed
+     ├── UpstreamError (502, JSON-RPC)  ── UpstreamAuthFailed, UpstreamRefused
      ├── ServiceUnavailable (503, Retry-After)
-     └── UpstreamTimeout (504, JSON-RPC)
+     └── UpstreamTimeout (504, JSON-RPC) ── UpstreamNoAnswer
 """
 
 from __future__ import annotations
@@ -135,10 +135,18 @@ class UpstreamAuthFailed(UpstreamError):
     """The upstream answered 401/403: its problem, not the client's token, so never passed on as 401."""
 
 
+class UpstreamRefused(UpstreamError):
+    """No connection to the upstream (refused, reset, unresolvable): nothing reached it (the quota refunds)."""
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     error = "gateway_timeout"
     jsonrpc_code = JSONRPC_SERVER_ERROR
+
+
+class UpstreamNoAnswer(UpstreamTimeout):
+    """No response headers within ``first_byte_timeout`` (the quota refunds)."""
 
 
 class ServiceUnavailable(GatewayError):

@@ -92,12 +92,12 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     sse_url = proxy.upstream_sse_url
     if sse_url is None:
         raise web.HTTPNotFound()
-    quota_headers = await proxy.quota.charge(principal, STREAM_OPEN_COST)
+    admission = await proxy.quota.admit(principal, STREAM_OPEN_COST, stream=True)
     headers = proxy.upstream_headers(request, principal)
     rewriter = EndpointRewriter(proxy, principal, sse_url)
-    async with proxy.upstream.open("GET", sse_url, headers=headers, body=None) as upstream:
+    async with admission.around(proxy.upstream.open("GET", sse_url, headers=headers, body=None)) as upstream:
         try:
-            return await proxy.upstream.relay(request, upstream, transform=rewriter, extra_headers=quota_headers)
+            return await proxy.upstream.relay(request, upstream, transform=rewriter, extra_headers=admission.headers)
         finally:
             if rewriter.session_id is not None:
                 with contextlib.suppress(ServiceUnavailable):
@@ -116,14 +116,14 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     session = await proxy.sessions.require(session_id, principal, kind=LEGACY_SSE)
     body = await request.read()
     message = parse_message(body)
-    quota_headers = await proxy.quota.charge(principal, proxy.quota.cost_of(principal, message))
-    base = urlsplit(proxy.upstream_sse_url)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")
+    admission = await proxy.quota.admit(principal, proxy.quota.cost_of(principal, message))
+    base = urlsplit(proxy.upstream_sse_url)
     url = f"{base.scheme}://{base.netloc}{session.upstream_path}?session_id={quote(session_id, safe='')}"
     headers = proxy.upstream_headers(request, principal)
-    async with proxy.upstream.open("POST", url, headers=headers, body=body) as upstream:
-        return await proxy.upstream.relay(request, upstream, extra_headers=quota_headers)
+    async with admission.around(proxy.upstream.open("POST", url, headers=headers, body=body)) as upstream:
+        return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
 
 
 def setup_legacy_sse(app: web.Application) -> None:

@@ -60,9 +60,10 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is not None:
         await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
-    quota_headers = await proxy.quota.charge(principal, cost)
+    admission = await proxy.quota.admit(principal, cost, stream=request.method == "GET")
     headers = proxy.upstream_headers(request, principal)
-    async with proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body) as upstream:
+    opening = proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body)
+    async with admission.around(opening) as upstream:
         opened = upstream.headers.get(SESSION_HEADER)
         if session_id is None and opened is not None and upstream.status < 300:
             await proxy.sessions.bind(opened, principal, kind=STREAMABLE)
@@ -70,7 +71,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             upstream.status == 404 or (request.method == "DELETE" and upstream.status < 300)
         ):
             await proxy.sessions.forget(session_id)
-        return await proxy.upstream.relay(request, upstream, extra_headers=quota_headers)
+        return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
 
 
 def setup_streamable(app: web.Application) -> None:

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamNoAnswer, UpstreamRefused, UpstreamTimeout
 from gateway.proxy.headers import downstream_response_headers
 
 log = logging.getLogger("gateway.upstream")
@@ -70,10 +70,10 @@ class Upstream:
             async with asyncio.timeout(self._first_byte_timeout):
                 response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
         except TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (the connect timeout)
-            raise UpstreamTimeout("Upstream MCP server did not answer in time") from exc
+            raise UpstreamNoAnswer("Upstream MCP server did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream %s %s failed: %s", method, url, type(exc).__name__)
-            raise UpstreamError("Upstream MCP server unavailable") from exc
+            raise UpstreamRefused("Upstream MCP server unavailable") from exc
         try:
             if response.status in (401, 403, 407):
                 log.warning(

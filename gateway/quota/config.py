@@ -7,6 +7,8 @@
       redis_timeout: 0.25           # seconds an admission waits for Redis before answering locally
       redis_retry_interval: 1.0     # seconds between probes of an unreachable Redis
       key_prefix: "gw:q"
+      max_concurrent_streams: 20    # open GET /mcp and /mcp/sse streams per account (null: no cap)
+      stream_lease_seconds: 60      # a crashed replica's streams are forgotten after this
       plans:                        # merged over the built-in plans ``free`` and ``unlimited``
         pro: {per_minute: 600, per_day: 50000, per_month: 1000000, tools_call_weight: 2}
 
@@ -30,6 +32,8 @@ DEFAULT_DEGRADED_MIN_LIMIT: Final = 1
 DEFAULT_REDIS_TIMEOUT: Final = 0.25
 DEFAULT_REDIS_RETRY_INTERVAL: Final = 1.0
 DEFAULT_KEY_PREFIX: Final = "gw:q"
+DEFAULT_MAX_CONCURRENT_STREAMS: Final = 20
+DEFAULT_STREAM_LEASE_SECONDS: Final = 60.0
 MAX_TOOLS_CALL_WEIGHT: Final = 1000
 
 _PLAN_NAME: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -46,6 +50,8 @@ class QuotaConfig:
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
     redis_retry_interval: float = DEFAULT_REDIS_RETRY_INTERVAL
     key_prefix: str = DEFAULT_KEY_PREFIX
+    max_concurrent_streams: int | None = DEFAULT_MAX_CONCURRENT_STREAMS
+    stream_lease_seconds: float = DEFAULT_STREAM_LEASE_SECONDS
 
     def plan_for(self, name: str | None) -> Plan:
         """The named plan; the default plan for an account with none or with a plan no longer configured."""
@@ -62,7 +68,7 @@ def parse_quota_config(raw: object, path: str = "quota") -> tuple[QuotaConfig, l
     if not isinstance(raw, dict):
         return QuotaConfig(), [f"{path}: expected a mapping"]
     known = {"plans", "default_plan", "degraded_share", "degraded_min_limit", "redis_timeout"}
-    known |= {"redis_retry_interval", "key_prefix"}
+    known |= {"redis_retry_interval", "key_prefix", "max_concurrent_streams", "stream_lease_seconds"}
     problems += [f"{path}.{key}: unknown key" for key in raw if key not in known]
     values: dict[str, Any] = {}
 
@@ -98,6 +104,21 @@ def parse_quota_config(raw: object, path: str = "quota") -> tuple[QuotaConfig, l
         floor = _integer(raw["degraded_min_limit"], f"{path}.degraded_min_limit", problems, low=1)
         if floor is not None:
             values["degraded_min_limit"] = floor
+
+    if "max_concurrent_streams" in raw:
+        if raw["max_concurrent_streams"] is None:
+            values["max_concurrent_streams"] = None
+        else:
+            cap = _integer(raw["max_concurrent_streams"], f"{path}.max_concurrent_streams", problems, low=1)
+            if cap is not None:
+                values["max_concurrent_streams"] = cap
+
+    if "stream_lease_seconds" in raw:
+        lease = _number(raw["stream_lease_seconds"], f"{path}.stream_lease_seconds", problems)
+        if lease is not None and not 5 <= lease <= 3600:
+            problems.append(f"{path}.stream_lease_seconds: between 5 and 3600 seconds")
+        elif lease is not None:
+            values["stream_lease_seconds"] = lease
 
     if "key_prefix" in raw:
         prefix = raw["key_prefix"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Final, TypeVar
@@ -89,6 +90,15 @@ class DegradingLimiter:
         if usage is None:
             return replace(await self._fallback.usage(account_id, self.local_plan(plan)), degraded=True)
         return usage
+
+    async def refund(self, account_id: str, plan: Plan, cost: int, admitted: Decision) -> None:
+        local = self.local_plan(plan)
+        if admitted.degraded:
+            self._fallback.refund_now(account_id, local, cost, admitted.charged_at)
+            return
+        # The local copy recorded the charge on its own clock; refund it on that clock too.
+        self._fallback.refund_now(account_id, local, cost, math.floor(self._clock.now()))
+        await self._try_primary(lambda: self._primary.refund(account_id, plan, cost, admitted))
 
     def local_plan(self, plan: Plan) -> Plan:
         """``plan`` as the per-replica fallback enforces it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.errors import JSONRPC_SERVER_ERROR, GatewayError
-from gateway.quota.headers import quota_headers
+from gateway.quota.headers import RETRY_AFTER, quota_headers
 from gateway.quota.limiter import Decision
 
 _PER = {"minute": "per minute", "day": "per day", "month": "per month"}
@@ -28,3 +28,20 @@ class QuotaExceeded(GatewayError):
             f"Quota exceeded for this account ({caps}); retry in {retry} s", headers=quota_headers(decision)
         )
         self.decision = decision
+
+
+class TooManyStreams(GatewayError):
+    """The account already has ``quota.max_concurrent_streams`` open event streams (429, JSON-RPC body).
+
+    Nothing was charged; a stream closing makes room, so the client is told to retry shortly.
+    """
+
+    status = 429
+    error = "rate_limited"
+    jsonrpc_code = JSONRPC_SERVER_ERROR
+
+    def __init__(self, cap: int, retry_after: int) -> None:
+        super().__init__(
+            f"Too many open streams for this account (at most {cap}); retry in {retry_after} s",
+            headers={RETRY_AFTER: str(retry_after)},
+        )

@@ -3,24 +3,78 @@
 API keys and OAuth tokens of the same account charge the same counter (the account id is the key),
 whatever client or replica they come through. Nothing is charged for unauthenticated or refused requests
 (the gate runs after authentication and every other check), nor for a request the quota itself refuses.
+
+What is refunded: a request whose upstream refused the connection or did not answer before the first byte
+(the gateway's own 502/504) gets its units back. Anything the upstream answered, errors included, stays
+charged. A standalone stream (``stream=True``) also holds a lease (``streams.py``) from admission until it
+ends; it is charged once, at open, and never cut by the quota afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 from gateway.authn import Principal
+from gateway.errors import UpstreamNoAnswer, UpstreamRefused
+from gateway.metrics import Metrics
 from gateway.quota.config import QuotaConfig
-from gateway.quota.errors import QuotaExceeded
+from gateway.quota.errors import QuotaExceeded, TooManyStreams
 from gateway.quota.headers import quota_headers
-from gateway.quota.limiter import QuotaLimiter
+from gateway.quota.limiter import Decision, QuotaLimiter
 from gateway.quota.plans import Plan, message_cost
+from gateway.quota.streams import Lease, StreamSlots
+
+STREAM_RETRY_AFTER: Final = 10
+"""Seconds a client refused by the stream cap is told to wait (a stream ending frees a slot at once)."""
+UNANSWERED: Final = (UpstreamRefused, UpstreamNoAnswer)
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Admission:
+    """What one admitted request holds: its RateLimit fields, its charge (refundable), its stream lease."""
+
+    headers: dict[str, str]
+    gate: QuotaGate
+    principal: Principal
+    cost: int = 0
+    decision: Decision | None = None
+    lease: Lease | None = None
+
+    @contextlib.asynccontextmanager
+    async def around(self, opening: contextlib.AbstractAsyncContextManager[_T]) -> AsyncIterator[_T]:
+        """Enter ``opening`` (the upstream request): refund the charge when the upstream never answered;
+        hold (and refresh) the stream lease until the block ends."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.lease is not None:
+                stack.push_async_callback(self.gate.slots.release, self.lease)
+                refresher = asyncio.create_task(self._keep_alive(self.lease), name="stream-lease")
+                stack.callback(refresher.cancel)
+            try:
+                value = await stack.enter_async_context(opening)
+            except UNANSWERED:
+                await self.gate.refund(self)
+                raise
+            yield value
+
+    async def _keep_alive(self, lease: Lease) -> None:
+        interval = self.gate.slots.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self.gate.slots.refresh(lease)
 
 
 @dataclass(frozen=True)
 class QuotaGate:
     limiter: QuotaLimiter
     config: QuotaConfig
+    slots: StreamSlots
+    metrics: Metrics
 
     def plan(self, principal: Principal) -> Plan:
         return self.config.plan_for(principal.plan)
@@ -28,11 +82,39 @@ class QuotaGate:
     def cost_of(self, principal: Principal, message: object) -> int:
         return message_cost(message, self.plan(principal))
 
-    async def charge(self, principal: Principal, cost: int) -> dict[str, str]:
-        """Admit ``cost`` units for the account or raise ``QuotaExceeded`` (429); returns the RateLimit fields."""
+    async def admit(self, principal: Principal, cost: int, *, stream: bool = False) -> Admission:
+        """Admit ``cost`` units (and, for a standalone stream, a stream lease) or raise ``QuotaExceeded`` /
+        ``TooManyStreams`` (429) having charged nothing."""
+        lease: Lease | None = None
+        cap = self.config.max_concurrent_streams
+        if stream and cap is not None:
+            lease = await self.slots.acquire(principal.user_id, cap)
+            if lease is None:
+                self.metrics.quota_rejected.inc()
+                raise TooManyStreams(cap, STREAM_RETRY_AFTER)
+        admission = Admission(headers={}, gate=self, principal=principal, cost=cost, lease=lease)
         if cost <= 0:
-            return {}
-        decision = await self.limiter.admit(principal.user_id, self.plan(principal), cost)
+            return admission
+        try:
+            decision = await self.limiter.admit(principal.user_id, self.plan(principal), cost)
+        except BaseException:
+            if lease is not None:
+                await self.slots.release(lease)
+            raise
         if not decision.allowed:
+            if lease is not None:
+                await self.slots.release(lease)
+            self.metrics.quota_rejected.inc()
             raise QuotaExceeded(decision, cost)
-        return quota_headers(decision)
+        self.metrics.quota_admitted.inc()
+        if decision.degraded:
+            self.metrics.quota_degraded_admissions.inc()
+        admission.decision = decision
+        admission.headers = quota_headers(decision)
+        return admission
+
+    async def refund(self, admission: Admission) -> None:
+        if admission.decision is None or admission.cost <= 0:
+            return
+        decision, admission.decision = admission.decision, None  # once
+        await self.limiter.refund(admission.principal.user_id, self.plan(admission.principal), admission.cost, decision)

@@ -38,6 +38,9 @@ class Decision:
     limits: list[WindowState] = field(default_factory=list)
     degraded: bool = False
     """Answered by the per-replica fallback because the shared counter was unreachable."""
+    charged_at: int = 0
+    """The second (epoch, on the deciding counter's clock) the windows were judged at: ``refund`` finds the
+    windows that were charged from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,15 @@ class QuotaLimiter(Protocol):
 
     async def usage(self, account_id: str, plan: Plan) -> Usage:
         """The current windows of ``plan`` for the account, charging nothing."""
+        ...
+
+    async def refund(self, account_id: str, plan: Plan, cost: int, admitted: Decision) -> None:
+        """Give back ``cost`` units charged by the admission ``admitted`` (a gateway-side 502/504).
+
+        Only windows still the ones that were charged are refunded (a window that has rolled over keeps its
+        fresh count), never below zero. Refunding only lowers counters, so no window ever ends up above its
+        limit and "every window or none" still holds for the next admission.
+        """
         ...
 
 

@@ -6,6 +6,7 @@ Counters of windows that have ended are dropped by a sweep, at most once per ``s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from gateway.clock import Clock
@@ -64,10 +65,22 @@ class MemoryLimiter:
         windows = self._windows(account_id, plan, now)
         if any(w.counter.used + cost > w.limit for w in windows):
             states = [w.state(now) for w in windows]
-            return Decision(allowed=False, retry_after=retry_after(states, cost), limits=states)
+            return Decision(
+                allowed=False, retry_after=retry_after(states, cost), limits=states, charged_at=math.floor(now)
+            )
         if cost:
             self._charge(account_id, windows, cost)
-        return Decision(allowed=True, retry_after=0, limits=[w.state(now) for w in windows])
+        return Decision(allowed=True, retry_after=0, limits=[w.state(now) for w in windows], charged_at=math.floor(now))
+
+    async def refund(self, account_id: str, plan: Plan, cost: int, admitted: Decision) -> None:
+        self.refund_now(account_id, plan, cost, admitted.charged_at)
+
+    def refund_now(self, account_id: str, plan: Plan, cost: int, charged_at: int) -> None:
+        check_cost(cost)
+        for kind, _ in plan.limits():
+            counter = self._counters.get((account_id, kind))
+            if counter is not None and counter.start == window_bounds(kind, charged_at)[0]:
+                counter.used = max(0, counter.used - cost)
 
     def record(self, account_id: str, plan: Plan, cost: int) -> None:
         """Charge ``cost`` to every capped window of ``plan`` without checking (usage admitted elsewhere)."""

@@ -119,6 +119,35 @@ return out
 )
 
 
+REFUND_LUA: Final = (
+    """
+-- Refund of an admission (a gateway-side 502/504), on the windows it charged.
+--
+-- KEYS[i]      counter of window i (as in ADMIT_LUA)
+-- ARGV[1]      cost to give back
+-- ARGV[2]      the second the admission was decided at (Redis time, from ADMIT_LUA's reply)
+-- ARGV[2+i]    kind of window i
+--
+-- A counter whose window is no longer the admission's is left alone; none goes below zero; TTLs are kept.
+"""
+    + WINDOW_BOUNDS_LUA
+    + """
+local cost = tonumber(ARGV[1])
+local at = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local s = window_bounds(ARGV[2 + i], at)
+  local stored = redis.call('HMGET', KEYS[i], 's', 'n')
+  if tonumber(stored[1]) == s then
+    local n = (tonumber(stored[2]) or 0) - cost
+    if n < 0 then n = 0 end
+    redis.call('HSET', KEYS[i], 'n', n)
+  end
+end
+return 1
+"""
+)
+
+
 class RedisLimiter:
     """``QuotaLimiter`` on one Redis: every replica sharing it shares one counter per account.
 
@@ -134,6 +163,7 @@ class RedisLimiter:
         self._prefix = prefix
         self._margin = key_margin
         self._script = redis.register_script(ADMIT_LUA)
+        self._refund = redis.register_script(REFUND_LUA)
 
     def keys(self, account_id: str, plan: Plan) -> list[str]:
         """The Redis keys of the plan's capped windows for the account (in ``plan.limits()`` order)."""
@@ -144,16 +174,23 @@ class RedisLimiter:
         check_cost(cost)
         if plan.unlimited:
             return Decision(allowed=True, retry_after=0)
-        allowed, states = await self._run(account_id, plan, cost)
+        allowed, states, now = await self._run(account_id, plan, cost)
         if not allowed:
-            return Decision(allowed=False, retry_after=retry_after(states, cost), limits=states)
-        return Decision(allowed=True, retry_after=0, limits=states)
+            return Decision(allowed=False, retry_after=retry_after(states, cost), limits=states, charged_at=now)
+        return Decision(allowed=True, retry_after=0, limits=states, charged_at=now)
+
+    async def refund(self, account_id: str, plan: Plan, cost: int, admitted: Decision) -> None:
+        check_cost(cost)
+        if plan.unlimited or not cost:
+            return
+        args: list[str | int] = [cost, admitted.charged_at, *(_KIND_CODE[kind] for kind, _ in plan.limits())]
+        await self._refund(keys=self.keys(account_id, plan), args=args)
 
     async def usage(self, account_id: str, plan: Plan) -> Usage:
         states = [] if plan.unlimited else (await self._run(account_id, plan, 0))[1]
         return Usage(account_id=account_id, plan=plan.name, windows=states)
 
-    async def _run(self, account_id: str, plan: Plan, cost: int) -> tuple[bool, list[WindowState]]:
+    async def _run(self, account_id: str, plan: Plan, cost: int) -> tuple[bool, list[WindowState], int]:
         windows = list(plan.limits())
         args: list[str | int] = [cost, self._margin]
         for kind, limit in windows:
@@ -169,4 +206,4 @@ class RedisLimiter:
             )
             for i, (kind, limit) in enumerate(windows)
         ]
-        return bool(int(reply[0])), states
+        return bool(int(reply[0])), states, int(reply[1])
