@@ -20,7 +20,7 @@ from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
-from gateway.quota import RedisLimiter, quota_redis_client
+from gateway.quota import make_limiter, quota_redis_client
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 
@@ -124,9 +124,11 @@ async def run_usage(config: GatewayConfig, email: str) -> None:
         return
     redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
     try:
-        usage = await RedisLimiter(redis, prefix=config.quota.key_prefix).usage(user.id, plan)
+        usage = await make_limiter(config.quota, clock=SystemClock(), redis=redis).usage(user.id, plan)
     finally:
         await redis.aclose()
+    if usage.degraded:
+        raise CliError("Redis is unreachable; the shared counters cannot be read")
     print(f"  {'WINDOW':<8} {'USED':>8} {'LIMIT':>8} {'REMAINING':>10} RESETS IN")
     for window in usage.windows:
         print(f"  {window.window:<8} {window.used:>8} {window.limit:>8} {window.remaining:>10} {window.reset_seconds}s")

@@ -1,0 +1,219 @@
+"""Security-cases 94: the open OAuth endpoints have per-address and per-client budgets (429 + Retry-After),
+shared by the replicas through Redis, strict per replica while Redis is unreachable, never unlimited."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis.asyncio as redis_asyncio
+from aiohttp import web
+
+from gateway.clock import ManualClock
+from gateway.metrics import METRICS
+from gateway.storage import Storage
+from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, running_gateway
+from tests.support.https_server import make_local_ca, serve_https
+from tests.support.oauth_flows import FORM, REDIRECT_URI, Reply, query_url, register, request
+from tests.support.tcp_proxy import tcp_proxy
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PROXY_PEER = {"security": {"trusted_proxies": ["127.0.0.1"]}}
+"""The test client is the trusted load balancer: ``X-Forwarded-For`` names the client address."""
+
+
+def budgets(**protective: int) -> dict[str, Any]:
+    return {**PROXY_PEER, "limits": {"protective": protective}}
+
+
+def throttled(gw: GatewayHandle, endpoint: str) -> float:
+    value = gw.app[METRICS].registry.get_sample_value("gateway_throttled_total", {"endpoint": endpoint})
+    return value or 0.0
+
+
+async def token_request(gw: GatewayHandle, client_id: str, address: str) -> Reply:
+    fields = {"grant_type": "authorization_code", "code": "gwac_not-a-code", "client_id": client_id}
+    fields |= {"redirect_uri": REDIRECT_URI, "code_verifier": "v" * 43}
+    headers = {"Content-Type": FORM, "X-Forwarded-For": address}
+    return await request("POST", gw.url + "/token", data=urlencode(fields), headers=headers)
+
+
+async def revoke_request(gw: GatewayHandle, client_id: str, address: str) -> Reply:
+    fields = {"token": "gwat_unknown", "client_id": client_id}
+    headers = {"Content-Type": FORM, "X-Forwarded-For": address}
+    return await request("POST", gw.url + "/revoke", data=urlencode(fields), headers=headers)
+
+
+async def authorize_request(gw: GatewayHandle, client_id: str, address: str) -> Reply:
+    url = query_url(gw.url + "/authorize", {"client_id": client_id, "redirect_uri": REDIRECT_URI})
+    return await request("GET", url, headers={"X-Forwarded-For": address})
+
+
+def assert_oauth_429(reply: Reply) -> None:
+    assert reply.status == 429
+    assert 1 <= int(reply.headers["Retry-After"]) <= 900
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert reply.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "Too many requests; try again later",
+    }
+
+
+@pytest.fixture
+async def limited(sqlite_storage: Storage, clock: ManualClock) -> AsyncIterator[GatewayHandle]:
+    overrides = budgets(token_per_address=3, token_per_client=5, revoke_per_address=2, authorize_per_address=2)
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        yield gw
+
+
+async def test_a_burst_at_the_token_endpoint_is_refused_per_address_with_an_oauth_429_and_the_window_ends(
+    limited: GatewayHandle, clock: ManualClock
+):
+    app = await register(limited.url)
+    for _ in range(3):
+        assert (await token_request(limited, app.client_id, "198.51.100.7")).json()["error"] == "invalid_grant"
+    refused = await token_request(limited, app.client_id, "198.51.100.7")
+    assert_oauth_429(refused)
+    assert refused.headers["Access-Control-Allow-Origin"] == "*"
+    assert (await token_request(limited, app.client_id, "198.51.100.8")).status == 400  # another address
+    assert throttled(limited, "token") == 1
+    clock.advance(901)
+    assert (await token_request(limited, app.client_id, "198.51.100.7")).status == 400
+
+
+async def test_one_client_spread_over_many_addresses_meets_its_per_client_token_budget(limited: GatewayHandle):
+    app, other = await register(limited.url), await register(limited.url, client_name="Other")
+    statuses = [(await token_request(limited, app.client_id, f"203.0.113.{i}")).status for i in range(6)]
+    assert statuses == [400] * 5 + [429]
+    assert (await token_request(limited, other.client_id, "203.0.113.1")).status == 400
+
+
+async def test_revocation_has_its_own_budget_and_answers_an_oauth_429(limited: GatewayHandle):
+    app = await register(limited.url)
+    assert [(await revoke_request(limited, app.client_id, "192.0.2.1")).status for _ in range(2)] == [200, 200]
+    assert_oauth_429(await revoke_request(limited, app.client_id, "192.0.2.1"))
+    assert (await token_request(limited, app.client_id, "192.0.2.1")).status == 400  # token budget untouched
+    assert throttled(limited, "revoke") == 1
+
+
+async def test_a_burst_at_authorize_gets_an_html_page_with_retry_after(limited: GatewayHandle):
+    app = await register(limited.url)
+    for _ in range(2):
+        assert (await authorize_request(limited, app.client_id, "192.0.2.9")).status != 429
+    refused = await authorize_request(limited, app.client_id, "192.0.2.9")
+    assert refused.status == 429
+    assert refused.headers["Content-Type"].startswith("text/html")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "Too many requests" in refused.text
+    assert (await authorize_request(limited, app.client_id, "192.0.2.10")).status != 429
+    assert throttled(limited, "authorize") == 1
+
+
+async def test_metadata_document_fetches_are_budgeted_per_address_and_per_document(
+    sqlite_storage: Storage, tmp_path: Path
+):
+    ca = make_local_ca(tmp_path / "tls")
+    fetched: list[str] = []
+
+    async def missing(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.Response(status=404)  # a failed fetch is not cached: every authorize fetches again
+
+    site = web.Application()
+    site.router.add_get("/{name}.json", missing)
+    async with serve_https(site, ca) as https:
+        overrides = {
+            **budgets(cimd_fetches_per_address=3, cimd_fetches_per_document=2),
+            "oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(ca.ca_path)}},
+        }
+        async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as gw:
+            one = https.url("/one.json", host="localhost")
+            statuses = [(await authorize_request(gw, one, f"192.0.2.{i}")).status for i in range(3)]
+            assert statuses == [400, 400, 429]  # the third fetch of one document, whoever asks
+            assert len(fetched) == 2
+            documents = [https.url(f"/doc{i}.json", host="localhost") for i in range(3)]
+            statuses = [(await authorize_request(gw, url, "198.51.100.1")).status for url in documents]
+            assert statuses == [400, 400, 400]
+            assert (
+                await authorize_request(gw, https.url("/four.json", host="localhost"), "198.51.100.1")
+            ).status == 429
+            assert len(fetched) == 5
+            assert throttled(gw, "cimd") == 2
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own in the real Redis, removed afterwards (nothing is flushed)."""
+    prefix = f"gwtest:{secrets.token_hex(6)}"
+    client = redis_asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is unreachable at {REDIS_URL} ({exc}); redis tests fail rather than skip", pytrace=False)
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def shared(prefix: str, redis_url: str = REDIS_URL, **protective: int) -> dict[str, Any]:
+    return {**budgets(**protective), "redis": {"url": redis_url}, "quota": {"key_prefix": prefix, "redis_timeout": 5.0}}
+
+
+@pytest.mark.redis
+async def test_two_replicas_share_one_budget_through_redis_and_every_key_expires(
+    sqlite_storage: Storage, redis_prefix: str
+):
+    overrides = shared(redis_prefix, token_per_address=3, token_per_client=100)
+    async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as one:
+        async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as two:
+            app = await register(one.url)
+            replies = [await token_request(gw, app.client_id, "198.51.100.20") for gw in (one, two, one, two)]
+            assert [reply.status for reply in replies] == [400, 400, 400, 429]
+            # Hostile client ids (security-cases 92) become hashed, bounded keys, each with a TTL.
+            hostile = ["*", "a b", "a\nDEL x", "{}", "}{", "https://c.example/" + "x" * 2048]
+            for client_id in hostile:
+                assert (await token_request(two, client_id, "198.51.100.21")).status in (400, 401, 429)
+    client = redis_asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key.decode() async for key in client.scan_iter(match=f"{redis_prefix}:*")]
+        assert len(keys) >= 2 + len(hostile)
+        for key in keys:
+            assert len(key) < 100
+            assert key.startswith((f"{redis_prefix}:t:token:", f"{redis_prefix}:t:register:"))
+            assert all(part not in key for part in ("*", " ", "\n", "{", "example"))
+            assert 0 < await client.pttl(key) <= (3_600_000 if ":t:register:" in key else 900_000)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_while_redis_is_cut_each_replica_applies_a_strict_share_and_the_shared_budget_resumes(
+    sqlite_storage: Storage, redis_prefix: str, clock: ManualClock
+):
+    async with tcp_proxy("127.0.0.1", 6379) as proxy:
+        overrides = shared(f"{redis_prefix}", f"redis://127.0.0.1:{proxy.port}/0", revoke_per_address=4)
+        overrides["quota"] |= {"degraded_share": 0.5, "redis_timeout": 2.0}
+        async with running_gateway(
+            storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+        ) as gw:
+            app = await register(gw.url)
+            assert (await revoke_request(gw, app.client_id, "192.0.2.50")).status == 200  # shared count: 1
+            proxy.cut()
+            # Strict: half the budget, counted locally (the shared request above was recorded locally too).
+            statuses = [(await revoke_request(gw, app.client_id, "192.0.2.50")).status for _ in range(3)]
+            assert statuses == [200, 429, 429]
+            proxy.restore()
+            clock.advance(2)  # past the retry interval: the next request probes Redis again
+            statuses = [(await revoke_request(gw, app.client_id, "192.0.2.50")).status for _ in range(4)]
+            assert statuses == [200, 200, 200, 429]  # the shared budget (4) counts on from 1
