@@ -3,7 +3,6 @@ shared by the replicas through Redis, strict per replica while Redis is unreacha
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,33 +147,15 @@ async def test_metadata_document_fetches_are_budgeted_per_address_and_per_docume
             assert throttled(gw, "cimd") == 2
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own in the real Redis, removed afterwards (nothing is flushed)."""
-    prefix = f"gwtest:{secrets.token_hex(6)}"
-    client = redis_asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis is unreachable at {REDIS_URL} ({exc}); redis tests fail rather than skip", pytrace=False)
-    try:
-        yield prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
 def shared(prefix: str, redis_url: str = REDIS_URL, **protective: int) -> dict[str, Any]:
     return {**budgets(**protective), "redis": {"url": redis_url}, "quota": {"key_prefix": prefix, "redis_timeout": 5.0}}
 
 
 @pytest.mark.redis
 async def test_two_replicas_share_one_budget_through_redis_and_every_key_expires(
-    sqlite_storage: Storage, redis_prefix: str
+    sqlite_storage: Storage, quota_prefix: str
 ):
-    overrides = shared(redis_prefix, token_per_address=3, token_per_client=100)
+    overrides = shared(quota_prefix, token_per_address=3, token_per_client=100)
     async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as one:
         async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as two:
             app = await register(one.url)
@@ -186,11 +167,11 @@ async def test_two_replicas_share_one_budget_through_redis_and_every_key_expires
                 assert (await token_request(two, client_id, "198.51.100.21")).status in (400, 401, 429)
     client = redis_asyncio.Redis.from_url(REDIS_URL)
     try:
-        keys = [key.decode() async for key in client.scan_iter(match=f"{redis_prefix}:*")]
+        keys = [key.decode() async for key in client.scan_iter(match=f"{quota_prefix}:*")]
         assert len(keys) >= 2 + len(hostile)
         for key in keys:
             assert len(key) < 100
-            assert key.startswith((f"{redis_prefix}:t:token:", f"{redis_prefix}:t:register:"))
+            assert key.startswith((f"{quota_prefix}:t:token:", f"{quota_prefix}:t:register:"))
             assert all(part not in key for part in ("*", " ", "\n", "{", "example"))
             assert 0 < await client.pttl(key) <= (3_600_000 if ":t:register:" in key else 900_000)
     finally:
@@ -199,10 +180,10 @@ async def test_two_replicas_share_one_budget_through_redis_and_every_key_expires
 
 @pytest.mark.redis
 async def test_while_redis_is_cut_each_replica_applies_a_strict_share_and_the_shared_budget_resumes(
-    sqlite_storage: Storage, redis_prefix: str, clock: ManualClock
+    sqlite_storage: Storage, quota_prefix: str, clock: ManualClock
 ):
     async with tcp_proxy("127.0.0.1", 6379) as proxy:
-        overrides = shared(f"{redis_prefix}", f"redis://127.0.0.1:{proxy.port}/0", revoke_per_address=4)
+        overrides = shared(f"{quota_prefix}", f"redis://127.0.0.1:{proxy.port}/0", revoke_per_address=4)
         overrides["quota"] |= {"degraded_share": 0.5, "redis_timeout": 2.0}
         async with running_gateway(
             storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock

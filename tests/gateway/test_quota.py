@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as redis_asyncio
 
 from gateway.storage import Storage
 from tests.support.gateway import GatewayHandle, running_gateway
@@ -61,24 +58,6 @@ async def test_api_keys_and_oauth_tokens_of_one_account_share_one_counter(
             assert_limited(await post_mcp(gw.url, headers, LIST))
         other = await gw.new_user("someone-else@example.com")
         assert (await post_mcp(gw.url, {"X-API-Key": await gw.new_key(other)}, LIST)).status == 200
-
-
-@pytest.fixture
-async def quota_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own in the real Redis, removed afterwards."""
-    prefix = f"gwtest:{secrets.token_hex(6)}"
-    client = redis_asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis is unreachable at {REDIS_URL} ({exc}); redis tests fail rather than skip", pytrace=False)
-    try:
-        yield prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.mark.redis
