@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 
+from gateway.clock import ManualClock
+from gateway.metrics import METRICS
 from gateway.storage import Storage
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import INIT, Reply, bearer, obtain_tokens, post_mcp, register
+from tests.support.tcp_proxy import tcp_proxy
 from tests.support.upstream import UpstreamProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -94,3 +97,62 @@ async def two_replicas(first: GatewayHandle, second: GatewayHandle) -> None:
     assert statuses.count(429) == 55
     for gw, headers in ((first, key), (second, token), (second, laptop)):
         assert_limited(await post_mcp(gw.url, headers, LIST))
+
+
+@pytest.mark.redis
+async def test_three_hundred_barrier_started_calls_across_three_replicas_admit_exactly_one_hundred(
+    sqlite_storage: Storage, upstream: UpstreamProcess, quota_prefix: str
+):
+    """Security-cases 92: one Lua admission per call on one counter, whatever replica answers."""
+    overrides = {**plan_overrides(100, key_prefix=quota_prefix, redis_timeout=10.0), "redis": {"url": REDIS_URL}}
+    async with (
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as one,
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as two,
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as three,
+    ):
+        key = {"X-API-Key": await one.new_key(await one.new_user(EMAIL))}
+        start = asyncio.Event()
+
+        async def call(gw: GatewayHandle) -> int:
+            await start.wait()
+            return (await post_mcp(gw.url, key, LIST)).status
+
+        calls = [asyncio.create_task(call(gw)) for gw in (one, two, three) * 100]
+        await asyncio.sleep(0)
+        start.set()
+        statuses = await asyncio.wait_for(asyncio.gather(*calls), 120)
+        assert statuses.count(200) == 100
+        assert statuses.count(429) == 200
+        registries = [gw.app[METRICS].registry for gw in (one, two, three)]
+        assert sum(r.get_sample_value("gateway_quota_admitted_total") or 0 for r in registries) == 100
+
+
+@pytest.mark.redis
+async def test_with_redis_cut_mid_test_calls_are_served_within_the_degraded_share_and_the_shared_count_resumes(
+    sqlite_storage: Storage, upstream: UpstreamProcess, quota_prefix: str, clock: ManualClock
+):
+    async with tcp_proxy("127.0.0.1", 6379) as proxy:
+        overrides = {
+            **plan_overrides(10, key_prefix=quota_prefix, degraded_share=0.5, redis_timeout=2.0),
+            "redis": {"url": f"redis://127.0.0.1:{proxy.port}/0"},
+        }
+        async with running_gateway(
+            storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides, clock=clock
+        ) as gw:
+            metrics = gw.app[METRICS].registry
+            key = {"X-API-Key": await gw.new_key(await gw.new_user(EMAIL))}
+            for _ in range(2):
+                assert (await post_mcp(gw.url, key, LIST)).status == 200
+            assert metrics.get_sample_value("gateway_quota_degraded") == 0
+            proxy.cut()
+            # The local share (5 of 10) was kept warm: 2 already spent, 3 more are served, then 429.
+            statuses = [(await post_mcp(gw.url, key, LIST)).status for _ in range(5)]
+            assert statuses == [200, 200, 200, 429, 429]
+            assert metrics.get_sample_value("gateway_quota_degraded") == 1
+            assert metrics.get_sample_value("gateway_quota_degraded_admissions_total") == 3
+            proxy.restore()
+            clock.advance(2)  # past redis_retry_interval: the next call probes Redis
+            resumed = await post_mcp(gw.url, key, LIST)
+            assert resumed.status == 200
+            assert resumed.headers["RateLimit"].startswith('"day";r=7')  # the shared counter went on from 2
+            assert metrics.get_sample_value("gateway_quota_degraded") == 0
