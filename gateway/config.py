@@ -137,9 +137,9 @@ class RegistrationConfig:
     """Seconds after which a registered client that never completed an authorization is deleted."""
     max_clients: int = 100_000
     max_per_address_per_hour: int = 20
-    """Registrations one client address may make per hour (per replica)."""
+    """Registrations one client address may make per hour (all replicas together when Redis is set)."""
     max_per_hour: int = 1000
-    """Registrations the whole replica accepts per hour."""
+    """Registrations accepted per hour from all addresses (per replica without Redis)."""
     private_use_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf", "zed")
     """Private-use redirect schemes accepted besides reverse-domain ones (``com.example.app:``)."""
 
