@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Final, TypeVar
@@ -92,13 +91,11 @@ class DegradingLimiter:
         return usage
 
     async def refund(self, account_id: str, plan: Plan, cost: int, admitted: Decision) -> None:
-        local = self.local_plan(plan)
-        if admitted.degraded:
-            self._fallback.refund_now(account_id, local, cost, admitted.charged_at)
-            return
-        # The local copy recorded the charge on its own clock; refund it on that clock too.
-        self._fallback.refund_now(account_id, local, cost, math.floor(self._clock.now()))
-        await self._try_primary(lambda: self._primary.refund(account_id, plan, cost, admitted))
+        # The warm local copy recorded the charge too (at Redis time ± clock skew: the same windows but for a
+        # charge in a window's last instant, where the local copy merely stays a little conservative).
+        self._fallback.refund_now(account_id, self.local_plan(plan), cost, admitted.charged_at)
+        if not admitted.degraded:
+            await self._try_primary(lambda: self._primary.refund(account_id, plan, cost, admitted))
 
     def local_plan(self, plan: Plan) -> Plan:
         """``plan`` as the per-replica fallback enforces it."""

@@ -97,12 +97,14 @@ class StreamSlots:
     async def acquire(self, account_id: str, cap: int) -> Lease | None:
         """A lease, or None when the account already has ``cap`` live streams."""
         lease_id = secrets.token_hex(8)
-        if self._acquire is not None and not (self._degraded and self._clock.monotonic() < self._retry_at):
+        if self._acquire is None:
+            return self._acquire_locally(account_id, lease_id, cap)
+        if not (self._degraded and self._clock.monotonic() < self._retry_at):
             reply = await self._shared(self._acquire, account_id, [lease_id, cap, self._lease_ms])
             if reply is not None:
                 return Lease(account_id, lease_id, shared=True) if int(reply) else None
-            cap = max(1, math.floor(cap * self._share))
-        return self._acquire_locally(account_id, lease_id, cap)
+        # Redis unreachable: this replica's share of the cap, counting only the leases it took itself.
+        return self._acquire_locally(account_id, lease_id, max(1, math.floor(cap * self._share)))
 
     async def refresh(self, lease: Lease) -> None:
         if not lease.shared:
