@@ -28,10 +28,12 @@ from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
+from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
+from gateway.revocation_redis import RedisRevocationBus
 from gateway.storage import Storage, open_storage
 from gateway.web_pages import page_errors, setup_pages
 
@@ -59,12 +61,17 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics or Metrics()
     app[AUDIT] = audit or AuditLog()
-    app[REVOCATIONS] = LocalRevocationBus()
+    redis_url = config.redis.url
+    app[REVOCATIONS] = (
+        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+    )
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
     app.cleanup_ctx.append(_quota_ctx)
     app.cleanup_ctx.append(_proxy_ctx)
+    app.cleanup_ctx.append(_revocation_ctx)
+    app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
@@ -88,7 +95,9 @@ def _storage_ctx(given: Storage | None) -> CleanupCtx:
             yield
             return
         config = app[CONFIG].storage
-        storage = open_storage(config.url, pool_min=config.pool_min, pool_max=config.pool_max)
+        storage = open_storage(
+            config.url, pool_min=config.pool_min, pool_max=config.pool_max, search_path=config.schema
+        )
         await storage.open()
         try:
             await storage.check_schema()
@@ -139,19 +148,26 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     key_use = LastUsedRecorder(storage.touch_api_keys, interval=interval, name="api key")
     grant_use = LastUsedRecorder(storage.touch_families, interval=interval, name="grant")
     sessions = SessionBindings(storage, clock)
+    authn = Authenticator(
+        key_format=ApiKeyFormat(config.api_keys.prefix),
+        users=storage,
+        api_keys=storage,
+        grants=storage,
+        clock=clock,
+        key_use=key_use,
+        grant_use=grant_use,
+        challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
+        resource=settings.resource,
+        required_scopes=config.oauth.default_scopes,
+        metrics=app[METRICS],
+    )
+    streams = OpenStreams(authn, clock, interval=config.revocation.stream_recheck_interval)
+    bus = app[REVOCATIONS]
+    bus.listen(authn.on_revocation)
+    bus.listen(streams.on_revocation)
+    bus.listen_gaps(authn.flush)
     app[PROXY] = ProxyContext(
-        authn=Authenticator(
-            key_format=ApiKeyFormat(config.api_keys.prefix),
-            users=storage,
-            api_keys=storage,
-            grants=storage,
-            clock=clock,
-            key_use=key_use,
-            grant_use=grant_use,
-            challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
-            resource=settings.resource,
-            required_scopes=config.oauth.default_scopes,
-        ),
+        authn=authn,
         sessions=sessions,
         upstream=Upstream(
             app[UPSTREAM_SESSION],
@@ -165,6 +181,23 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
         quota=QuotaGate(app[QUOTA_LIMITER], config.quota),
+        streams=streams,
     )
-    async with key_use.running(), grant_use.running():
+    async with key_use.running(), grant_use.running(), streams.running():
         yield
+
+
+@contextlib.asynccontextmanager
+async def _revocation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With ``redis.url``, hear the other replicas' revocations (after every listener is registered)."""
+    bus = app[REVOCATIONS]
+    if not isinstance(bus, RedisRevocationBus):
+        yield
+        return
+    async with bus.running():
+        yield
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, before in-flight requests drain: end every stream with a final event (clients reconnect)."""
+    app[PROXY].streams.close_all(SHUTTING_DOWN)

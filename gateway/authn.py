@@ -21,7 +21,9 @@ from gateway.apikeys import ApiKeyFormat
 from gateway.clock import Clock
 from gateway.errors import InsufficientScope, InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
 from gateway.last_used import LastUsedRecorder
+from gateway.metrics import Metrics
 from gateway.oauth.token_formats import TokenType, classify
+from gateway.revocation import Revocation
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.base import ApiKeyStore, StorageUnavailable, User, UserStore
 from gateway.storage.oauth import AccessToken, GrantStore
@@ -42,6 +44,14 @@ class Principal:
     scope: str | None = None
     plan: str | None = None
     """The account's quota plan (None: the default plan)."""
+
+    def revoked_by(self, revocation: Revocation) -> bool:
+        """Whether ``revocation`` names this principal's credential (or all of its account's)."""
+        if revocation.all_credentials and revocation.account_id == self.user_id:
+            return True
+        if self.method == "oauth":
+            return self.credential_id in revocation.family_ids
+        return self.credential_id in revocation.api_key_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,7 @@ class Authenticator:
         required_scopes: tuple[str, ...],
         cache_ttl: float = MAX_CACHE_TTL,
         cache_size: int = 10_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._format = key_format
         self._users = users
@@ -123,6 +134,7 @@ class Authenticator:
         self._ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._size = cache_size
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._metrics = metrics
 
     async def authenticate(self, request: web.Request) -> Principal:
         try:
@@ -229,3 +241,33 @@ class Authenticator:
     def forget(self, digest: str) -> None:
         """Drop a cached validation at once (a revocation in this process)."""
         self._cache.pop(digest, None)
+
+    def on_revocation(self, revocation: Revocation) -> None:
+        """A ``RevocationBus`` listener: drop every cached validation the revocation names."""
+        for digest in [d for d, c in self._cache.items() if c.principal.revoked_by(revocation)]:
+            del self._cache[digest]
+        if self._metrics is not None and revocation.committed_at > 0:
+            self._metrics.revocation_propagation.observe(max(0.0, self._clock.now() - revocation.committed_at))
+
+    def flush(self) -> None:
+        """Drop every cached validation (announcements may have been lost)."""
+        self._cache.clear()
+
+    def digest_of(self, request: web.Request) -> str:
+        """The SHA-256 digest of the credential an authenticated ``request`` carried."""
+        return secret_hash(extract_credential(request, self.challenge))
+
+    async def revalidate(self, digest: str, principal: Principal) -> bool:
+        """Check the credential in storage now (bypassing and refreshing the cache): still valid and unexpired?
+
+        Raises ``ServiceUnavailable`` when storage cannot say."""
+        load = self._load_access_token if principal.method == "oauth" else self._load_api_key
+        try:
+            cached = await load(digest, self._clock.monotonic())
+        except StorageUnavailable as exc:
+            raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
+        if cached is None:
+            self._cache.pop(digest, None)
+            return False
+        self._remember(digest, cached)
+        return cached.expires_at is None or self._clock.now() < cached.expires_at

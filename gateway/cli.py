@@ -21,6 +21,8 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import RedisLimiter, quota_redis_client
+from gateway.revocation import Revocation
+from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 
@@ -38,7 +40,7 @@ def load(path: str | None) -> GatewayConfig:
 
 @contextlib.asynccontextmanager
 async def opened_storage(config: GatewayConfig, *, check: bool = True) -> AsyncIterator[Storage]:
-    storage = open_storage(config.storage.url, pool_min=1, pool_max=2)
+    storage = open_storage(config.storage.url, pool_min=1, pool_max=2, search_path=config.storage.schema)
     await storage.open()
     try:
         if check:
@@ -154,9 +156,23 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
-            if not await storage.revoke_api_key(args.id, now=time.time()):
+            target = await storage.get_api_key(args.id)
+            if target is None or not await storage.revoke_api_key(args.id, now=time.time()):
                 raise CliError(f"no active key with id {args.id}")
+            await announce(config, Revocation(target.user_id, time.time(), api_key_ids=(target.id,), source="cli"))
             print(f"revoked key {args.id}")
+
+
+async def announce(config: GatewayConfig, revocation: Revocation) -> None:
+    """Tell running replicas about a committed revocation. Only through Redis: without ``redis.url`` the
+    gateway runs in another process that cannot be told, and its one-second validation cache is the bound."""
+    if config.redis.url is None:
+        return
+    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel)
+    try:
+        await bus.announce(revocation)
+    finally:
+        await bus.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

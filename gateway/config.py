@@ -33,9 +33,13 @@ DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
 MCP_PATH = "/mcp"
+DEFAULT_REVOCATION_CHANNEL = "mcp-gateway:revocations"
+DEFAULT_STREAM_RECHECK_INTERVAL = 0.5
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 _INVALID: Any = object()
@@ -79,11 +83,21 @@ class StorageConfig:
     url: str = DEFAULT_STORAGE_URL
     pool_min: int = 1
     pool_max: int = 10
+    schema: str | None = None
+    """PostgreSQL schema holding the gateway's tables (its ``search_path``); None: the server's default."""
 
 
 @dataclass(frozen=True)
 class RedisConfig:
     url: str | None = None
+    revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
+    """Pub/sub channel on which replicas announce revocations to each other."""
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    stream_recheck_interval: float = DEFAULT_STREAM_RECHECK_INTERVAL
+    """Seconds between re-validations of the credentials of open streams (at most 0.5)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,7 @@ class GatewayConfig:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -317,6 +332,15 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if not _CHANNEL_RE.match(c.redis.revocation_channel):
+        problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
+    if c.storage.schema is not None:
+        if not _SCHEMA_RE.match(c.storage.schema):
+            problems.append("storage.schema: a PostgreSQL identifier (letters, digits, _; at most 63)")
+        elif c.storage.url.startswith("sqlite:"):
+            problems.append("storage.schema: only applies to PostgreSQL")
+    if not 0 < c.revocation.stream_recheck_interval <= DEFAULT_STREAM_RECHECK_INTERVAL:
+        problems.append("revocation.stream_recheck_interval: greater than 0 and at most 0.5 seconds")
     for name, value in [
         ("upstream.connect_timeout", c.upstream.connect_timeout),
         ("upstream.first_byte_timeout", c.upstream.first_byte_timeout),

@@ -37,6 +37,7 @@ from gateway.oauth.pkce import verify
 from gateway.oauth.resource_uri import matches_resource
 from gateway.oauth.scopes import OFFLINE_ACCESS
 from gateway.oauth.token_formats import TokenType, classify
+from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.base import StorageUnavailable, UserStore
 from gateway.storage.oauth import AuthorizationCode, GrantStore, RefreshToken, RotateOutcome, TokenFamily
@@ -166,6 +167,12 @@ class _Exchange:
         self.form = form
         self.client_id = client_id
         self.now = self.settings.clock.now()
+        self.revocations = request.app[REVOCATIONS]
+
+    async def announce_revoked(self, user_id: str, family_id: str) -> None:
+        """After a family's revocation committed: every replica drops its tokens at once."""
+        committed_at = self.settings.clock.now()
+        await self.revocations.announce(Revocation(user_id, committed_at, family_ids=(family_id,), source="reuse"))
 
     async def require_active_user(self, user_id: str) -> None:
         user = await self.users.get_user(user_id)
@@ -236,6 +243,7 @@ class _Exchange:
         if row.family_id is not None and await self.grants.revoke_family(
             row.family_id, now=self.now, reason="code_reuse"
         ):
+            await self.announce_revoked(row.user_id, row.family_id)
             log.warning(
                 "authorization code reuse detected",
                 extra={"event": "code_reuse_detected", "family_id": row.family_id, "client_id": row.client_id},
@@ -259,6 +267,7 @@ class _Exchange:
         if family.client_id != self.client_id:
             # Policy (security-cases 58): a live refresh token in another client's hands has leaked.
             if live and await self.grants.revoke_family(family.family_id, now=self.now, reason="client_mismatch"):
+                await self.announce_revoked(family.user_id, family.family_id)
                 log.warning(
                     "refresh token presented by another client",
                     extra={"event": "refresh_client_mismatch", "family_id": family.family_id},
@@ -316,6 +325,7 @@ class _Exchange:
             # one without revoking, so the sibling request that got the pair keeps working.
             raise InvalidGrant("The refresh token was already used")
         if await self.grants.revoke_family(family.family_id, now=self.now, reason="refresh_reuse"):
+            await self.announce_revoked(family.user_id, family.family_id)
             log.warning(
                 "refresh token reuse detected",
                 extra={"event": "refresh_reuse_detected", "family_id": family.family_id},

@@ -110,6 +110,10 @@ class Upstream:
             try:
                 async with asyncio.timeout(self._idle_timeout):
                     chunk = await upstream.content.readany()
+            except EndStream as end:  # the gateway ends the stream (revocation, expiry, shutdown)
+                with contextlib.suppress(ConnectionResetError):
+                    await response.write(end.final)
+                break
             except TimeoutError:
                 log.info("closing a stream idle for %.0f s", self._idle_timeout or 0)
                 break
