@@ -35,6 +35,8 @@ DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
 MCP_PATH = "/mcp"
 DEFAULT_REVOCATION_CHANNEL = "mcp-gateway:revocations"
 DEFAULT_STREAM_RECHECK_INTERVAL = 0.5
+MIN_SECRET_CHARS = 16
+"""Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
@@ -373,6 +375,9 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += _check_secret("storage.url", c.storage.url)
+    if c.redis.url:
+        problems += _check_secret("redis.url", c.redis.url)
     if c.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append("logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     if c.logging.format not in ("json", "text"):
@@ -423,6 +428,19 @@ def _check_oauth(o: OAuthConfig) -> list[str]:
         if not re.match(r"^[a-z][a-z0-9+.-]*$", scheme) or scheme in ("http", "https", "javascript", "data", "file"):
             problems.append(f"oauth.registration.private_use_schemes[{i}]: not an acceptable scheme")
     return problems
+
+
+def _check_secret(name: str, url: str) -> list[str]:
+    """A password in a service URL must not be empty or weak (never echoed back in the message)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return [f"{name}: not a valid URL"]
+    if password is None:
+        return []
+    if len(password) < MIN_SECRET_CHARS:
+        return [f"{name}: the password is empty or weak (at least {MIN_SECRET_CHARS} characters; pass it as ${{ENV}})"]
+    return []
 
 
 def _check_http_url(name: str, url: str, *, allow_path: bool) -> list[str]:

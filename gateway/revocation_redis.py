@@ -66,6 +66,17 @@ class RedisRevocationBus:
         """Call ``listener`` when the subscription comes back after an outage (announcements may be lost)."""
         self._gap_listeners.append(listener)
 
+    async def healthy(self) -> bool:
+        """Subscribed, and Redis answers a PING within ``PUBLISH_TIMEOUT``."""
+        if not self.subscribed:
+            return False
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._client().ping()
+        except (RedisError, OSError, TimeoutError):
+            return False
+        return True
+
     def _client(self) -> aioredis.Redis:
         if self._publisher is None:
             self._publisher = aioredis.from_url(
