@@ -29,6 +29,8 @@ from gateway.storage.base import ApiKeyStore, StorageUnavailable, User, UserStor
 from gateway.storage.oauth import AccessToken, GrantStore
 
 MAX_CACHE_TTL = 1.0
+DEFAULT_CACHE_TTL = 0.8
+"""Below the one-second promise, leaving room for the reload query and the request in flight."""
 _Loader = Callable[[str, float], Awaitable["_Cached | None"]]
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 
@@ -117,7 +119,7 @@ class Authenticator:
         challenge: Challenge,
         resource: str,
         required_scopes: tuple[str, ...],
-        cache_ttl: float = MAX_CACHE_TTL,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
         cache_size: int = 10_000,
         metrics: Metrics | None = None,
     ) -> None:
