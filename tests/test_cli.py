@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,24 @@ def test_an_operator_puts_an_account_on_a_plan_and_reads_its_usage(config: Path)
     usage = gw(config, "usage", "cy@example.com")
     assert usage.returncode == 0
     assert "plan unlimited" in usage.stdout
+
+
+def test_serve_refuses_weak_secrets_and_every_other_problem_at_once_with_a_nonzero_exit(tmp_path: Path):
+    path = tmp_path / "weak.yaml"
+    path.write_text("storage:\n  url: postgresql://gw:short@127.0.0.1/db\nredis:\n  url: ${NO_SUCH_REDIS_URL}\n")
+    result = gw(path, "serve")
+    assert result.returncode == 2
+    assert "storage.url: the password is empty or weak" in result.stderr
+    assert "redis.url: environment variable NO_SUCH_REDIS_URL is not set" in result.stderr
+    assert "short" not in result.stderr.replace("shortly", "")
+
+
+def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "nodb.yaml"
+    path.write_text(f"storage:\n  url: postgresql://postgres@127.0.0.1:{port}/test\n")
+    result = gw(path, "serve", "--port", "0")
+    assert result.returncode == 1
+    assert "error: storage: PostgreSQL unreachable" in result.stderr
