@@ -7,6 +7,7 @@ Times are measured from the moment the revoking call returned (its commit happen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ import aiohttp
 import pytest
 
 from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import EMAIL, OAuthApp, bearer, obtain_tokens, post_mcp, register
+from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, OAuthApp, bearer, obtain_tokens, post_mcp, register
 from tests.support.replicas import REDIS_URL, Fleet, replica_fleet
+from tests.support.scripted_upstream import jsonrpc
 from tests.support.tcp_proxy import tcp_proxy
 from tests.support.upstream import UpstreamProcess
 
@@ -218,3 +220,33 @@ async def test_a_replica_whose_revocation_broadcast_is_cut_still_refuses_within_
             assert closed_after <= BOUND
             cut_off.restore()
             assert (await post_mcp(b.url, (await rfc7009_access_token(fleet)).headers)).status == 200
+
+
+async def test_a_client_whose_replica_is_killed_mid_stream_carries_on_through_another_replica(
+    tmp_path: Path, upstream: UpstreamProcess
+):
+    async with replica_fleet(tmp_path, upstream_url=upstream.mcp_url, count=2) as fleet:
+        _, key = await fleet.new_key(await fleet.new_user())
+        headers = {**MCP_HEADERS, "X-API-Key": key}
+        a, b = fleet[0], fleet[1]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(a.mcp_url, data=INIT, headers=headers) as opened:
+                assert opened.status == 200
+                session = {"Mcp-Session-Id": opened.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-06-18"}
+                await opened.read()
+            done = jsonrpc("notifications/initialized")
+            async with http.post(a.mcp_url, data=done, headers={**headers, **session}) as acknowledged:
+                assert acknowledged.status in (200, 202)
+            stream_headers = {"X-API-Key": key, **session, "Accept": "text/event-stream"}
+            async with http.get(a.mcp_url, headers=stream_headers) as stream:
+                assert stream.status == 200
+                a.process.kill()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with asyncio.timeout(GIVE_UP):
+                        await stream.read()
+            async with http.post(b.mcp_url, data=jsonrpc("tools/list", id_=2), headers={**headers, **session}) as call:
+                assert call.status == 200, await call.text()
+                assert b'"tools"' in await call.read()
+            async with http.get(b.mcp_url, headers=stream_headers) as resumed:
+                assert resumed.status == 200
+                assert resumed.content_type == "text/event-stream"
