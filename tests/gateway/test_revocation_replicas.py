@@ -219,6 +219,12 @@ async def test_a_replica_whose_revocation_broadcast_is_cut_still_refuses_within_
             assert refused_after <= BOUND
             assert closed_after <= BOUND
             cut_off.restore()
+            async with aiohttp.ClientSession() as http, asyncio.timeout(10):  # re-subscribes with backoff (≤ 2 s)
+                while True:
+                    async with http.get(f"{b.url}/readyz") as ready:
+                        if (await ready.json())["status"] == "ready":
+                            break
+                    await asyncio.sleep(0.05)
             assert (await post_mcp(b.url, (await rfc7009_access_token(fleet)).headers)).status == 200
 
 
