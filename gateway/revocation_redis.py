@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.revocation import Listener, Revocation, deliver
@@ -28,7 +30,9 @@ PUBLISH_TIMEOUT = 0.5
 """Seconds an announcement may wait for Redis; after that the one-second cache bound is the guarantee."""
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
-READ_TIMEOUT = 1.0
+READ_TIMEOUT = 0.5
+PING_INTERVAL = 2.0
+SILENCE_LIMIT = 5.0
 MAX_MESSAGE_BYTES = 64 * 1024
 _OWN_REMEMBERED = 1024
 
@@ -105,7 +109,7 @@ class RedisRevocationBus:
     async def _subscribe_forever(self) -> None:
         backoff, lost = BACKOFF_FIRST, False
         while True:
-            client = aioredis.from_url(self.url, socket_connect_timeout=1.0, health_check_interval=5)
+            client = aioredis.from_url(self.url, socket_connect_timeout=1.0)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -114,10 +118,7 @@ class RedisRevocationBus:
                     if lost:
                         log.warning("revocation subscription restored; flushing validation caches")
                         self._gap()
-                    while True:
-                        message = await pubsub.get_message(timeout=READ_TIMEOUT)
-                        if message is not None:
-                            await self._receive(message.get("data"))
+                    await self._read(pubsub)
             except (RedisError, OSError) as exc:
                 if not lost:
                     log.warning("revocation subscription lost (%s); retrying", type(exc).__name__)
@@ -128,6 +129,24 @@ class RedisRevocationBus:
                     await client.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Hand messages to the listeners until the connection fails. A PING every ``PING_INTERVAL`` s that
+        gets no answer within ``SILENCE_LIMIT`` s counts as a failure (a black-holed connection sends no reset)."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=READ_TIMEOUT)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message.get("type") == "message":
+                    await self._receive(message.get("data"))
+            elif now - heard > SILENCE_LIMIT:
+                raise RedisConnectionError("no answer to PING on the revocation subscription")
+            if now - pinged >= PING_INTERVAL:
+                await pubsub.ping()
+                pinged = now
 
     def _gap(self) -> None:
         for listener in self._gap_listeners:

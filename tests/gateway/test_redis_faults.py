@@ -122,3 +122,31 @@ async def test_after_the_subscription_comes_back_the_validation_cache_is_flushed
             assert (await post_mcp(gw.url, headers)).status == 200  # still cached: this clock never moves
             cut_off.restore()
             await until_refused(gw.url, headers)
+
+
+@pytest.mark.redis
+async def test_a_silently_dead_subscription_is_noticed_and_the_cache_flushed_once_redis_answers_again(
+    sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock, caplog: pytest.LogCaptureFixture
+):
+    redis = urlsplit(REDIS_URL)
+    async with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as network:
+        url = REDIS_URL.replace(redis.netloc, f"127.0.0.1:{network.port}")
+        overrides = {
+            "redis": {"url": url, "revocation_channel": f"gwt{secrets.token_hex(6)}:revocations"},
+            "quota": {"default_plan": "unlimited"},
+        }
+        async with running_gateway(
+            storage=sqlite_storage, upstream_url=upstream.mcp_url, clock=clock, overrides=overrides
+        ) as gw:
+            user = await gw.new_user()
+            row, minted = await gw.accounts.create_key(user, name="k", expires_in=None)
+            headers = {"X-API-Key": minted.key}
+            await until_subscribed(gw.url)
+            assert (await post_mcp(gw.url, headers)).status == 200
+            network.blackhole()  # no reset, no bytes: only the subscription's own PINGs can tell
+            await sqlite_storage.revoke_api_key(row.id, now=clock.now())
+            async with asyncio.timeout(15):
+                while "revocation subscription lost" not in caplog.text:
+                    await asyncio.sleep(0.1)
+            network.resume()
+            await until_refused(gw.url, headers)
