@@ -136,6 +136,8 @@ class Authenticator:
         self._ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._size = cache_size
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._by_owner: dict[str, set[str]] = {}
+        """Cached digests by credential id and by account id, so a revocation finds its entries directly."""
         self._metrics = metrics
 
     async def authenticate(self, request: web.Request) -> Principal:
@@ -191,7 +193,7 @@ class Authenticator:
             except StorageUnavailable as exc:
                 raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
             if cached is None:
-                self._cache.pop(digest, None)
+                self._drop(digest)
                 raise self._invalid("The credential is unknown, expired or revoked")
             self._remember(digest, cached)
         if cached.expires_at is not None and now >= cached.expires_at:
@@ -235,25 +237,44 @@ class Authenticator:
         return _Cached(principal, token.expires_at, mono)
 
     def _remember(self, digest: str, cached: _Cached) -> None:
+        self._drop(digest)
         self._cache[digest] = cached
-        self._cache.move_to_end(digest)
+        for owner in (cached.principal.credential_id, cached.principal.user_id):
+            self._by_owner.setdefault(owner, set()).add(digest)
         while len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, digest: str) -> None:
+        cached = self._cache.pop(digest, None)
+        if cached is None:
+            return
+        for owner in (cached.principal.credential_id, cached.principal.user_id):
+            digests = self._by_owner.get(owner)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del self._by_owner[owner]
 
     def forget(self, digest: str) -> None:
         """Drop a cached validation at once (a revocation in this process)."""
-        self._cache.pop(digest, None)
+        self._drop(digest)
 
     def on_revocation(self, revocation: Revocation) -> None:
         """A ``RevocationBus`` listener: drop every cached validation the revocation names."""
-        for digest in [d for d, c in self._cache.items() if c.principal.revoked_by(revocation)]:
-            del self._cache[digest]
+        owners = [*revocation.family_ids, *revocation.api_key_ids]
+        if revocation.all_credentials:
+            owners.append(revocation.account_id)
+        for owner in owners:
+            for digest in list(self._by_owner.get(owner, ())):
+                if self._cache[digest].principal.revoked_by(revocation):
+                    self._drop(digest)
         if self._metrics is not None and revocation.committed_at > 0:
             self._metrics.revocation_propagation.observe(max(0.0, self._clock.now() - revocation.committed_at))
 
     def flush(self) -> None:
         """Drop every cached validation (announcements may have been lost)."""
         self._cache.clear()
+        self._by_owner.clear()
 
     def digest_of(self, request: web.Request) -> str:
         """The SHA-256 digest of the credential an authenticated ``request`` carried."""
@@ -269,7 +290,7 @@ class Authenticator:
         except StorageUnavailable as exc:
             raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
         if cached is None:
-            self._cache.pop(digest, None)
+            self._drop(digest)
             return False
         self._remember(digest, cached)
         return cached.expires_at is None or self._clock.now() < cached.expires_at
