@@ -45,9 +45,9 @@ def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
 
-def error_page(title: str, message: str, *, status: int = 400) -> web.Response:
+def error_page(title: str, message: str, *, status: int = 400, back: str | None = None) -> web.Response:
     """An error shown in the browser; nothing is redirected to a URI that has not been validated."""
-    return render("error.html", status=status, title=title, message=message)
+    return render("error.html", status=status, title=title, message=message, back=back)
 
 
 def see_other(location: str) -> web.Response:
@@ -77,7 +77,13 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
 
 
 # The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module).
-PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
+PAGE_PATHS = frozenset({"/authorize", "/login", "/consent", "/signup", "/logout", "/account"})
+PAGE_PREFIXES = ("/account/",)
+"""The dashboard's pages (gateway.dashboard)."""
+
+
+def is_page(path: str) -> bool:
+    return path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
 
 
 @web.middleware
@@ -86,10 +92,11 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except GatewayError as exc:
-        if request.path not in PAGE_PATHS:
+        if not is_page(request.path):
             raise
         title = "Please try again shortly" if exc.status >= 500 else "Request refused"
-        response = error_page(title, exc.description, status=exc.status)
+        back = "/account" if request.path not in ("/authorize", "/login", "/consent") else None
+        response = error_page(title, exc.description, status=exc.status, back=back)
         response.headers.update(exc.headers)
         return response
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from gateway.storage.base import (
+    ROLES,
     ApiKey,
     ApiKeyStore,
     Conflict,
     McpSession,
     McpSessionStore,
-    ROLES,
     SchemaOutOfDate,
     Storage,
     StorageError,
@@ -35,6 +35,7 @@ from gateway.storage.oauth import (
 )
 
 __all__ = [
+    "ROLES",
     "AccessToken",
     "ApiKey",
     "ApiKeyStore",
@@ -51,7 +52,6 @@ __all__ = [
     "McpSession",
     "McpSessionStore",
     "OAuthClient",
-    "ROLES",
     "RefreshToken",
     "RotateOutcome",
     "SchemaOutOfDate",

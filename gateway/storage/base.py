@@ -20,7 +20,6 @@ from gateway.storage.oauth import (
     GrantStore,
 )
 
-
 ROLES = ("user", "admin")
 
 
