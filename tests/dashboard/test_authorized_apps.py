@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tests.support.dashboard import account, apps, csrf, keys, post, sign_in
 from tests.support.gateway import GatewayHandle
-from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import bearer, obtain_tokens, post_mcp, register
+from tests.support.oauth_browser import Browser, Page, Redirect
+from tests.support.oauth_flows import bearer, new_pkce, obtain_tokens, post_mcp, register
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -56,10 +56,12 @@ async def test_revoking_an_app_forgets_its_consent_so_the_next_authorization_ask
     await gateway.new_user(ADA)
     client = await register(gateway.url, client_name="Once")
     await obtain_tokens(client, browser, ADA)
+    # prompt=none goes back to an app only when its consent is remembered.
+    assert isinstance(await browser.open(client.authorization_url(new_pkce(), prompt="none")), Redirect)
     page = await account(browser)
     await post(browser, f"/account/apps/{apps(page)['Once']}/revoke", {"csrf": csrf(page)})
     assert apps(await account(browser)) == {}
-    # The app shows again only after a new approval (the consent page is shown again by the flow).
+    assert isinstance(await browser.open(client.authorization_url(new_pkce(), prompt="none")), Page)
     await obtain_tokens(client, browser, ADA)
     assert list(apps(await account(browser))) == ["Once"]
 

@@ -9,8 +9,12 @@ from tests.support.gateway import TEST_PASSWORD
 from tests.support.oauth_browser import Browser, Page, Redirect
 from tests.support.oauth_flows import Reply, browser_post
 
-_APP_FORM = re.compile(r'action="/account/apps/([0-9a-f]{32})/revoke">\s*<input[^>]*>\s*<button[^>]*aria-label="Revoke ([^"]*)"')
-_KEY_FORM = re.compile(r'action="/account/keys/([A-Za-z0-9_]+)/revoke">\s*<input[^>]*>\s*<button[^>]*aria-label="Revoke key ([^"]*)"')
+_APP_FORM = re.compile(
+    r'action="/account/apps/([0-9a-f]{32})/revoke">\s*<input[^>]*>\s*<button[^>]*aria-label="Revoke ([^"]*)"'
+)
+_KEY_FORM = re.compile(
+    r'action="/account/keys/([A-Za-z0-9_]+)/revoke">\s*<input[^>]*>\s*<button[^>]*aria-label="Revoke key ([^"]*)"'
+)
 _NEW_KEY = re.compile(r'id="new-key" type="text" readonly value="([^"]+)"')
 
 
