@@ -31,7 +31,9 @@ async def test_signing_up_signs_in_and_shows_the_dashboard(gateway: GatewayHandl
             form, "/signup", email="new@example.com", password=TEST_PASSWORD, password_again=TEST_PASSWORD
         )
     )
-    assert result.status == 200 and "Your account" in result.text and "new@example.com" in result.text
+    assert result.status == 200
+    assert "Your account" in result.text
+    assert "new@example.com" in result.text
     assert await gateway.storage.get_user_by_email("new@example.com") is not None
 
 
@@ -41,9 +43,11 @@ async def test_signing_up_twice_with_one_email_or_a_short_password_is_refused(
     await gateway.new_user(ADA)
     form = page(await browser.open(gateway.url + "/signup"))
     taken = page(await browser.submit(form, "/signup", email=ADA, password=TEST_PASSWORD, password_again=TEST_PASSWORD))
-    assert taken.status == 400 and "cannot be used" in taken.text
+    assert taken.status == 400
+    assert "cannot be used" in taken.text
     short = page(await browser.submit(form, "/signup", email="x@example.com", password="short", password_again="short"))
-    assert short.status == 400 and "longer password" in short.text
+    assert short.status == 400
+    assert "longer password" in short.text
 
 
 @pytest.fixture
@@ -59,7 +63,8 @@ async def test_sign_up_switched_off_answers_404_and_the_sign_in_page_does_not_of
     assert (await request("GET", closed_gateway.url + "/signup")).status == 404
     assert (await request("POST", closed_gateway.url + "/signup", data={"email": "a@b.c"})).status in (403, 404)
     login = await request("GET", closed_gateway.url + "/account/login")
-    assert login.status == 200 and "/signup" not in login.text
+    assert login.status == 200
+    assert "/signup" not in login.text
 
 
 async def test_the_session_cookie_is_host_prefixed_secure_httponly_lax_and_renewed_at_sign_in(
@@ -78,7 +83,8 @@ async def test_the_session_cookie_is_host_prefixed_secure_httponly_lax_and_renew
     assert renewed != value
     # The old id no longer signs anyone in.
     old = await request("GET", gateway.url + "/account", cookies={SESSION_COOKIE: value})
-    assert old.status == 303 and old.headers["Location"] == "/account/login"
+    assert old.status == 303
+    assert old.headers["Location"] == "/account/login"
 
 
 async def test_pages_forbid_framing_and_inline_script(gateway: GatewayHandle, browser: Browser) -> None:
@@ -86,8 +92,10 @@ async def test_pages_forbid_framing_and_inline_script(gateway: GatewayHandle, br
     await sign_in(browser, ADA)
     async with browser.session.get(gateway.url + "/account") as response:
         csp = response.headers["Content-Security-Policy"]
-        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
-        assert "unsafe-inline" not in csp and "script-src" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "default-src 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert "script-src" not in csp
         assert response.headers["Cache-Control"] == "no-store"
         assert "<script" not in await response.text()
 
@@ -100,7 +108,8 @@ async def test_an_idle_session_ends_and_a_logged_out_cookie_cannot_be_reused(
     cookie = browser.session.cookie_jar.filter_cookies(URL(gateway.url))[SESSION_COOKIE].value
     clock.advance(gateway.config.oauth.login_session_idle_ttl + 1)
     idle = await request("GET", gateway.url + "/account", cookies={SESSION_COOKIE: cookie})
-    assert idle.status == 303 and idle.headers["Location"] == "/account/login"
+    assert idle.status == 303
+    assert idle.headers["Location"] == "/account/login"
     assert (await post(browser, "/account/apps/revoke-all", {"csrf": csrf(page_before)})).status == 401
 
     await sign_in(browser, ADA)
@@ -108,7 +117,8 @@ async def test_an_idle_session_ends_and_a_logged_out_cookie_cannot_be_reused(
     cookie = browser.session.cookie_jar.filter_cookies(URL(gateway.url))[SESSION_COOKIE].value
     assert (await post(browser, "/logout", {"csrf": csrf(signed_in)})).status == 303
     reused = await request("GET", gateway.url + "/account", cookies={SESSION_COOKIE: cookie})
-    assert reused.status == 303 and reused.headers["Location"] == "/account/login"
+    assert reused.status == 303
+    assert reused.headers["Location"] == "/account/login"
 
 
 async def test_an_absolute_timeout_ends_a_session_in_use(
@@ -152,7 +162,8 @@ async def test_an_api_key_is_shown_once_listed_by_prefix_and_last_four_used_and_
     assert re.fullmatch(r"mgw_[0-9A-Za-z]{38}", key)
     listed = await account(browser)
     assert key not in listed.text
-    assert f"{key[:8]}…{key[-4:]}" in listed.text and "laptop" in keys(listed)
+    assert f"{key[:8]}…{key[-4:]}" in listed.text
+    assert "laptop" in keys(listed)
     assert (await post_mcp(gateway.url, {"X-API-Key": key})).status == 200
     reply = await post(browser, f"/account/keys/{keys(listed)['laptop']}/revoke", {"csrf": csrf(listed)})
     assert reply.status == 303
@@ -210,6 +221,7 @@ async def test_usage_shows_the_plan_current_counts_and_a_chart_of_recent_days(
     listed = await sign_in(browser, ADA)
     assert "Plan: <strong>free</strong>" in listed.text
     assert re.search(r"<td>minute</td><td>3</td><td>60</td>", listed.text), listed.text
-    assert "<svg" in listed.text and 'role="img"' in listed.text
+    assert "<svg" in listed.text
+    assert 'role="img"' in listed.text
     assert "3 in all, at most 3 in a day" in listed.text
     assert listed.text.count("<rect ") == gateway.config.accounts.usage_chart_days

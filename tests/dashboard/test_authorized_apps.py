@@ -31,7 +31,8 @@ async def test_each_approved_app_is_listed_with_its_name_host_times_and_scopes(
     assert list(apps(page)) == ["Claude Code"]
     assert "127.0.0.1:43210" in page.text  # the redirect URI's host
     assert "mcp:tools" in page.text
-    assert "First approved" in page.text and "Last used" in page.text
+    assert "First approved" in page.text
+    assert "Last used" in page.text
 
 
 async def test_revoking_one_app_of_three_kills_only_its_tokens(gateway: GatewayHandle, browser: Browser) -> None:
@@ -87,11 +88,13 @@ async def test_another_user_cannot_revoke_my_app_or_key_and_gets_404(
     app_id, key_id = apps(ada_page)["Ada's app"], keys(ada_page)["ada-key"]
 
     bob_page = await sign_in(other_browser, BOB)
-    assert apps(bob_page) == {} and keys(bob_page) == {}
+    assert apps(bob_page) == {}
+    assert keys(bob_page) == {}
     for path in (f"/account/apps/{app_id}/revoke", f"/account/keys/{key_id}/revoke"):
         reply = await post(other_browser, path, {"csrf": csrf(bob_page)})
         assert reply.status == 404, path
-        assert "Ada" not in reply.text and key_id not in reply.text
+        assert "Ada" not in reply.text
+        assert key_id not in reply.text
     # Made-up ids: the same 404.
     for path in ("/account/apps/" + "0" * 32 + "/revoke", "/account/keys/key_0000000000000000/revoke"):
         assert (await post(other_browser, path, {"csrf": csrf(bob_page)})).status == 404
@@ -106,6 +109,7 @@ async def test_a_hostile_client_name_is_shown_as_escaped_text(gateway: GatewayHa
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     await _connect(gateway, browser, hostile)
     page = await account(browser)
-    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "<script>alert" not in page.text
+    assert "<img src=x" not in page.text
     assert "&lt;script&gt;" in page.text
     assert list(apps(page)) == [hostile]

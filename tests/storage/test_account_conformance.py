@@ -14,7 +14,8 @@ async def test_a_new_user_has_the_user_role_and_set_role_changes_it(storage: Sto
     assert (await storage.get_user(user.id)) == User(user.id, user.email, user.password_hash, T0, role="user")
     assert await storage.set_role(user.id, "admin")
     reloaded = await storage.get_user(user.id)
-    assert reloaded is not None and reloaded.role == "admin"
+    assert reloaded is not None
+    assert reloaded.role == "admin"
     assert not await storage.set_role("usr_missing", "admin")
 
 

@@ -29,7 +29,8 @@ async def sign_in(browser: Browser, email: str, password: str = TEST_PASSWORD) -
     if 'action="/account/login"' not in form.text:
         return form
     account = page(await browser.submit(form, "/account/login", email=email, password=password))
-    assert account.status == 200 and "Your account" in account.text, account.text[:500]
+    assert account.status == 200, account.text[:500]
+    assert "Your account" in account.text
     return account
 
 
