@@ -107,7 +107,8 @@ async def list_users(request: web.Request) -> web.Response:
 async def show_user(request: web.Request) -> web.Response:
     await require_admin(request)
     user, storage = await _user(request), request.app[STORAGE]
-    apps = await authorized_apps(user.id, consents=storage, grants=storage)
+    names = request.app[DASHBOARD].client_name
+    apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=names)
     keys = await storage.list_api_keys(user.id)
     return _ok({"user": _user_json(user), "apps": [_app_json(a) for a in apps], "keys": [_key_json(k) for k in keys]})
 

@@ -8,6 +8,7 @@ and changes with every sign-in. Forms before sign-in use the browser-binding coo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -23,6 +24,7 @@ from gateway.config import AccountsConfig
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import METRICS
 from gateway.oauth.browser_sessions import SESSION_COOKIE, LoginSessions, browser_id
+from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.login_throttle import LoginThrottle
 from gateway.passwords import Passwords
@@ -49,6 +51,13 @@ class Dashboard:
     settings: AccountsConfig
     public_origin: str
     trusted_proxies: tuple[str, ...]
+
+    async def client_name(self, client_id: str) -> str | None:
+        """The client's self-asserted name (shown escaped), or None when unknown or its document fails."""
+        with contextlib.suppress(CimdError):
+            client = await self.clients.resolve(client_id)
+            return client.client_name if client is not None else None
+        return None
 
     def session_csrf(self, request: web.Request) -> str:
         """The CSRF token of this browser's sign-in session ('' without one)."""

@@ -6,7 +6,6 @@ and looked up only among the signed-in user's own apps and keys (anything else i
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -16,9 +15,8 @@ from gateway.appkeys import CLOCK, STORAGE
 from gateway.audit import AUDIT
 from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
-from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, Dashboard, actions_for
+from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.oauth.cimd import CimdError
 from gateway.passwords import WeakPassword
 from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
@@ -36,13 +34,6 @@ def when(ts: float | None) -> str:
     return "never" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-async def _client_name(dashboard: Dashboard, client_id: str) -> str | None:
-    with contextlib.suppress(CimdError):
-        client = await dashboard.clients.resolve(client_id)
-        return client.client_name if client is not None else None
-    return None
-
-
 async def _usage(request: web.Request, user: User) -> Usage | None:
     gate = request.app[PROXY].quota
     try:
@@ -58,12 +49,8 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         return see_other(SIGNIN_PATH)
     storage, now = request.app[STORAGE], request.app[CLOCK].now()
     days = dashboard.settings.usage_chart_days
-
-    async def name_of(client_id: str) -> str | None:
-        return await _client_name(dashboard, client_id)
-
     try:
-        apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=name_of)
+        apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=dashboard.client_name)
         keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
     except StorageUnavailable as exc:
