@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
+from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
@@ -108,6 +109,8 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
             print(f"{user.email} is now on plan {args.plan}")
+        else:
+            await run_user_admin(storage, accounts, args)
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -154,9 +157,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
-            if not await storage.revoke_api_key(args.id, now=time.time()):
-                raise CliError(f"no active key with id {args.id}")
-            print(f"revoked key {args.id}")
+            await run_key_revoke(storage, args.id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
+    add_commands(users, sub, command)
     return parser
 
 
@@ -215,6 +217,9 @@ async def dispatch(args: argparse.Namespace) -> None:
         await run_users(config, args)
     elif args.command == "keys":
         await run_keys(config, args)
+    elif args.command == "apps":
+        async with opened_storage(config) as storage:
+            await run_apps(storage, accounts_for(config, storage), args)
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":
@@ -230,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, AccountError, WeakPassword) as exc:
+    except (CliError, CommandError, AccountError, WeakPassword) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:
