@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.dashboard.pages import when
+from gateway.storage import Storage
 from tests.support.dashboard import account, apps, csrf, keys, post, sign_in
-from tests.support.gateway import GatewayHandle
+from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser, Page, Redirect
 from tests.support.oauth_flows import bearer, new_pkce, obtain_tokens, post_mcp, register
+from tests.support.upstream import UpstreamProcess
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -113,3 +122,32 @@ async def test_a_hostile_client_name_is_shown_as_escaped_text(gateway: GatewayHa
     assert "<img src=x" not in page.text
     assert "&lt;script&gt;" in page.text
     assert list(apps(page)) == [hostile]
+
+
+@pytest.fixture
+async def quick_gateway(
+    sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock
+) -> AsyncIterator[GatewayHandle]:
+    """Last-used times written every 0.1 s instead of every 30 s."""
+    overrides = {"api_keys": {"last_used_flush_interval": 0.1}}
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides, clock=clock
+    ) as gw:
+        yield gw
+
+
+async def test_last_used_follows_the_apps_calls_within_the_flush_interval(
+    quick_gateway: GatewayHandle, clock: ManualClock
+) -> None:
+    gateway = quick_gateway
+    await gateway.new_user(ADA)
+    async with Browser(gateway.url) as browser:
+        token = await _connect(gateway, browser, "Busy app")
+        approved = await account(browser)
+        assert approved.text.count(when(clock.now())) >= 2  # first approved == last used at first
+        clock.advance(1800)  # within the access token's hour
+        assert await _works(gateway, token) == 200
+        used = when(clock.now())
+        async with asyncio.timeout(10):  # generous: the flush interval is 0.1 s
+            while used not in (await account(browser)).text:
+                await asyncio.sleep(0.05)
