@@ -26,7 +26,7 @@ from gateway.metrics import METRICS
 from gateway.oauth.browser_sessions import SESSION_COOKIE, LoginSessions, browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import ClientResolver
-from gateway.oauth.login_throttle import LoginThrottle
+from gateway.oauth.login_throttle import LoginThrottle, SlidingLimit
 from gateway.passwords import Passwords
 from gateway.revocation import REVOCATIONS
 from gateway.storage.base import User
@@ -35,6 +35,8 @@ from gateway.web_pages import check_same_origin_post
 ACCOUNT_PATH = "/account"
 SIGNIN_PATH = "/account/login"
 MAX_FIELD = 1024
+SIGNUPS_PER_ADDRESS = 10
+SIGNUP_WINDOW = 3600.0
 
 
 def _derive(purpose: str, secret: str) -> str:
@@ -51,6 +53,8 @@ class Dashboard:
     settings: AccountsConfig
     public_origin: str
     trusted_proxies: tuple[str, ...]
+    signups: SlidingLimit
+    """Sign-up attempts per client address (per replica)."""
 
     async def client_name(self, client_id: str) -> str | None:
         """The client's self-asserted name (shown escaped), or None when unknown or its document fails."""

@@ -98,9 +98,14 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
     dashboard.check_browser_csrf(request, form)
     email, password = form.get("email", "").strip(), form.get("password", "")
     address = client_address(request, dashboard.trusted_proxies)
-    # Sign-ups share the sign-in throttle per address, so one address cannot mint accounts in bulk.
-    if dashboard.throttle.retry_after("signup", address) > 0:
-        return _page(request, "signup.html", status=429, email=email, error="Too many attempts. Wait and try again.")
+    # Every attempt counts, so one address cannot mint accounts (or probe emails) in bulk.
+    now = dashboard.accounts.clock.monotonic()
+    wait = dashboard.signups.retry_after(address, now)
+    if wait > 0:
+        response = _page(request, "signup.html", status=429, email=email, error="Too many attempts. Try later.")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    dashboard.signups.add(address, now)
     if password != form.get("password_again", ""):
         return _page(request, "signup.html", status=400, email=email, error="The two passwords differ.")
     try:
@@ -108,7 +113,6 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
     except WeakPassword as exc:
         return _page(request, "signup.html", status=400, email=email, error=f"Choose a longer password: {exc}.")
     except (AccountError, Conflict):
-        dashboard.throttle.failed("signup", address)
         message = "This email address cannot be used. Sign in if you already have an account."
         return _page(request, "signup.html", status=400, email=email, error=message)
     except StorageUnavailable as exc:
