@@ -13,7 +13,7 @@ from gateway.storage import Storage
 from tests.support.dashboard import account, apps, csrf, keys, post, sign_in
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser, Page, Redirect
-from tests.support.oauth_flows import bearer, new_pkce, obtain_tokens, post_mcp, register
+from tests.support.oauth_flows import approve, bearer, new_pkce, obtain_tokens, post_mcp, register
 from tests.support.upstream import UpstreamProcess
 
 ADA = "ada@example.com"
@@ -151,3 +151,17 @@ async def test_last_used_follows_the_apps_calls_within_the_flush_interval(
         async with asyncio.timeout(10):  # generous: the flush interval is 0.1 s
             while used not in (await account(browser)).text:
                 await asyncio.sleep(0.05)
+
+
+async def test_revoking_an_app_also_kills_its_unredeemed_authorization_codes(
+    gateway: GatewayHandle, browser: Browser
+) -> None:
+    await gateway.new_user(ADA)
+    client = await register(gateway.url, client_name="Slow app")
+    pkce = new_pkce()
+    redirect = await approve(browser, client.authorization_url(pkce), ADA)
+    page = await account(browser)
+    assert (await post(browser, f"/account/apps/{apps(page)['Slow app']}/revoke", {"csrf": csrf(page)})).status == 303
+    reply = await client.exchange(redirect.params["code"], pkce)
+    assert reply.status == 400
+    assert reply.json()["error"] == "invalid_grant"
