@@ -22,7 +22,7 @@ from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
 from gateway.storage.base import StorageError, StorageUnavailable, User
 from gateway.usage_history import last_days
-from gateway.web_pages import render, see_other
+from gateway.web_pages import STATIC, render, see_other
 
 MAX_KEY_DAYS = 3650
 SCRIPT_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; base-uri 'none'; " + (
@@ -34,12 +34,10 @@ def when(ts: float | None) -> str:
     return "never" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-async def _usage(request: web.Request, user: User) -> Usage | None:
+async def _usage(request: web.Request, user: User) -> Usage:
+    """Current window counts (with Redis down, the degrading limiter answers from this replica's share)."""
     gate = request.app[PROXY].quota
-    try:
-        return await gate.limiter.usage(user.id, gate.config.plan_for(user.plan))
-    except Exception:  # the counters are a convenience here; the page still shows without them
-        return None
+    return await gate.limiter.usage(user.id, gate.config.plan_for(user.plan))
 
 
 async def account_page(request: web.Request) -> web.StreamResponse:
@@ -140,8 +138,6 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 
 async def copy_script(request: web.Request) -> web.FileResponse:
-    from gateway.web_pages import STATIC
-
     return web.FileResponse(STATIC / "copy.js", headers={"Cache-Control": "public, max-age=3600"})
 
 
