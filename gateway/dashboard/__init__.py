@@ -15,8 +15,10 @@ from gateway.appkeys import CLOCK, CONFIG, STORAGE
 from gateway.dashboard.context import DASHBOARD, SIGNUP_WINDOW, SIGNUPS_PER_ADDRESS, Dashboard
 from gateway.dashboard.pages import setup_pages
 from gateway.dashboard.signin import setup_signin
+from gateway.errors import Handler, ServiceUnavailable
 from gateway.oauth.flow import AUTHORIZATION_FLOW
 from gateway.oauth.login_throttle import SlidingLimit
+from gateway.storage.base import StorageUnavailable
 
 
 @contextlib.asynccontextmanager
@@ -42,7 +44,19 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+@web.middleware
+async def storage_down_is_503(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On the dashboard and the admin API an unreachable database is a 503 saying nothing was done."""
+    try:
+        return await handler(request)
+    except StorageUnavailable as exc:
+        if not request.path.startswith(("/account", "/signup", "/logout", "/admin/")):
+            raise
+        raise ServiceUnavailable("The database is unreachable; nothing was changed. Retry shortly.") from exc
+
+
 def setup_dashboard(app: web.Application) -> None:
+    app.middlewares.append(storage_down_is_503)
     app.cleanup_ctx.append(_dashboard_ctx)
     setup_signin(app)
     setup_pages(app)
