@@ -237,3 +237,20 @@ async def test_one_address_is_limited_to_a_few_sign_ups_an_hour(gateway: Gateway
             statuses.append(page(await fresh.submit(form, "/signup", **fields)).status)
     assert statuses == [200] * SIGNUPS_PER_ADDRESS + [429]
     assert await gateway.storage.get_user_by_email(f"u{SIGNUPS_PER_ADDRESS}@example.com") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/logout", "/account/password", "/account/keys", "/account/apps/revoke-all", "/account/keys/key_x/revoke"],
+)
+async def test_every_state_changing_route_refuses_get_and_a_post_without_the_csrf_token(
+    gateway: GatewayHandle, browser: Browser, path: str
+) -> None:
+    await gateway.new_user(ADA)
+    await sign_in(browser, ADA)
+    async with browser.session.get(gateway.url + path, allow_redirects=False) as response:
+        assert response.status == 405
+    fields = {"name": "k", "current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD}
+    assert (await post(browser, path, {**fields, "new_password_again": NEW_PASSWORD})).status == 403
+    assert "Your account" in (await account(browser)).text  # still signed in: logout refused too
+    assert keys(await account(browser)) == {}

@@ -1,6 +1,7 @@
-"""The dashboard in real headless Chromium: sign up, connect two MCP clients through the real OAuth flow, see
-them under Authorized Apps, revoke one and watch its next MCP call fail while the other keeps working; create
-an API key, use it, revoke it. Screenshots of the consent page and the dashboard are saved as artifacts."""
+"""The dashboard in real headless Chromium: sign up, sign out and log in, connect two MCP clients through the
+real OAuth flow, see them under Authorized Apps, revoke one and watch its next MCP call fail while the other
+keeps working; create an API key, use it, revoke it. Screenshots of the consent page and the dashboard are
+saved as artifacts."""
 
 from __future__ import annotations
 
@@ -121,6 +122,14 @@ async def test_a_person_connects_two_clients_revokes_one_and_manages_an_api_key_
         await page.get_by_label("Password", exact=False).first.fill(TEST_PASSWORD)
         await page.get_by_label("Repeat the password").fill(TEST_PASSWORD)
         await page.get_by_role("button", name="Create account").click()
+        await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+
+        # Sign out, then log in again with the keyboard.
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_role("heading", name="Sign in to your account")).to_be_visible()
+        await page.get_by_label("Email").fill(EMAIL)
+        await page.get_by_label("Password").fill(TEST_PASSWORD)
+        await page.get_by_label("Password").press("Enter")
         await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
 
         # Two MCP clients connect through the real OAuth flow, approved in this browser.
