@@ -76,14 +76,15 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
         raise Forbidden("Cross-site request refused")
 
 
-# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module).
-PAGE_PATHS = frozenset({"/authorize", "/login", "/consent", "/signup", "/logout", "/account"})
-PAGE_PREFIXES = ("/account/",)
-"""The dashboard's pages (gateway.dashboard)."""
+# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module) and the
+# dashboard's (gateway.dashboard), whose error pages link back to the account page.
+OAUTH_PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
+DASHBOARD_PAGE_PATHS = frozenset({"/signup", "/logout", "/account"})
+DASHBOARD_PAGE_PREFIX = "/account/"
 
 
-def is_page(path: str) -> bool:
-    return path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
+def is_dashboard_page(path: str) -> bool:
+    return path in DASHBOARD_PAGE_PATHS or path.startswith(DASHBOARD_PAGE_PREFIX)
 
 
 @web.middleware
@@ -92,11 +93,11 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except GatewayError as exc:
-        if not is_page(request.path):
+        dashboard = is_dashboard_page(request.path)
+        if not dashboard and request.path not in OAUTH_PAGE_PATHS:
             raise
         title = "Please try again shortly" if exc.status >= 500 else "Request refused"
-        back = "/account" if request.path not in ("/authorize", "/login", "/consent") else None
-        response = error_page(title, exc.description, status=exc.status, back=back)
+        response = error_page(title, exc.description, status=exc.status, back="/account" if dashboard else None)
         response.headers.update(exc.headers)
         return response
 

@@ -19,6 +19,9 @@ from gateway.errors import Handler, ServiceUnavailable
 from gateway.oauth.flow import AUTHORIZATION_FLOW
 from gateway.oauth.login_throttle import SlidingLimit
 from gateway.storage.base import StorageUnavailable
+from gateway.web_pages import is_dashboard_page
+
+ADMIN_PREFIX = "/admin/"
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +53,7 @@ async def storage_down_is_503(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except StorageUnavailable as exc:
-        if not request.path.startswith(("/account", "/signup", "/logout", "/admin/")):
+        if not (is_dashboard_page(request.path) or request.path.startswith(ADMIN_PREFIX)):
             raise
         raise ServiceUnavailable("The database is unreachable; nothing was changed. Retry shortly.") from exc
 
