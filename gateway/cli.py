@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
+from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import RedisLimiter, quota_redis_client
-from gateway.revocation import Revocation
+from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
@@ -110,6 +111,9 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
             print(f"{user.email} is now on plan {args.plan}")
+        else:
+            async with announcements(config) as bus:
+                await run_user_admin(storage, accounts, args, bus)
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -156,21 +160,20 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
-            target = await storage.get_api_key(args.id)
-            if target is None or not await storage.revoke_api_key(args.id, now=time.time()):
-                raise CliError(f"no active key with id {args.id}")
-            await announce(config, Revocation(target.user_id, time.time(), api_key_ids=(target.id,), source="cli"))
-            print(f"revoked key {args.id}")
+            async with announcements(config) as bus:
+                await run_key_revoke(storage, args.id, bus)
 
 
-async def announce(config: GatewayConfig, revocation: Revocation) -> None:
-    """Tell running replicas about a committed revocation. Only through Redis: without ``redis.url`` the
-    gateway runs in another process that cannot be told, and its one-second validation cache is the bound."""
+@contextlib.asynccontextmanager
+async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
+    """Where the CLI announces what it revokes: on Redis when ``redis.url`` is set, so running replicas drop it at
+    once; otherwise only in this process (running gateways then rely on their one-second validation cache)."""
     if config.redis.url is None:
+        yield LocalRevocationBus()
         return
     bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel)
     try:
-        await bus.announce(revocation)
+        yield bus
     finally:
         await bus.close()
 
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
+    add_commands(users, sub, command)
     return parser
 
 
@@ -231,6 +235,10 @@ async def dispatch(args: argparse.Namespace) -> None:
         await run_users(config, args)
     elif args.command == "keys":
         await run_keys(config, args)
+    elif args.command == "apps":
+        async with opened_storage(config) as storage:
+            async with announcements(config) as bus:
+                await run_apps(storage, accounts_for(config, storage), args, bus)
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":
@@ -246,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, AccountError, WeakPassword) as exc:
+    except (CliError, CommandError, AccountError, WeakPassword) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from tests.support.dashboard import apps, csrf, keys, sign_in
+from tests.support.dashboard import post as dashboard_post
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, OAuthApp, bearer, obtain_tokens, post_mcp, register
 from tests.support.replicas import REDIS_URL, Fleet, replica_fleet
@@ -157,13 +160,44 @@ async def api_key_revoked_by_the_cli(fleet: Fleet) -> Credential:
     return Credential({"X-API-Key": key}, revoke)
 
 
+async def dashboard_app_revoke(fleet: Fleet) -> Credential:
+    name = f"App {secrets.token_hex(4)}"
+    app = await register(fleet[0].url, client_name=name)
+    async with Browser(fleet[0].url) as browser:
+        tokens = await obtain_tokens(app, browser, EMAIL)
+
+    async def revoke() -> None:
+        async with Browser(fleet[0].url) as browser:
+            page = await sign_in(browser, EMAIL)
+            reply = await dashboard_post(browser, f"/account/apps/{apps(page)[name]}/revoke", {"csrf": csrf(page)})
+            assert reply.status == 303, reply.text
+
+    return Credential(bearer(tokens["access_token"]), revoke)
+
+
+async def dashboard_key_revoke(fleet: Fleet) -> Credential:
+    user = await fleet.storage.get_user_by_email(EMAIL)
+    assert user is not None
+    name = f"key-{secrets.token_hex(4)}"
+    key_id, key = await fleet.new_key(user, name)
+
+    async def revoke() -> None:
+        async with Browser(fleet[0].url) as browser:
+            page = await sign_in(browser, EMAIL)
+            assert keys(page)[name] == key_id
+            reply = await dashboard_post(browser, f"/account/keys/{key_id}/revoke", {"csrf": csrf(page)})
+            assert reply.status == 303, reply.text
+
+    return Credential({"X-API-Key": key}, revoke)
+
+
 REVOCATION_PATHS: dict[str, Callable[[Fleet], Awaitable[Credential]]] = {
     "rfc7009_access_token": rfc7009_access_token,
     "rfc7009_refresh_token": rfc7009_refresh_token,
     "refresh_token_reuse": refresh_token_reuse,
-    "api_key_revoke": api_key_revoked_by_the_cli,
-    # The dashboard's "revoke app" and "revoke key" routes join here once they land: a function that
-    # signs in to replica A's dashboard and revokes, returning the credential it revokes.
+    "api_key_revoke_cli": api_key_revoked_by_the_cli,
+    "dashboard_app_revoke": dashboard_app_revoke,
+    "dashboard_key_revoke": dashboard_key_revoke,
 }
 
 

@@ -106,9 +106,9 @@ class Fleet:
         self._users[0] += 1
         return await self.accounts.create_user(email or f"fleet{self._users[0]}@example.com", TEST_PASSWORD)
 
-    async def new_key(self, user: User) -> tuple[str, str]:
+    async def new_key(self, user: User, name: str = "fleet") -> tuple[str, str]:
         """A new API key of ``user``: (its id, the key)."""
-        row, minted = await self.accounts.create_key(user, name="fleet", expires_in=None)
+        row, minted = await self.accounts.create_key(user, name=name, expires_in=None)
         return row.id, minted.key
 
     async def cli(self, *args: str) -> tuple[int, str]:
