@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
+from gateway.audit import AuditLog
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
@@ -95,6 +96,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.users_command == "create":
             password = read_password(args.password_stdin)
             user = await accounts.create_user(args.email, password)
+            AuditLog().record("user.created", actor="cli", user_id=user.id)
             print(f"created user {user.email} ({user.id})")
         elif args.users_command == "list":
             print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
@@ -107,6 +109,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
                 raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
+            AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
             print(f"{user.email} is now on plan {args.plan}")
 
 
@@ -139,6 +142,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            AuditLog().record("api_key.created", actor="cli", user_id=user.id, api_key_id=row.id)
             print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
             print(minted.key)
         elif args.keys_command == "list":
@@ -156,6 +160,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
         elif args.keys_command == "revoke":
             if not await storage.revoke_api_key(args.id, now=time.time()):
                 raise CliError(f"no active key with id {args.id}")
+            AuditLog().record("api_key.revoked", actor="cli", api_key_id=args.id)
             print(f"revoked key {args.id}")
 
 
