@@ -13,7 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.appkeys import CONFIG
 from gateway.errors import Unauthorized
-from gateway.metrics import METRICS
+from gateway.metrics import AUTH_FAILURE_REASONS, METRICS, REVOCATION_SOURCES, UPSTREAM_ERROR_KINDS, Metrics
+from gateway.request_metrics import STREAM_TRANSPORTS
+from gateway.security_events import GRANT_TYPES, LOGIN_OUTCOMES, REGISTRATION_KINDS
 
 METRICS_PATH = "/metrics"
 
@@ -28,6 +30,26 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
 
+def prime_label_sets(metrics: Metrics) -> None:
+    """Export every series of a closed label set at 0 from the start, so a dashboard shows 0 and ``rate()``
+    sees the first increment, instead of no data until something happens."""
+    for reason in AUTH_FAILURE_REASONS:
+        metrics.auth_failures.labels(reason=reason)
+    for source in REVOCATION_SOURCES:
+        metrics.revocations.labels(source=source)
+    for kind in UPSTREAM_ERROR_KINDS:
+        metrics.upstream_errors.labels(kind=kind)
+    for grant_type in GRANT_TYPES:
+        metrics.tokens_issued.labels(grant_type=grant_type)
+    for outcome in LOGIN_OUTCOMES:
+        metrics.logins.labels(outcome=outcome)
+    for registration in REGISTRATION_KINDS:
+        metrics.registrations.labels(kind=registration)
+    for transport in STREAM_TRANSPORTS.values():
+        metrics.open_streams.labels(transport=transport)
+
+
 def setup_metrics_endpoint(app: web.Application) -> None:
+    prime_label_sets(app[METRICS])
     if app[CONFIG].metrics.enabled:
         app.router.add_get(METRICS_PATH, metrics)

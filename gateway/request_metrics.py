@@ -111,7 +111,4 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 def setup_request_metrics(app: web.Application) -> None:
     """Count every answer; the ``request_metrics`` middleware must be the app's first."""
-    metrics = app[METRICS]
-    for transport in STREAM_TRANSPORTS.values():
-        metrics.open_streams.labels(transport=transport).set(0)
     app.on_response_prepare.append(_on_prepare)
