@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 
 from gateway.clock import ManualClock
 from gateway.logs import JsonFormatter
 from gateway.storage import Storage
 from tests.gateway.test_secrets_at_rest import forms
 from tests.support.gateway import running_gateway
+from tests.support.https_server import make_local_ca, serve_https
 from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import new_pkce, register, request, sign_in_page
+from tests.support.oauth_clients import REDIRECT_URI
+from tests.support.oauth_flows import OAuthApp, new_pkce, register, request, sign_in_page
 from tests.support.observed_flow import EMAIL, run_observed_flow, samples, scrape, value
 from tests.support.upstream import UpstreamProcess
 
@@ -163,3 +167,31 @@ async def test_metrics_can_be_turned_off(sqlite_storage: Storage, upstream: Upst
     overrides = {"metrics": {"enabled": False}}
     async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:
         assert (await request("GET", gw.url + "/metrics")).status == 404
+
+
+async def test_a_metadata_document_client_is_counted_and_audited_as_registered_when_its_document_is_fetched(
+    sqlite_storage: Storage, upstream: UpstreamProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    ca = make_local_ca(tmp_path / "tls")
+    document: dict[str, object] = {}
+
+    async def serve_document(request: web.Request) -> web.Response:
+        return web.json_response(document, headers={"Cache-Control": "max-age=300"})
+
+    documents = web.Application()
+    documents.router.add_get("/oauth/client.json", serve_document)
+    async with serve_https(documents, ca) as https:
+        client_id = https.url("/oauth/client.json", host="localhost")
+        document.update(client_id=client_id, client_name="Doc App", redirect_uris=[REDIRECT_URI])
+        overrides = {"oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(ca.ca_path)}}}
+        async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:
+            app = OAuthApp(gw.url, client_id, REDIRECT_URI)
+            async with Browser(gw.url) as browser:
+                for _ in range(2):  # the second authorization finds the document in the cache
+                    assert (await sign_in_page(browser, app.authorization_url(new_pkce()))).status == 200
+            exposition = await scrape(gw.url)
+    assert value(samples(exposition), "gateway_client_registrations_total", kind="cimd") == 1
+    (event,) = [r for r in caplog.records if getattr(r, "audit", None) == "client.registered"]
+    assert json.loads(JsonFormatter().format(event))["client_id"] == client_id
+    assert "localhost" not in exposition
