@@ -209,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def dispatch(args: argparse.Namespace) -> None:
     config = load(args.config)
+    # Every command logs like the server does: account commands write their audit events to stderr.
+    configure_logging(config.logging.level, config.logging.format)
     if args.command == "serve":
-        configure_logging(config.logging.level, config.logging.format)
         if args.migrate:
             await run_migrate(config)
         await run_serve(config, args.host or config.server.host, args.port or config.server.port)
