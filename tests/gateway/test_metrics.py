@@ -16,11 +16,11 @@ from gateway.clock import ManualClock
 from gateway.logs import JsonFormatter
 from gateway.storage import Storage
 from tests.gateway.test_secrets_at_rest import forms
-from tests.support.gateway import running_gateway
+from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
 from tests.support.https_server import make_local_ca, serve_https
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_clients import REDIRECT_URI
-from tests.support.oauth_flows import OAuthApp, new_pkce, register, request, sign_in_page
+from tests.support.oauth_flows import OAuthApp, new_pkce, post_mcp, register, request, sign_in_page
 from tests.support.observed_flow import EMAIL, run_observed_flow, samples, scrape, value
 from tests.support.upstream import UpstreamProcess
 
@@ -195,3 +195,16 @@ async def test_a_metadata_document_client_is_counted_and_audited_as_registered_w
     (event,) = [r for r in caplog.records if getattr(r, "audit", None) == "client.registered"]
     assert json.loads(JsonFormatter().format(event))["client_id"] == client_id
     assert "localhost" not in exposition
+
+
+async def test_an_unreachable_upstream_counts_as_a_refused_upstream_error_and_no_upstream_time(
+    sqlite_storage: Storage,
+):
+    async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM) as gw:
+        key = await gw.new_key(await gw.new_user(EMAIL))
+        assert (await post_mcp(gw.url, {"X-API-Key": key})).status == 502
+        found = samples(await scrape(gw.url))
+    assert value(found, "gateway_upstream_errors_total", kind="refused") == 1
+    assert value(found, "gateway_http_requests_total", route="mcp", method="POST", status="502") == 1
+    assert value(found, "gateway_upstream_duration_seconds_count", route="mcp") == 0
+    assert value(found, "gateway_request_duration_seconds_count", route="mcp") == 1
