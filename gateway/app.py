@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.admin import setup_admin
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
 from gateway.authn import Authenticator, Challenge
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
+from gateway.dashboard import setup_dashboard
 from gateway.errors import error_middleware
 from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
@@ -35,6 +37,7 @@ from gateway.quota.gate import QuotaGate
 from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.storage import Storage, open_storage
+from gateway.usage_history import USAGE_HISTORY, UsageRecorder
 from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
@@ -76,6 +79,8 @@ def create_app(
     setup_metrics_endpoint(app)
     setup_pages(app)
     setup_oauth(app)
+    setup_dashboard(app)
+    setup_admin(app)
     setup_streamable(app)
     setup_legacy_sse(app)
     return app
@@ -144,6 +149,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     key_use = LastUsedRecorder(storage.touch_api_keys, interval=interval, name="api key")
     grant_use = LastUsedRecorder(storage.touch_families, interval=interval, name="grant")
     sessions = SessionBindings(storage, clock)
+    usage = app[USAGE_HISTORY] = UsageRecorder(storage, clock, interval=config.accounts.usage_flush_interval)
     app[PROXY] = ProxyContext(
         authn=Authenticator(
             key_format=ApiKeyFormat(config.api_keys.prefix),
@@ -171,7 +177,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
-        quota=QuotaGate(app[QUOTA_LIMITER], config.quota),
+        quota=QuotaGate(app[QUOTA_LIMITER], config.quota, on_admit=usage.record),
     )
-    async with key_use.running(), grant_use.running():
+    async with key_use.running(), grant_use.running(), usage.running():
         yield

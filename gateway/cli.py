@@ -17,6 +17,7 @@ from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
 from gateway.audit import AuditLog
+from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
@@ -111,6 +112,8 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
             await storage.set_plan(user.id, args.plan)
             AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
             print(f"{user.email} is now on plan {args.plan}")
+        else:
+            await run_user_admin(storage, accounts, args)
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -142,7 +145,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
-            AuditLog().record("api_key.created", actor="cli", user_id=user.id, api_key_id=row.id)
+            AuditLog().record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
             print(minted.key)
         elif args.keys_command == "list":
@@ -158,10 +161,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
-            if not await storage.revoke_api_key(args.id, now=time.time()):
-                raise CliError(f"no active key with id {args.id}")
-            AuditLog().record("api_key.revoked", actor="cli", api_key_id=args.id)
-            print(f"revoked key {args.id}")
+            await run_key_revoke(storage, args.id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
+    add_commands(users, sub, command)
     return parser
 
 
@@ -221,6 +222,9 @@ async def dispatch(args: argparse.Namespace) -> None:
         await run_users(config, args)
     elif args.command == "keys":
         await run_keys(config, args)
+    elif args.command == "apps":
+        async with opened_storage(config) as storage:
+            await run_apps(storage, accounts_for(config, storage), args)
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":
@@ -236,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, AccountError, WeakPassword) as exc:
+    except (CliError, CommandError, AccountError, WeakPassword) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:

@@ -32,6 +32,9 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_USAGE_FLUSH_SECONDS = 30.0
+DEFAULT_USAGE_CHART_DAYS = 14
+MAX_USAGE_CHART_DAYS = 90
 MCP_PATH = "/mcp"
 MIN_METRICS_TOKEN_CHARS = 16
 
@@ -157,6 +160,18 @@ class OAuthConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    """Accounts and the dashboard. Dashboard sign-ins are the OAuth sign-in sessions (``oauth.login_session_*``)."""
+
+    signup_enabled: bool = True
+    """Anyone may create an account at ``/signup``; false for invitation-only or CLI-created accounts."""
+    usage_flush_interval: float = DEFAULT_USAGE_FLUSH_SECONDS
+    """Seconds between batched writes of the daily request counts shown in the dashboard's chart."""
+    usage_chart_days: int = DEFAULT_USAGE_CHART_DAYS
+    """Days of history in the dashboard's usage chart."""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -183,6 +198,7 @@ class GatewayConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -333,6 +349,7 @@ def _check(c: GatewayConfig) -> list[str]:
         ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
@@ -350,6 +367,8 @@ def _check(c: GatewayConfig) -> list[str]:
     ]:
         if ivalue < low:
             problems.append(f"{name}: must be at least {low}")
+    if not 1 <= c.accounts.usage_chart_days <= MAX_USAGE_CHART_DAYS:
+        problems.append(f"accounts.usage_chart_days: between 1 and {MAX_USAGE_CHART_DAYS}")
     if c.server.port > 65535:
         problems.append("server.port: must be at most 65535")
     if c.storage.pool_max < c.storage.pool_min:

@@ -38,6 +38,7 @@ _PREFIXES: Final = (
     ("/admin", "admin"),
     ("/account", "dashboard"),
     ("/signup", "dashboard"),
+    ("/logout", "dashboard"),
     ("/dashboard", "dashboard"),
 )
 STREAM_TRANSPORTS: Final = {"mcp": "streamable_http", "mcp_sse": "sse"}

@@ -122,8 +122,35 @@ def test_account_commands_write_audit_events_to_stderr_without_the_key_or_passwo
         "user.plan_changed",
     ]
     assert all(event["actor"] == "cli" for event in events)
-    assert events[1]["api_key_id"] == events[2]["api_key_id"] == key_id
+    assert events[1]["key_id"] == events[2]["key_id"] == key_id
     assert events[3]["plan"] == "unlimited"
     everything = "".join(result.stderr for result in (created, made, revoked, planned))
     assert key not in everything
     assert password not in everything
+
+
+def test_an_operator_disables_and_enables_a_user_and_gives_a_role(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert gw(config, "users", "create", "ada@example.com", stdin="a long enough password\n").returncode == 0
+    disabled = gw(config, "users", "disable", "ada@example.com")
+    assert disabled.returncode == 0, disabled.stderr
+    assert "disabled" in gw(config, "users", "list").stdout
+    assert gw(config, "users", "enable", "ada@example.com").returncode == 0
+    assert "active" in gw(config, "users", "list").stdout
+    assert gw(config, "users", "set-role", "ada@example.com", "admin").returncode == 0
+    bad = gw(config, "users", "set-role", "ada@example.com", "root")
+    assert bad.returncode == 2
+    assert "no role 'root'" in bad.stderr
+
+
+def test_apps_revoke_needs_a_user_or_a_client_and_reports_what_it_revoked(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert gw(config, "users", "create", "ada@example.com", stdin="a long enough password\n").returncode == 0
+    listed = gw(config, "apps", "list", "--user", "ada@example.com")
+    assert listed.returncode == 0, listed.stderr
+    assert "CLIENT" in listed.stdout
+    assert gw(config, "apps", "revoke").returncode == 2
+    revoked = gw(config, "apps", "revoke", "--user", "ada@example.com", "--client", "cli_x")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked 0 app(s)" in revoked.stdout
+    assert gw(config, "apps", "list", "--user", "nobody@example.com").returncode == 2

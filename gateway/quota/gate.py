@@ -7,6 +7,7 @@ whatever client or replica they come through. Nothing is charged for unauthentic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.authn import Principal
@@ -21,6 +22,8 @@ from gateway.quota.plans import Plan, message_cost
 class QuotaGate:
     limiter: QuotaLimiter
     config: QuotaConfig
+    on_admit: Callable[[str], None] | None = None
+    """Told the account id of every admitted request (the dashboard's daily usage history)."""
 
     def plan(self, principal: Principal) -> Plan:
         return self.config.plan_for(principal.plan)
@@ -35,4 +38,6 @@ class QuotaGate:
         decision = await self.limiter.admit(principal.user_id, self.plan(principal), cost)
         if not decision.allowed:
             raise QuotaExceeded(decision, cost)
+        if self.on_admit is not None:
+            self.on_admit(principal.user_id)
         return quota_headers(decision)
