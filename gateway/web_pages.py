@@ -37,6 +37,24 @@ _environment = jinja2.Environment(
     lstrip_blocks=True,
 )
 
+
+def duration(seconds: int) -> str:
+    """A wait in words a person reads at a glance: ``45 s``, ``12 min``, ``11 h 24 min``, ``3 d 2 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+_environment.filters["duration"] = duration
+
 JINJA = web.AppKey("jinja", jinja2.Environment)
 
 
