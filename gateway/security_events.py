@@ -73,13 +73,14 @@ def client_registered(app: web.Application, *, kind: Literal["dcr", "cimd"], cli
     app[AUDIT].record("client.registered", client_id=client_id, kind=kind)
 
 
-def login_succeeded(app: web.Application, *, user_id: str, client_id: str) -> None:
+def login_succeeded(app: web.Application, *, user_id: str, client_id: str | None, reason: str | None = None) -> None:
+    """A sign-in for an OAuth client (``client_id``) or for the dashboard (``client_id=None``)."""
     app[METRICS].logins.labels(outcome="succeeded").inc()
-    app[AUDIT].record("login.succeeded", actor=user_id, client_id=client_id)
+    app[AUDIT].record("login.succeeded", actor=user_id, client_id=client_id, reason=reason)
 
 
 def login_failed(
-    app: web.Application, *, user_id: str | None, email: str, client_id: str, throttled: bool, reason: str
+    app: web.Application, *, user_id: str | None, email: str, client_id: str | None, throttled: bool, reason: str
 ) -> None:
     app[METRICS].logins.labels(outcome="throttled" if throttled else "failed").inc()
     app[AUDIT].record(
