@@ -22,6 +22,7 @@ from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
 from gateway.metrics import METRICS, Metrics
+from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.metadata import resource_metadata_url
@@ -34,6 +35,7 @@ from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
+from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.revocation_redis import RedisRevocationBus
 from gateway.storage import Storage, open_storage
@@ -58,7 +60,8 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, page_errors], client_max_size=config.limits.max_body_bytes
+        middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
+        client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
@@ -78,7 +81,9 @@ def create_app(
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
+    setup_request_metrics(app)
     setup_health(app)
+    setup_metrics_endpoint(app)
     setup_pages(app)
     setup_oauth(app)
     setup_dashboard(app)
@@ -179,6 +184,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
             app[UPSTREAM_SESSION],
             first_byte_timeout=config.upstream.first_byte_timeout,
             idle_timeout=config.upstream.stream_idle_timeout,
+            metrics=app[METRICS],
         ),
         upstream_url=config.upstream.url,
         upstream_sse_url=config.upstream.sse_url,

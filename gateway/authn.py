@@ -21,7 +21,7 @@ from gateway.apikeys import ApiKeyFormat
 from gateway.clock import Clock
 from gateway.errors import InsufficientScope, InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
 from gateway.last_used import LastUsedRecorder
-from gateway.metrics import Metrics
+from gateway.metrics import AUTH_FAILURE_REASONS, Metrics, bounded
 from gateway.oauth.token_formats import TokenType, classify
 from gateway.revocation import Revocation
 from gateway.secrets_hashing import secret_hash
@@ -31,7 +31,7 @@ from gateway.storage.oauth import AccessToken, GrantStore
 MAX_CACHE_TTL = 1.0
 DEFAULT_CACHE_TTL = 0.8
 """Below the one-second promise, leaving room for the reload query and the request in flight."""
-_Loader = Callable[[str, float], Awaitable["_Cached | None"]]
+_Judge = Callable[[str, float], Awaitable["_Cached | str"]]
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 
 
@@ -154,23 +154,35 @@ class Authenticator:
             ) from None
 
     async def _authenticate(self, request: web.Request) -> Principal:
-        credential = extract_credential(request, self.challenge)
+        try:
+            credential = extract_credential(request, self.challenge)
+        except Unauthorized:
+            self._refused("malformed" if {"Authorization", "X-API-Key"} & request.headers.keys() else "missing")
+            raise
+        except TwoCredentials:
+            self._refused("malformed")
+            raise
         kind = classify(credential)
         if kind is TokenType.ACCESS:
             if "X-API-Key" in request.headers:
                 # RFC 6750 §2 / MCP authorization: access tokens travel only as ``Authorization: Bearer``.
-                raise self._invalid("Send access tokens in the Authorization header")
-            principal = await self._cached(secret_hash(credential), self._load_access_token)
+                raise self._invalid("Send access tokens in the Authorization header", "malformed")
+            principal = await self._cached(secret_hash(credential), self._judge_access_token)
         elif kind is None and self._format.looks_like_key(credential):
             if not self._format.is_well_formed(credential):
-                raise self._invalid("The API key is malformed")
-            principal = await self._cached(secret_hash(credential), self._load_api_key)
+                raise self._invalid("The API key is malformed", "malformed")
+            principal = await self._cached(secret_hash(credential), self._judge_api_key)
         else:
-            raise self._invalid("The access token is invalid")
+            raise self._invalid("The access token is invalid", "malformed")
         self._check_scope(principal)
         return principal
 
-    def _invalid(self, description: str) -> InvalidToken:
+    def _refused(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.auth_failures.labels(reason=bounded(reason, AUTH_FAILURE_REASONS)).inc()
+
+    def _invalid(self, description: str, reason: str) -> InvalidToken:
+        self._refused(reason)
         return InvalidToken(description, headers=self.challenge.headers("invalid_token"))
 
     def _check_scope(self, principal: Principal) -> None:
@@ -179,25 +191,27 @@ class Authenticator:
         granted = set(principal.scope.split())
         if not set(self._required) <= granted:
             needed = " ".join(self._required)
+            self._refused("insufficient_scope")
             raise InsufficientScope(
                 "The access token does not carry the scope this resource needs",
                 headers=Challenge(self.challenge.resource_metadata, needed).headers("insufficient_scope"),
             )
 
-    async def _cached(self, digest: str, load: _Loader) -> Principal:
+    async def _cached(self, digest: str, judge: _Judge) -> Principal:
         now, mono = self._clock.now(), self._clock.monotonic()
         cached = self._cache.get(digest)
         if cached is None or mono - cached.fetched_at >= self._ttl:
             try:
-                cached = await load(digest, mono)
+                judged = await judge(digest, mono)
             except StorageUnavailable as exc:
                 raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
-            if cached is None:
+            if isinstance(judged, str):
                 self._drop(digest)
-                raise self._invalid("The credential is unknown, expired or revoked")
+                raise self._invalid("The credential is unknown, expired or revoked", judged)
+            cached = judged
             self._remember(digest, cached)
         if cached.expires_at is not None and now >= cached.expires_at:
-            raise self._invalid("The credential has expired")
+            raise self._invalid("The credential has expired", "expired")
         principal = cached.principal
         recorder = self._grant_use if principal.method == "oauth" else self._key_use
         recorder.record(principal.credential_id, now)
@@ -208,23 +222,39 @@ class Authenticator:
         return user if user is not None and user.active else None
 
     async def _load_api_key(self, digest: str, mono: float) -> _Cached | None:
+        judged = await self._judge_api_key(digest, mono)
+        return None if isinstance(judged, str) else judged
+
+    async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
+        judged = await self._judge_access_token(digest, mono)
+        return None if isinstance(judged, str) else judged
+
+    async def _judge_api_key(self, digest: str, mono: float) -> _Cached | str:
+        """The key's validation, or why it is refused (one of ``AUTH_FAILURE_REASONS``)."""
         key = await self._keys.get_api_key_by_hash(digest)
-        if key is None or key.revoked_at is not None:
-            return None
+        if key is None:
+            return "unknown"
+        if key.revoked_at is not None:
+            return "revoked"
         user = await self._active_user(key.user_id)
         if user is None:
-            return None
+            return "disabled"
         principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id, plan=user.plan)
         return _Cached(principal, key.expires_at, mono)
 
-    async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
+    async def _judge_access_token(self, digest: str, mono: float) -> _Cached | str:
+        """The token's validation, or why it is refused (one of ``AUTH_FAILURE_REASONS``)."""
         token: AccessToken | None = await self._grants.get_access_token(digest)
+        if token is None:
+            return "unknown"
+        if token.revoked_at is not None:
+            return "revoked"
         # RFC 8707: a token bound to another resource is not valid here.
-        if token is None or token.revoked_at is not None or token.resource != self._resource:
-            return None
+        if token.resource != self._resource:
+            return "wrong_audience"
         user = await self._active_user(token.user_id)
         if user is None:
-            return None
+            return "disabled"
         principal = Principal(
             user_id=user.id,
             email=user.email,

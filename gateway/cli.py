@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
+from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
@@ -98,6 +99,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.users_command == "create":
             password = read_password(args.password_stdin)
             user = await accounts.create_user(args.email, password)
+            AuditLog().record("user.created", actor="cli", user_id=user.id)
             print(f"created user {user.email} ({user.id})")
         elif args.users_command == "list":
             print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
@@ -110,6 +112,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
                 raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
+            AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
             print(f"{user.email} is now on plan {args.plan}")
         else:
             async with announcements(config) as bus:
@@ -145,6 +148,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            AuditLog().record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
             print(minted.key)
         elif args.keys_command == "list":
@@ -224,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def dispatch(args: argparse.Namespace) -> None:
     config = load(args.config)
+    # Every command logs like the server does: account commands write their audit events to stderr.
+    configure_logging(config.logging.level, config.logging.format)
     if args.command == "serve":
-        configure_logging(config.logging.level, config.logging.format)
         if args.migrate:
             await run_migrate(config)
         await run_serve(config, args.host or config.server.host, args.port or config.server.port)

@@ -40,6 +40,7 @@ DEFAULT_REVOCATION_CHANNEL = "mcp-gateway:revocations"
 DEFAULT_STREAM_RECHECK_INTERVAL = 0.5
 MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
+MIN_METRICS_TOKEN_CHARS = 16
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
@@ -194,6 +195,14 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    """Serve ``GET /metrics`` (Prometheus text exposition)."""
+    bearer_token: str = ""
+    """When set, ``/metrics`` requires ``Authorization: Bearer <token>``; when empty it is open (internal network)."""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     public_url: str = DEFAULT_PUBLIC_URL
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -208,6 +217,7 @@ class GatewayConfig:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def issuer(self) -> str:
@@ -369,6 +379,8 @@ def _check(c: GatewayConfig) -> list[str]:
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if c.metrics.bearer_token and len(c.metrics.bearer_token) < MIN_METRICS_TOKEN_CHARS:
+        problems.append(f"metrics.bearer_token: use at least {MIN_METRICS_TOKEN_CHARS} characters (or leave it empty)")
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [

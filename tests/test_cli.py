@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -119,6 +120,35 @@ def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path)
     result = gw(path, "serve", "--port", "0")
     assert result.returncode == 1
     assert "error: storage: PostgreSQL unreachable" in result.stderr
+
+
+def test_account_commands_write_audit_events_to_stderr_without_the_key_or_password(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    password = "a long enough password"
+    created = gw(config, "users", "create", "grace@example.com", stdin=password + "\n")
+    made = gw(config, "keys", "create", "--user", "grace@example.com")
+    key = made.stdout.strip()
+    key_id = next(line.split()[0] for line in gw(config, "keys", "list").stdout.splitlines()[1:])
+    revoked = gw(config, "keys", "revoke", key_id)
+    planned = gw(config, "users", "set-plan", "grace@example.com", "unlimited")
+    events = [
+        json.loads(line)
+        for result in (created, made, revoked, planned)
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and '"audit"' in line
+    ]
+    assert [event["audit"] for event in events] == [
+        "user.created",
+        "api_key.created",
+        "api_key.revoked",
+        "user.plan_changed",
+    ]
+    assert all(event["actor"] == "cli" for event in events)
+    assert events[1]["key_id"] == events[2]["key_id"] == key_id
+    assert events[3]["plan"] == "unlimited"
+    everything = "".join(result.stderr for result in (created, made, revoked, planned))
+    assert key not in everything
+    assert password not in everything
 
 
 def test_an_operator_disables_and_enables_a_user_and_gives_a_role(config: Path):

@@ -117,3 +117,14 @@ def test_revocation_and_replica_settings_are_validated():
     ]
     config = parse_config({"storage": {"url": "postgresql://gw@db/gateway", "schema": "mcp_gateway"}}, env={})
     assert config.storage.schema == "mcp_gateway"
+
+
+def test_a_short_metrics_bearer_token_is_refused_with_its_path():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"metrics": {"bearer_token": "short", "enabled": "yes"}}, env={})
+    problems = "\n".join(caught.value.problems)
+    assert "metrics.enabled: expected true or false" in problems
+    assert parse_config({"metrics": {"bearer_token": "${T}"}}, env={"T": "x" * 16}).metrics.bearer_token == "x" * 16
+    with pytest.raises(ConfigError) as short:
+        parse_config({"metrics": {"bearer_token": "short"}}, env={})
+    assert short.value.problems == ["metrics.bearer_token: use at least 16 characters (or leave it empty)"]

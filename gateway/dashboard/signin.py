@@ -7,6 +7,7 @@ import math
 
 from aiohttp import web
 
+from gateway import security_events
 from gateway.accounts import AccountError, normalise_email
 from gateway.audit import AUDIT
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, Dashboard
@@ -59,6 +60,9 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
             request, "account_login.html", status=429, email=email, error="Too many attempts. Wait and try again."
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
+        security_events.login_failed(
+            request.app, user_id=None, email=email, client_id=None, throttled=True, reason="throttled"
+        )
         return response
     try:
         user = await dashboard.accounts.users.get_user_by_email(normalise_email(email))
@@ -69,7 +73,15 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
     valid = await dashboard.passwords.verify(user.password_hash if user is not None else None, password)
     if user is None or not valid or not user.active:
         dashboard.throttle.failed(account, address)
-        request.app[AUDIT].record("login.failed", reason="dashboard")
+        reason = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
+        security_events.login_failed(
+            request.app,
+            user_id=user.id if user is not None else None,
+            email=email,
+            client_id=None,
+            throttled=False,
+            reason=reason,
+        )
         return _page(request, "account_login.html", status=401, email=email, error=GENERIC_FAILURE)
     dashboard.throttle.succeeded(account)
     if dashboard.passwords.needs_rehash(user.password_hash):
@@ -77,7 +89,7 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
             await dashboard.accounts.users.set_password_hash(user.id, await dashboard.passwords.rehash(password))
     response = see_other(ACCOUNT_PATH)
     await dashboard.logins.start(request, response, user)
-    request.app[AUDIT].record("login.succeeded", actor=user.id, reason="dashboard", user_id=user.id)
+    security_events.login_succeeded(request.app, user_id=user.id, client_id=None, reason="dashboard")
     return response
 
 

@@ -29,6 +29,7 @@ from gateway.oauth.token_endpoint import (
 from gateway.oauth.token_formats import TokenType, classify
 from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
+from gateway.security_events import revoked
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import GrantStore
 
@@ -48,13 +49,22 @@ async def revoke(request: web.Request) -> web.Response:
     # RFC 7009 §2.1: token_type_hint is only a hint; the type prefix already says what the token claims to be.
     clock = request.app[OAUTH_SETTINGS].clock
     try:
-        revoked = await _revoke_own(request.app[GRANTS], token, client_id=client_id, now=clock.now())
+        revoked_own = await _revoke_own(request.app[GRANTS], token, client_id=client_id, now=clock.now())
     except StorageUnavailable as exc:
         # RFC 7009 §2.2.1: 503 tells the client the token may still be valid and to retry.
         raise ServiceUnavailable("Revocation service unavailable, retry shortly") from exc
-    if revoked is not None:
-        user_id, family_id = revoked
+    if revoked_own is not None:
+        user_id, family_id = revoked_own
         await request.app[REVOCATIONS].announce(Revocation(user_id, clock.now(), family_ids=(family_id,)))
+        revoked(
+            request.app,
+            source="rfc7009",
+            actor=f"client:{client_id}",
+            user_id=user_id,
+            client_id=client_id,
+            family_id=family_id,
+            reason="revoked_by_client",
+        )
     # RFC 7009 §2.2: 200 whether or not there was anything to revoke.
     return web.Response(status=200, headers=NO_STORE)
 

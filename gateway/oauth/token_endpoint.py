@@ -39,6 +39,7 @@ from gateway.oauth.scopes import OFFLINE_ACCESS
 from gateway.oauth.token_formats import TokenType, classify
 from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
+from gateway.security_events import reuse_detected, revoked, token_issued
 from gateway.storage.base import StorageUnavailable, UserStore
 from gateway.storage.oauth import AuthorizationCode, GrantStore, RefreshToken, RotateOutcome, TokenFamily
 
@@ -164,6 +165,7 @@ class _Exchange:
         self.config = self.settings.config.oauth
         self.grants = request.app[GRANTS]
         self.users = request.app[USERS]
+        self.app = request.app
         self.form = form
         self.client_id = client_id
         self.now = self.settings.clock.now()
@@ -219,6 +221,14 @@ class _Exchange:
             if claimed is not None:
                 await self._revoke_after_replay(claimed)
             raise InvalidGrant("The authorization code is invalid")
+        token_issued(
+            self.app,
+            grant_type="authorization_code",
+            user_id=family.user_id,
+            client_id=family.client_id,
+            family_id=family.family_id,
+            generation=1,
+        )
         return token_response(issued.pair, now=self.now)
 
     def _binding_problem(self, row: AuthorizationCode) -> GatewayError | None:
@@ -248,6 +258,15 @@ class _Exchange:
                 "authorization code reuse detected",
                 extra={"event": "code_reuse_detected", "family_id": row.family_id, "client_id": row.client_id},
             )
+            revoked(
+                self.app,
+                source="reuse",
+                actor="system",
+                user_id=row.user_id,
+                client_id=row.client_id,
+                family_id=row.family_id,
+                reason="code_reuse",
+            )
 
     # refresh_token (RFC 6749 §6, OAuth 2.1 §4.3)
 
@@ -272,6 +291,13 @@ class _Exchange:
                     "refresh token presented by another client",
                     extra={"event": "refresh_client_mismatch", "family_id": family.family_id},
                 )
+                reuse_detected(
+                    self.app,
+                    user_id=family.user_id,
+                    client_id=family.client_id,
+                    family_id=family.family_id,
+                    reason="client_mismatch",
+                )
             raise InvalidGrant("The refresh token is invalid")
         if not live:
             raise InvalidGrant("The refresh token is invalid")
@@ -290,6 +316,14 @@ class _Exchange:
             grace_blob=grace.seal(token, issued.pair),
         )
         if outcome is RotateOutcome.ROTATED:
+            token_issued(
+                self.app,
+                grant_type="refresh_token",
+                user_id=family.user_id,
+                client_id=family.client_id,
+                family_id=family.family_id,
+                generation=row.generation + 1,
+            )
             return token_response(issued.pair, now=self.now)
         if outcome is RotateOutcome.RETIRED:
             return token_response(await self._replay_or_reuse(token, token_hash, family), now=self.now)
@@ -329,6 +363,13 @@ class _Exchange:
             log.warning(
                 "refresh token reuse detected",
                 extra={"event": "refresh_reuse_detected", "family_id": family.family_id},
+            )
+            reuse_detected(
+                self.app,
+                user_id=family.user_id,
+                client_id=family.client_id,
+                family_id=family.family_id,
+                reason="refresh_reuse",
             )
         raise InvalidGrant("The refresh token is invalid")
 

@@ -17,6 +17,7 @@ from tests.support.dashboard import account, apps, create_key, csrf, keys, page,
 from tests.support.gateway import TEST_PASSWORD, GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import bearer, obtain_tokens, post_mcp, register, request, set_cookie
+from tests.support.observed_flow import samples, scrape, value
 from tests.support.upstream import UpstreamProcess
 
 ADA = "ada@example.com"
@@ -254,3 +255,24 @@ async def test_every_state_changing_route_refuses_get_and_a_post_without_the_csr
     assert (await post(browser, path, {**fields, "new_password_again": NEW_PASSWORD})).status == 403
     assert "Your account" in (await account(browser)).text  # still signed in: logout refused too
     assert keys(await account(browser)) == {}
+
+
+async def test_dashboard_sign_ins_are_counted_and_audited_like_oauth_sign_ins(
+    gateway: GatewayHandle, browser: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
+    await gateway.new_user("counted@example.com")
+    before = samples(await scrape(gateway.url))
+    form = page(await browser.open(gateway.url + "/account/login"))
+    wrong = await post(browser, "/account/login", {**form.hidden(), "email": "counted@example.com", "password": "nope"})
+    assert wrong.status == 401
+    with caplog.at_level("INFO", logger="gateway.audit"):
+        await sign_in(browser, "counted@example.com")
+    after = samples(await scrape(gateway.url))
+    for outcome in ("failed", "succeeded"):
+        moved = value(after, "gateway_logins_total", outcome=outcome) - value(
+            before, "gateway_logins_total", outcome=outcome
+        )
+        assert moved == 1, outcome
+    [event] = [r for r in caplog.records if getattr(r, "audit", None) == "login.succeeded"]
+    assert event.reason == "dashboard"
+    assert getattr(event, "client_id", None) is None
