@@ -10,17 +10,20 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.admin import setup_admin
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
 from gateway.authn import Authenticator, Challenge
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
+from gateway.dashboard import setup_dashboard
 from gateway.errors import error_middleware
 from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
 from gateway.metrics import METRICS, Metrics
+from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.metadata import resource_metadata_url
@@ -29,13 +32,17 @@ from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
+from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
 from gateway.quota.streams import StreamSlots
+from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
+from gateway.revocation_redis import RedisRevocationBus
 from gateway.storage import Storage, open_storage
 from gateway.throttle import setup_throttle
+from gateway.usage_history import USAGE_HISTORY, UsageRecorder
 from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
@@ -59,13 +66,17 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, page_errors], client_max_size=config.limits.max_body_bytes
+        middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
+        client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics or Metrics()
     app[AUDIT] = audit or AuditLog()
-    app[REVOCATIONS] = LocalRevocationBus()
+    redis_url = config.redis.url
+    app[REVOCATIONS] = (
+        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+    )
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
@@ -73,12 +84,18 @@ def create_app(
     app.cleanup_ctx.append(_quota_ctx)
     setup_throttle(app, REDIS)
     app.cleanup_ctx.append(_proxy_ctx)
+    app.cleanup_ctx.append(_revocation_ctx)
+    app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(housekeeping_ctx)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
+    setup_request_metrics(app)
     setup_health(app)
+    setup_metrics_endpoint(app)
     setup_pages(app)
     setup_oauth(app)
+    setup_dashboard(app)
+    setup_admin(app)
     setup_streamable(app)
     setup_legacy_sse(app)
     return app
@@ -96,7 +113,9 @@ def _storage_ctx(given: Storage | None) -> CleanupCtx:
             yield
             return
         config = app[CONFIG].storage
-        storage = open_storage(config.url, pool_min=config.pool_min, pool_max=config.pool_max)
+        storage = open_storage(
+            config.url, pool_min=config.pool_min, pool_max=config.pool_max, search_path=config.schema
+        )
         await storage.open()
         try:
             await storage.check_schema()
@@ -171,24 +190,33 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     key_use = LastUsedRecorder(storage.touch_api_keys, interval=interval, name="api key")
     grant_use = LastUsedRecorder(storage.touch_families, interval=interval, name="grant")
     sessions = SessionBindings(storage, clock)
+    authn = Authenticator(
+        key_format=ApiKeyFormat(config.api_keys.prefix),
+        users=storage,
+        api_keys=storage,
+        grants=storage,
+        clock=clock,
+        key_use=key_use,
+        grant_use=grant_use,
+        challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
+        resource=settings.resource,
+        required_scopes=config.oauth.default_scopes,
+        metrics=app[METRICS],
+    )
+    streams = OpenStreams(authn, clock, interval=config.revocation.stream_recheck_interval)
+    bus = app[REVOCATIONS]
+    bus.listen(authn.on_revocation)
+    bus.listen(streams.on_revocation)
+    bus.listen_gaps(authn.flush)
+    usage = app[USAGE_HISTORY] = UsageRecorder(storage, clock, interval=config.accounts.usage_flush_interval)
     app[PROXY] = ProxyContext(
-        authn=Authenticator(
-            key_format=ApiKeyFormat(config.api_keys.prefix),
-            users=storage,
-            api_keys=storage,
-            grants=storage,
-            clock=clock,
-            key_use=key_use,
-            grant_use=grant_use,
-            challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
-            resource=settings.resource,
-            required_scopes=config.oauth.default_scopes,
-        ),
+        authn=authn,
         sessions=sessions,
         upstream=Upstream(
             app[UPSTREAM_SESSION],
             first_byte_timeout=config.upstream.first_byte_timeout,
             idle_timeout=config.upstream.stream_idle_timeout,
+            metrics=app[METRICS],
         ),
         upstream_url=config.upstream.url,
         upstream_sse_url=config.upstream.sse_url,
@@ -196,7 +224,24 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
-        quota=QuotaGate(app[QUOTA_LIMITER], config.quota, app[STREAM_SLOTS], app[METRICS]),
+        quota=QuotaGate(app[QUOTA_LIMITER], config.quota, app[STREAM_SLOTS], app[METRICS], on_admit=usage.record),
+        streams=streams,
     )
-    async with key_use.running(), grant_use.running():
+    async with key_use.running(), grant_use.running(), usage.running(), streams.running():
         yield
+
+
+@contextlib.asynccontextmanager
+async def _revocation_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With ``redis.url``, hear the other replicas' revocations (after every listener is registered)."""
+    bus = app[REVOCATIONS]
+    if not isinstance(bus, RedisRevocationBus):
+        yield
+        return
+    async with bus.running():
+        yield
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, before in-flight requests drain: end every stream with a final event (clients reconnect)."""
+    app[PROXY].streams.close_all(SHUTTING_DOWN)

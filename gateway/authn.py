@@ -21,13 +21,17 @@ from gateway.apikeys import ApiKeyFormat
 from gateway.clock import Clock
 from gateway.errors import InsufficientScope, InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
 from gateway.last_used import LastUsedRecorder
+from gateway.metrics import AUTH_FAILURE_REASONS, Metrics, bounded
 from gateway.oauth.token_formats import TokenType, classify
+from gateway.revocation import Revocation
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.base import ApiKeyStore, StorageUnavailable, User, UserStore
 from gateway.storage.oauth import AccessToken, GrantStore
 
 MAX_CACHE_TTL = 1.0
-_Loader = Callable[[str, float], Awaitable["_Cached | None"]]
+DEFAULT_CACHE_TTL = 0.8
+"""Below the one-second promise, leaving room for the reload query and the request in flight."""
+_Judge = Callable[[str, float], Awaitable["_Cached | str"]]
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 
 
@@ -42,6 +46,14 @@ class Principal:
     scope: str | None = None
     plan: str | None = None
     """The account's quota plan (None: the default plan)."""
+
+    def revoked_by(self, revocation: Revocation) -> bool:
+        """Whether ``revocation`` names this principal's credential (or all of its account's)."""
+        if revocation.all_credentials and revocation.account_id == self.user_id:
+            return True
+        if self.method == "oauth":
+            return self.credential_id in revocation.family_ids
+        return self.credential_id in revocation.api_key_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +119,9 @@ class Authenticator:
         challenge: Challenge,
         resource: str,
         required_scopes: tuple[str, ...],
-        cache_ttl: float = MAX_CACHE_TTL,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
         cache_size: int = 10_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._format = key_format
         self._users = users
@@ -123,6 +136,9 @@ class Authenticator:
         self._ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._size = cache_size
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._by_owner: dict[str, set[str]] = {}
+        """Cached digests by credential id and by account id, so a revocation finds its entries directly."""
+        self._metrics = metrics
 
     async def authenticate(self, request: web.Request) -> Principal:
         try:
@@ -138,23 +154,35 @@ class Authenticator:
             ) from None
 
     async def _authenticate(self, request: web.Request) -> Principal:
-        credential = extract_credential(request, self.challenge)
+        try:
+            credential = extract_credential(request, self.challenge)
+        except Unauthorized:
+            self._refused("malformed" if {"Authorization", "X-API-Key"} & request.headers.keys() else "missing")
+            raise
+        except TwoCredentials:
+            self._refused("malformed")
+            raise
         kind = classify(credential)
         if kind is TokenType.ACCESS:
             if "X-API-Key" in request.headers:
                 # RFC 6750 §2 / MCP authorization: access tokens travel only as ``Authorization: Bearer``.
-                raise self._invalid("Send access tokens in the Authorization header")
-            principal = await self._cached(secret_hash(credential), self._load_access_token)
+                raise self._invalid("Send access tokens in the Authorization header", "malformed")
+            principal = await self._cached(secret_hash(credential), self._judge_access_token)
         elif kind is None and self._format.looks_like_key(credential):
             if not self._format.is_well_formed(credential):
-                raise self._invalid("The API key is malformed")
-            principal = await self._cached(secret_hash(credential), self._load_api_key)
+                raise self._invalid("The API key is malformed", "malformed")
+            principal = await self._cached(secret_hash(credential), self._judge_api_key)
         else:
-            raise self._invalid("The access token is invalid")
+            raise self._invalid("The access token is invalid", "malformed")
         self._check_scope(principal)
         return principal
 
-    def _invalid(self, description: str) -> InvalidToken:
+    def _refused(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.auth_failures.labels(reason=bounded(reason, AUTH_FAILURE_REASONS)).inc()
+
+    def _invalid(self, description: str, reason: str) -> InvalidToken:
+        self._refused(reason)
         return InvalidToken(description, headers=self.challenge.headers("invalid_token"))
 
     def _check_scope(self, principal: Principal) -> None:
@@ -163,25 +191,27 @@ class Authenticator:
         granted = set(principal.scope.split())
         if not set(self._required) <= granted:
             needed = " ".join(self._required)
+            self._refused("insufficient_scope")
             raise InsufficientScope(
                 "The access token does not carry the scope this resource needs",
                 headers=Challenge(self.challenge.resource_metadata, needed).headers("insufficient_scope"),
             )
 
-    async def _cached(self, digest: str, load: _Loader) -> Principal:
+    async def _cached(self, digest: str, judge: _Judge) -> Principal:
         now, mono = self._clock.now(), self._clock.monotonic()
         cached = self._cache.get(digest)
         if cached is None or mono - cached.fetched_at >= self._ttl:
             try:
-                cached = await load(digest, mono)
+                judged = await judge(digest, mono)
             except StorageUnavailable as exc:
                 raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
-            if cached is None:
-                self._cache.pop(digest, None)
-                raise self._invalid("The credential is unknown, expired or revoked")
+            if isinstance(judged, str):
+                self._drop(digest)
+                raise self._invalid("The credential is unknown, expired or revoked", judged)
+            cached = judged
             self._remember(digest, cached)
         if cached.expires_at is not None and now >= cached.expires_at:
-            raise self._invalid("The credential has expired")
+            raise self._invalid("The credential has expired", "expired")
         principal = cached.principal
         recorder = self._grant_use if principal.method == "oauth" else self._key_use
         recorder.record(principal.credential_id, now)
@@ -192,23 +222,39 @@ class Authenticator:
         return user if user is not None and user.active else None
 
     async def _load_api_key(self, digest: str, mono: float) -> _Cached | None:
+        judged = await self._judge_api_key(digest, mono)
+        return None if isinstance(judged, str) else judged
+
+    async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
+        judged = await self._judge_access_token(digest, mono)
+        return None if isinstance(judged, str) else judged
+
+    async def _judge_api_key(self, digest: str, mono: float) -> _Cached | str:
+        """The key's validation, or why it is refused (one of ``AUTH_FAILURE_REASONS``)."""
         key = await self._keys.get_api_key_by_hash(digest)
-        if key is None or key.revoked_at is not None:
-            return None
+        if key is None:
+            return "unknown"
+        if key.revoked_at is not None:
+            return "revoked"
         user = await self._active_user(key.user_id)
         if user is None:
-            return None
+            return "disabled"
         principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id, plan=user.plan)
         return _Cached(principal, key.expires_at, mono)
 
-    async def _load_access_token(self, digest: str, mono: float) -> _Cached | None:
+    async def _judge_access_token(self, digest: str, mono: float) -> _Cached | str:
+        """The token's validation, or why it is refused (one of ``AUTH_FAILURE_REASONS``)."""
         token: AccessToken | None = await self._grants.get_access_token(digest)
+        if token is None:
+            return "unknown"
+        if token.revoked_at is not None:
+            return "revoked"
         # RFC 8707: a token bound to another resource is not valid here.
-        if token is None or token.revoked_at is not None or token.resource != self._resource:
-            return None
+        if token.resource != self._resource:
+            return "wrong_audience"
         user = await self._active_user(token.user_id)
         if user is None:
-            return None
+            return "disabled"
         principal = Principal(
             user_id=user.id,
             email=user.email,
@@ -221,11 +267,60 @@ class Authenticator:
         return _Cached(principal, token.expires_at, mono)
 
     def _remember(self, digest: str, cached: _Cached) -> None:
+        self._drop(digest)
         self._cache[digest] = cached
-        self._cache.move_to_end(digest)
+        for owner in (cached.principal.credential_id, cached.principal.user_id):
+            self._by_owner.setdefault(owner, set()).add(digest)
         while len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, digest: str) -> None:
+        cached = self._cache.pop(digest, None)
+        if cached is None:
+            return
+        for owner in (cached.principal.credential_id, cached.principal.user_id):
+            digests = self._by_owner.get(owner)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del self._by_owner[owner]
 
     def forget(self, digest: str) -> None:
         """Drop a cached validation at once (a revocation in this process)."""
-        self._cache.pop(digest, None)
+        self._drop(digest)
+
+    def on_revocation(self, revocation: Revocation) -> None:
+        """A ``RevocationBus`` listener: drop every cached validation the revocation names."""
+        owners = [*revocation.family_ids, *revocation.api_key_ids]
+        if revocation.all_credentials:
+            owners.append(revocation.account_id)
+        for owner in owners:
+            for digest in list(self._by_owner.get(owner, ())):
+                if self._cache[digest].principal.revoked_by(revocation):
+                    self._drop(digest)
+        if self._metrics is not None and revocation.committed_at > 0:
+            self._metrics.revocation_propagation.observe(max(0.0, self._clock.now() - revocation.committed_at))
+
+    def flush(self) -> None:
+        """Drop every cached validation (announcements may have been lost)."""
+        self._cache.clear()
+        self._by_owner.clear()
+
+    def digest_of(self, request: web.Request) -> str:
+        """The SHA-256 digest of the credential an authenticated ``request`` carried."""
+        return secret_hash(extract_credential(request, self.challenge))
+
+    async def revalidate(self, digest: str, principal: Principal) -> bool:
+        """Check the credential in storage now (bypassing and refreshing the cache): still valid and unexpired?
+
+        Raises ``ServiceUnavailable`` when storage cannot say."""
+        load = self._load_access_token if principal.method == "oauth" else self._load_api_key
+        try:
+            cached = await load(digest, self._clock.monotonic())
+        except StorageUnavailable as exc:
+            raise ServiceUnavailable("Credential store unavailable, retry shortly") from exc
+        if cached is None:
+            self._drop(digest)
+            return False
+        self._remember(digest, cached)
+        return cached.expires_at is None or self._clock.now() < cached.expires_at

@@ -16,11 +16,15 @@ from datetime import UTC, datetime
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
+from gateway.audit import AuditLog
+from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import make_limiter, quota_redis_client
+from gateway.revocation import LocalRevocationBus, RevocationBus
+from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 
@@ -38,7 +42,7 @@ def load(path: str | None) -> GatewayConfig:
 
 @contextlib.asynccontextmanager
 async def opened_storage(config: GatewayConfig, *, check: bool = True) -> AsyncIterator[Storage]:
-    storage = open_storage(config.storage.url, pool_min=1, pool_max=2)
+    storage = open_storage(config.storage.url, pool_min=1, pool_max=2, search_path=config.storage.schema)
     await storage.open()
     try:
         if check:
@@ -95,6 +99,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.users_command == "create":
             password = read_password(args.password_stdin)
             user = await accounts.create_user(args.email, password)
+            AuditLog().record("user.created", actor="cli", user_id=user.id)
             print(f"created user {user.email} ({user.id})")
         elif args.users_command == "list":
             print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
@@ -107,7 +112,11 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
                 raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
+            AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
             print(f"{user.email} is now on plan {args.plan}")
+        else:
+            async with announcements(config) as bus:
+                await run_user_admin(storage, accounts, args, bus)
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -141,6 +150,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            AuditLog().record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
             print(minted.key)
         elif args.keys_command == "list":
@@ -156,9 +166,22 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
-            if not await storage.revoke_api_key(args.id, now=time.time()):
-                raise CliError(f"no active key with id {args.id}")
-            print(f"revoked key {args.id}")
+            async with announcements(config) as bus:
+                await run_key_revoke(storage, args.id, bus)
+
+
+@contextlib.asynccontextmanager
+async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
+    """Where the CLI announces what it revokes: on Redis when ``redis.url`` is set, so running replicas drop it at
+    once; otherwise only in this process (running gateways then rely on their one-second validation cache)."""
+    if config.redis.url is None:
+        yield LocalRevocationBus()
+        return
+    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel)
+    try:
+        yield bus
+    finally:
+        await bus.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,13 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
+    add_commands(users, sub, command)
     return parser
 
 
 async def dispatch(args: argparse.Namespace) -> None:
     config = load(args.config)
+    # Every command logs like the server does: account commands write their audit events to stderr.
+    configure_logging(config.logging.level, config.logging.format)
     if args.command == "serve":
-        configure_logging(config.logging.level, config.logging.format)
         if args.migrate:
             await run_migrate(config)
         await run_serve(config, args.host or config.server.host, args.port or config.server.port)
@@ -217,6 +242,10 @@ async def dispatch(args: argparse.Namespace) -> None:
         await run_users(config, args)
     elif args.command == "keys":
         await run_keys(config, args)
+    elif args.command == "apps":
+        async with opened_storage(config) as storage:
+            async with announcements(config) as bus:
+                await run_apps(storage, accounts_for(config, storage), args, bus)
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":
@@ -232,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, AccountError, WeakPassword) as exc:
+    except (CliError, CommandError, AccountError, WeakPassword) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:

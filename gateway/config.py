@@ -33,10 +33,20 @@ DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_PROTECTIVE_WINDOW = 900.0
+DEFAULT_USAGE_FLUSH_SECONDS = 30.0
+DEFAULT_USAGE_CHART_DAYS = 14
+MAX_USAGE_CHART_DAYS = 90
 MCP_PATH = "/mcp"
+DEFAULT_REVOCATION_CHANNEL = "mcp-gateway:revocations"
+DEFAULT_STREAM_RECHECK_INTERVAL = 0.5
+MIN_SECRET_CHARS = 16
+"""Shortest password accepted inside ``storage.url`` and ``redis.url``."""
+MIN_METRICS_TOKEN_CHARS = 16
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 _INVALID: Any = object()
@@ -80,11 +90,21 @@ class StorageConfig:
     url: str = DEFAULT_STORAGE_URL
     pool_min: int = 1
     pool_max: int = 10
+    schema: str | None = None
+    """PostgreSQL schema holding the gateway's tables (its ``search_path``); None: the server's default."""
 
 
 @dataclass(frozen=True)
 class RedisConfig:
     url: str | None = None
+    revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
+    """Pub/sub channel on which replicas announce revocations to each other."""
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    stream_recheck_interval: float = DEFAULT_STREAM_RECHECK_INTERVAL
+    """Seconds between re-validations of the credentials of open streams (at most 0.5)."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +197,30 @@ class OAuthConfig:
 
 
 @dataclass(frozen=True)
+class AccountsConfig:
+    """Accounts and the dashboard. Dashboard sign-ins are the OAuth sign-in sessions (``oauth.login_session_*``)."""
+
+    signup_enabled: bool = True
+    """Anyone may create an account at ``/signup``; false for invitation-only or CLI-created accounts."""
+    usage_flush_interval: float = DEFAULT_USAGE_FLUSH_SECONDS
+    """Seconds between batched writes of the daily request counts shown in the dashboard's chart."""
+    usage_chart_days: int = DEFAULT_USAGE_CHART_DAYS
+    """Days of history in the dashboard's usage chart."""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
     access_log: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    """Serve ``GET /metrics`` (Prometheus text exposition)."""
+    bearer_token: str = ""
+    """When set, ``/metrics`` requires ``Authorization: Bearer <token>``; when empty it is open (internal network)."""
 
 
 @dataclass(frozen=True)
@@ -190,12 +230,15 @@ class GatewayConfig:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     api_keys: ApiKeysConfig = field(default_factory=ApiKeysConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def issuer(self) -> str:
@@ -338,15 +381,27 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if not _CHANNEL_RE.match(c.redis.revocation_channel):
+        problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
+    if c.storage.schema is not None:
+        if not _SCHEMA_RE.match(c.storage.schema):
+            problems.append("storage.schema: a PostgreSQL identifier (letters, digits, _; at most 63)")
+        elif c.storage.url.startswith("sqlite:"):
+            problems.append("storage.schema: only applies to PostgreSQL")
+    if not 0 < c.revocation.stream_recheck_interval <= DEFAULT_STREAM_RECHECK_INTERVAL:
+        problems.append("revocation.stream_recheck_interval: greater than 0 and at most 0.5 seconds")
     for name, value in [
         ("upstream.connect_timeout", c.upstream.connect_timeout),
         ("upstream.first_byte_timeout", c.upstream.first_byte_timeout),
         ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if c.metrics.bearer_token and len(c.metrics.bearer_token) < MIN_METRICS_TOKEN_CHARS:
+        problems.append(f"metrics.bearer_token: use at least {MIN_METRICS_TOKEN_CHARS} characters (or leave it empty)")
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
@@ -359,6 +414,8 @@ def _check(c: GatewayConfig) -> list[str]:
     ]:
         if ivalue < low:
             problems.append(f"{name}: must be at least {low}")
+    if not 1 <= c.accounts.usage_chart_days <= MAX_USAGE_CHART_DAYS:
+        problems.append(f"accounts.usage_chart_days: between 1 and {MAX_USAGE_CHART_DAYS}")
     if c.server.port > 65535:
         problems.append("server.port: must be at most 65535")
     if c.storage.pool_max < c.storage.pool_min:
@@ -376,6 +433,9 @@ def _check(c: GatewayConfig) -> list[str]:
     for f in dataclasses.fields(protective):
         if f.name != "window" and getattr(protective, f.name) < 1:
             problems.append(f"limits.protective.{f.name}: must be at least 1")
+    problems += _check_secret("storage.url", c.storage.url)
+    if c.redis.url:
+        problems += _check_secret("redis.url", c.redis.url)
     if c.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         problems.append("logging.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
     if c.logging.format not in ("json", "text"):
@@ -426,6 +486,19 @@ def _check_oauth(o: OAuthConfig) -> list[str]:
         if not re.match(r"^[a-z][a-z0-9+.-]*$", scheme) or scheme in ("http", "https", "javascript", "data", "file"):
             problems.append(f"oauth.registration.private_use_schemes[{i}]: not an acceptable scheme")
     return problems
+
+
+def _check_secret(name: str, url: str) -> list[str]:
+    """A password in a service URL must not be empty or weak (never echoed back in the message)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return [f"{name}: not a valid URL"]
+    if password is None:
+        return []
+    if len(password) < MIN_SECRET_CHARS:
+        return [f"{name}: the password is empty or weak (at least {MIN_SECRET_CHARS} characters; pass it as ${{ENV}})"]
+    return []
 
 
 def _check_http_url(name: str, url: str, *, allow_path: bool) -> list[str]:

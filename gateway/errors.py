@@ -9,6 +9,7 @@ limits on ``/mcp``) are JSON-RPC shaped; credential errors are OAuth shaped (RFC
      ├── InvalidRequest (400)           ── TwoCredentials, HeaderMismatch (JSON-RPC -32020)
      ├── Unauthorized (401)             ── InvalidToken
      ├── Forbidden (403)                ── OriginNotAllowed, InsufficientScope
+     ├── NotFound (404)
      ├── SessionNotFound (404, JSON-RPC)
      ├── PayloadTooLarge (413, JSON-RPC on /mcp)
      ├── UpstreamError (502, JSON-RPC)  ── UpstreamAuthFailed, UpstreamRefused
@@ -107,6 +108,13 @@ class InsufficientScope(Forbidden):
 
 class OriginNotAllowed(Forbidden):
     """A browser ``Origin`` that is not allowed (MCP transports: DNS-rebinding protection)."""
+
+
+class NotFound(GatewayError):
+    """Absent, or not the caller's to see (the same answer, so ids of other accounts reveal nothing)."""
+
+    status = 404
+    error = "not_found"
 
 
 class SessionNotFound(GatewayError):

@@ -72,6 +72,9 @@ class RevocationBus(Protocol):
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` for every revocation announced by any replica."""
 
+    def listen_gaps(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when announcements may have been lost (after a broken subscription comes back)."""
+
 
 @dataclass
 class LocalRevocationBus:
@@ -84,6 +87,9 @@ class LocalRevocationBus:
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def listen_gaps(self, listener: Callable[[], None]) -> None:
+        """In one process nothing is ever lost."""
 
 
 async def deliver(listeners: list[Listener], revocation: Revocation) -> None:

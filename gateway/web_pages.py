@@ -37,6 +37,24 @@ _environment = jinja2.Environment(
     lstrip_blocks=True,
 )
 
+
+def duration(seconds: int) -> str:
+    """A wait in words a person reads at a glance: ``45 s``, ``12 min``, ``11 h 24 min``, ``3 d 2 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+_environment.filters["duration"] = duration
+
 JINJA = web.AppKey("jinja", jinja2.Environment)
 
 
@@ -45,9 +63,9 @@ def render(template: str, *, status: int = 200, **context: Any) -> web.Response:
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
 
-def error_page(title: str, message: str, *, status: int = 400) -> web.Response:
+def error_page(title: str, message: str, *, status: int = 400, back: str | None = None) -> web.Response:
     """An error shown in the browser; nothing is redirected to a URI that has not been validated."""
-    return render("error.html", status=status, title=title, message=message)
+    return render("error.html", status=status, title=title, message=message, back=back)
 
 
 def see_other(location: str) -> web.Response:
@@ -76,8 +94,15 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
         raise Forbidden("Cross-site request refused")
 
 
-# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module).
-PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
+# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module) and the
+# dashboard's (gateway.dashboard), whose error pages link back to the account page.
+OAUTH_PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
+DASHBOARD_PAGE_PATHS = frozenset({"/signup", "/logout", "/account"})
+DASHBOARD_PAGE_PREFIX = "/account/"
+
+
+def is_dashboard_page(path: str) -> bool:
+    return path in DASHBOARD_PAGE_PATHS or path.startswith(DASHBOARD_PAGE_PREFIX)
 
 
 @web.middleware
@@ -86,10 +111,11 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except GatewayError as exc:
-        if request.path not in PAGE_PATHS:
+        dashboard = is_dashboard_page(request.path)
+        if not dashboard and request.path not in OAUTH_PAGE_PATHS:
             raise
         title = "Please try again shortly" if exc.status >= 500 else "Request refused"
-        response = error_page(title, exc.description, status=exc.status)
+        response = error_page(title, exc.description, status=exc.status, back="/account" if dashboard else None)
         response.headers.update(exc.headers)
         return response
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +99,80 @@ def test_an_operator_puts_an_account_on_a_plan_and_reads_its_usage(config: Path)
     usage = gw(config, "usage", "cy@example.com")
     assert usage.returncode == 0
     assert "plan unlimited" in usage.stdout
+
+
+def test_serve_refuses_weak_secrets_and_every_other_problem_at_once_with_a_nonzero_exit(tmp_path: Path):
+    path = tmp_path / "weak.yaml"
+    path.write_text("storage:\n  url: postgresql://gw:short@127.0.0.1/db\nredis:\n  url: ${NO_SUCH_REDIS_URL}\n")
+    result = gw(path, "serve")
+    assert result.returncode == 2
+    assert "storage.url: the password is empty or weak" in result.stderr
+    assert "redis.url: environment variable NO_SUCH_REDIS_URL is not set" in result.stderr
+    assert "short" not in result.stderr.replace("shortly", "")
+
+
+def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "nodb.yaml"
+    path.write_text(f"storage:\n  url: postgresql://postgres@127.0.0.1:{port}/test\n")
+    result = gw(path, "serve", "--port", "0")
+    assert result.returncode == 1
+    assert "error: storage: PostgreSQL unreachable" in result.stderr
+
+
+def test_account_commands_write_audit_events_to_stderr_without_the_key_or_password(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    password = "a long enough password"
+    created = gw(config, "users", "create", "grace@example.com", stdin=password + "\n")
+    made = gw(config, "keys", "create", "--user", "grace@example.com")
+    key = made.stdout.strip()
+    key_id = next(line.split()[0] for line in gw(config, "keys", "list").stdout.splitlines()[1:])
+    revoked = gw(config, "keys", "revoke", key_id)
+    planned = gw(config, "users", "set-plan", "grace@example.com", "unlimited")
+    events = [
+        json.loads(line)
+        for result in (created, made, revoked, planned)
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and '"audit"' in line
+    ]
+    assert [event["audit"] for event in events] == [
+        "user.created",
+        "api_key.created",
+        "api_key.revoked",
+        "user.plan_changed",
+    ]
+    assert all(event["actor"] == "cli" for event in events)
+    assert events[1]["key_id"] == events[2]["key_id"] == key_id
+    assert events[3]["plan"] == "unlimited"
+    everything = "".join(result.stderr for result in (created, made, revoked, planned))
+    assert key not in everything
+    assert password not in everything
+
+
+def test_an_operator_disables_and_enables_a_user_and_gives_a_role(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert gw(config, "users", "create", "ada@example.com", stdin="a long enough password\n").returncode == 0
+    disabled = gw(config, "users", "disable", "ada@example.com")
+    assert disabled.returncode == 0, disabled.stderr
+    assert "disabled" in gw(config, "users", "list").stdout
+    assert gw(config, "users", "enable", "ada@example.com").returncode == 0
+    assert "active" in gw(config, "users", "list").stdout
+    assert gw(config, "users", "set-role", "ada@example.com", "admin").returncode == 0
+    bad = gw(config, "users", "set-role", "ada@example.com", "root")
+    assert bad.returncode == 2
+    assert "no role 'root'" in bad.stderr
+
+
+def test_apps_revoke_needs_a_user_or_a_client_and_reports_what_it_revoked(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    assert gw(config, "users", "create", "ada@example.com", stdin="a long enough password\n").returncode == 0
+    listed = gw(config, "apps", "list", "--user", "ada@example.com")
+    assert listed.returncode == 0, listed.stderr
+    assert "CLIENT" in listed.stdout
+    assert gw(config, "apps", "revoke").returncode == 2
+    revoked = gw(config, "apps", "revoke", "--user", "ada@example.com", "--client", "cli_x")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked 0 app(s)" in revoked.stdout
+    assert gw(config, "apps", "list", "--user", "nobody@example.com").returncode == 2

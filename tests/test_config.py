@@ -80,3 +80,51 @@ def test_invalid_yaml_is_reported_clearly(tmp_path: Path):
     (tmp_path / "c.yaml").write_text("public_url: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "c.yaml", env={})
+
+
+def test_weak_or_empty_passwords_in_service_urls_are_refused_without_being_echoed():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "storage": {"url": "postgresql://gw:hunter2@db.internal/gateway"},
+                "redis": {"url": "redis://:@cache.internal:6379/0"},
+            },
+            env={},
+        )
+    text = str(caught.value)
+    assert "storage.url: the password is empty or weak" in text
+    assert "redis.url: the password is empty or weak" in text
+    assert "hunter2" not in text
+    strong = "x7Gv2QpL9sZk4WmN"
+    config = parse_config({"storage": {"url": f"postgresql://gw:{strong}@db.internal/gateway"}}, env={})
+    assert config.storage.url.endswith("@db.internal/gateway")
+
+
+def test_revocation_and_replica_settings_are_validated():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "storage": {"schema": "gateway"},
+                "redis": {"revocation_channel": "bad channel!"},
+                "revocation": {"stream_recheck_interval": 2},
+            },
+            env={},
+        )
+    assert caught.value.problems == [
+        "redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -",
+        "storage.schema: only applies to PostgreSQL",
+        "revocation.stream_recheck_interval: greater than 0 and at most 0.5 seconds",
+    ]
+    config = parse_config({"storage": {"url": "postgresql://gw@db/gateway", "schema": "mcp_gateway"}}, env={})
+    assert config.storage.schema == "mcp_gateway"
+
+
+def test_a_short_metrics_bearer_token_is_refused_with_its_path():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"metrics": {"bearer_token": "short", "enabled": "yes"}}, env={})
+    problems = "\n".join(caught.value.problems)
+    assert "metrics.enabled: expected true or false" in problems
+    assert parse_config({"metrics": {"bearer_token": "${T}"}}, env={"T": "x" * 16}).metrics.bearer_token == "x" * 16
+    with pytest.raises(ConfigError) as short:
+        parse_config({"metrics": {"bearer_token": "short"}}, env={})
+    assert short.value.problems == ["metrics.bearer_token: use at least 16 characters (or leave it empty)"]

@@ -28,6 +28,7 @@ from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirect_uris import redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.secrets_hashing import secret_hash
+from gateway.security_events import consent_decided
 from gateway.storage.base import User
 from gateway.storage.oauth import AuthorizationRequest
 from gateway.web_pages import error_page, found, see_other
@@ -172,6 +173,14 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         and "login" not in prompt
         and await flow.remembered(user.id, pending)
     ):
+        consent_decided(
+            request.app,
+            granted=True,
+            user_id=user.id,
+            client_id=pending.client_id,
+            scope=pending.scope,
+            reason="remembered",
+        )
         code = await flow.issue_code(user.id, pending)
         return found(flow.respond(pending, code=code))
     if "none" in prompt:

@@ -28,7 +28,7 @@ import re
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -265,8 +265,11 @@ class CimdFetcher:
         resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         private_use_schemes: Collection[str] = (),
+        on_fetched: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_fetched(client_id)`` is told of every document fetched and validated (not served from cache)."""
         self._config = config
+        self._on_fetched = on_fetched
         self._clock = clock
         self._resolver = resolver or SystemResolver()
         self._ssl = ssl_context or default_ssl_context(config.ca_file)
@@ -333,6 +336,8 @@ class CimdFetcher:
             self._cache.move_to_end(client_id)
             while len(self._cache) > MAX_CACHE_ENTRIES:
                 self._cache.popitem(last=False)
+        if self._on_fetched is not None:
+            self._on_fetched(metadata.client_id)
         return metadata
 
     async def _addresses(self, target: _Target) -> list[str]:

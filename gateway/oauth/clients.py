@@ -24,6 +24,7 @@ from gateway.appkeys import CLOCK, CONFIG, STORAGE
 from gateway.oauth.cimd import CimdError, CimdFetcher, Resolver, is_cimd_client_id
 from gateway.oauth.errors import ServiceUnavailable
 from gateway.oauth.registration import CLIENTS
+from gateway.security_events import client_registered
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import ClientStore
 
@@ -133,6 +134,7 @@ def setup_clients(
                     resolver=resolver,
                     ssl_context=ssl_context,
                     private_use_schemes=config.oauth.registration.private_use_schemes,
+                    on_fetched=lambda client_id: client_registered(app, kind="cimd", client_id=client_id),
                 )
                 app[CIMD_FETCHER] = fetcher
                 owned = True

@@ -22,6 +22,7 @@ from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, is_loopback, redirect_host
 from gateway.oauth.scopes import describe
+from gateway.security_events import consent_decided, login_failed, login_succeeded
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import AuthorizationRequest, Consent
 from gateway.web_pages import check_same_origin_post, error_page, render, see_other
@@ -104,6 +105,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     address = client_address(request, flow.settings.config.security.trusted_proxies)
     wait = await flow.throttle.login_wait(account, address)
     if wait > 0:
+        login_failed(
+            request.app, user_id=None, email=email, client_id=pending.client_id, throttled=True, reason="throttled"
+        )
         response = await again("Too many attempts. Wait a moment and try again.", 429)
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
@@ -116,8 +120,18 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     valid = await flow.passwords.verify(user.password_hash if user is not None else None, password)
     if user is None or not valid or not user.active:
         await flow.throttle.login_failed(account, address)
+        reason = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
+        login_failed(
+            request.app,
+            user_id=user.id if user is not None else None,
+            email=email,
+            client_id=pending.client_id,
+            throttled=False,
+            reason=reason,
+        )
         return await again(GENERIC_FAILURE, 401)
     await flow.throttle.login_succeeded(account)
+    login_succeeded(request.app, user_id=user.id, client_id=pending.client_id)
     if flow.passwords.needs_rehash(user.password_hash):
         with contextlib.suppress(StorageUnavailable):
             await flow.users.set_password_hash(user.id, await flow.passwords.rehash(password))
@@ -176,6 +190,9 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
         if not await flow.requests.complete_authorization_request(pending.request_hash, now=now):
             return error_page("Authorization expired", EXPIRED)
         if decision == "deny":
+            consent_decided(
+                request.app, granted=False, user_id=user.id, client_id=pending.client_id, scope=pending.scope
+            )
             return see_other(
                 flow.respond(pending, error="access_denied", error_description="The user denied the request")
             )
@@ -194,6 +211,7 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
         )
     except StorageUnavailable as exc:
         raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+    consent_decided(request.app, granted=True, user_id=user.id, client_id=pending.client_id, scope=scope)
     code = await flow.issue_code(user.id, pending)
     return see_other(flow.respond(pending, code=code))
 

@@ -42,6 +42,7 @@ from gateway.oauth.errors import (
 from gateway.oauth.redirect_uris import RedirectUriKind, classify_redirect_uri
 from gateway.oauth.scopes import OFFLINE_ACCESS
 from gateway.oauth.token_endpoint import preflight, with_cors
+from gateway.security_events import client_registered
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import ClientStore, OAuthClient
 
@@ -341,6 +342,7 @@ async def register(request: web.Request) -> web.Response:
     except StorageUnavailable as exc:
         raise ServiceUnavailable("Registration service unavailable, retry shortly") from exc
     log.info("client registered", extra={"event": "client_registered", "client_id": client.client_id})
+    client_registered(request.app, kind="dcr", client_id=client.client_id)
     # RFC 7591 §3.2.1: 201 Created; no-store as for every response carrying client credentials.
     return web.json_response(registration_response(client), status=201, headers=NO_STORE)
 

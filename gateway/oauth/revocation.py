@@ -28,7 +28,9 @@ from gateway.oauth.token_endpoint import (
     with_cors,
 )
 from gateway.oauth.token_formats import TokenType, classify
+from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
+from gateway.security_events import revoked
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import GrantStore
 
@@ -47,23 +49,39 @@ async def revoke(request: web.Request) -> web.Response:
     if len(token) > MAX_TOKEN_CHARS:
         raise RequestTooLarge("The token is too long")
     # RFC 7009 §2.1: token_type_hint is only a hint; the type prefix already says what the token claims to be.
-    now = request.app[OAUTH_SETTINGS].clock.now()
+    clock = request.app[OAUTH_SETTINGS].clock
     try:
-        await _revoke_own(request.app[GRANTS], token, client_id=client_id, now=now)
+        revoked_own = await _revoke_own(request.app[GRANTS], token, client_id=client_id, now=clock.now())
     except StorageUnavailable as exc:
         # RFC 7009 §2.2.1: 503 tells the client the token may still be valid and to retry.
         raise ServiceUnavailable("Revocation service unavailable, retry shortly") from exc
+    if revoked_own is not None:
+        user_id, family_id = revoked_own
+        await request.app[REVOCATIONS].announce(Revocation(user_id, clock.now(), family_ids=(family_id,)))
+        revoked(
+            request.app,
+            source="rfc7009",
+            actor=f"client:{client_id}",
+            user_id=user_id,
+            client_id=client_id,
+            family_id=family_id,
+            reason="revoked_by_client",
+        )
     # RFC 7009 §2.2: 200 whether or not there was anything to revoke.
     return web.Response(status=200, headers=NO_STORE)
 
 
-async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: float) -> None:
+async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: float) -> tuple[str, str] | None:
+    """Revoke ``token`` if it is the client's own; the (user id, family id) it belonged to when it was."""
     kind = classify(token)
     if kind is TokenType.ACCESS:
         access = await grants.get_access_token(secret_hash(token))
         # RFC 7009 §2.1: the token must have been issued to the requesting client.
         if access is not None and access.client_id == client_id:
-            await grants.revoke_access_token(access.token_hash, now=now)
+            if not await grants.revoke_access_token(access.token_hash, now=now):
+                return None
+            # Announced by family: replicas re-check that family's cached tokens against storage.
+            return access.user_id, access.family_id
     elif kind is TokenType.REFRESH:
         refresh = await grants.get_refresh_token(secret_hash(token))
         family = await grants.get_family(refresh.family_id) if refresh is not None else None
@@ -73,6 +91,8 @@ async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: fl
             and await grants.revoke_family(family.family_id, now=now, reason="revoked_by_client")
         ):
             log.info("token family revoked by its client", extra={"family_id": family.family_id})
+            return family.user_id, family.family_id
+    return None
 
 
 def setup_revocation(app: web.Application) -> None:

@@ -38,7 +38,9 @@ from gateway.oauth.pkce import verify
 from gateway.oauth.resource_uri import matches_resource
 from gateway.oauth.scopes import OFFLINE_ACCESS
 from gateway.oauth.token_formats import TokenType, classify
+from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
+from gateway.security_events import reuse_detected, revoked, token_issued
 from gateway.storage.base import StorageUnavailable, UserStore
 from gateway.storage.oauth import AuthorizationCode, GrantStore, RefreshToken, RotateOutcome, TokenFamily
 
@@ -164,9 +166,16 @@ class _Exchange:
         self.config = self.settings.config.oauth
         self.grants = request.app[GRANTS]
         self.users = request.app[USERS]
+        self.app = request.app
         self.form = form
         self.client_id = client_id
         self.now = self.settings.clock.now()
+        self.revocations = request.app[REVOCATIONS]
+
+    async def announce_revoked(self, user_id: str, family_id: str) -> None:
+        """After a family's revocation committed: every replica drops its tokens at once."""
+        committed_at = self.settings.clock.now()
+        await self.revocations.announce(Revocation(user_id, committed_at, family_ids=(family_id,), source="reuse"))
 
     async def require_active_user(self, user_id: str) -> None:
         user = await self.users.get_user(user_id)
@@ -213,6 +222,14 @@ class _Exchange:
             if claimed is not None:
                 await self._revoke_after_replay(claimed)
             raise InvalidGrant("The authorization code is invalid")
+        token_issued(
+            self.app,
+            grant_type="authorization_code",
+            user_id=family.user_id,
+            client_id=family.client_id,
+            family_id=family.family_id,
+            generation=1,
+        )
         return token_response(issued.pair, now=self.now)
 
     def _binding_problem(self, row: AuthorizationCode) -> GatewayError | None:
@@ -237,9 +254,19 @@ class _Exchange:
         if row.family_id is not None and await self.grants.revoke_family(
             row.family_id, now=self.now, reason="code_reuse"
         ):
+            await self.announce_revoked(row.user_id, row.family_id)
             log.warning(
                 "authorization code reuse detected",
                 extra={"event": "code_reuse_detected", "family_id": row.family_id, "client_id": row.client_id},
+            )
+            revoked(
+                self.app,
+                source="reuse",
+                actor="system",
+                user_id=row.user_id,
+                client_id=row.client_id,
+                family_id=row.family_id,
+                reason="code_reuse",
             )
 
     # refresh_token (RFC 6749 §6, OAuth 2.1 §4.3)
@@ -260,9 +287,17 @@ class _Exchange:
         if family.client_id != self.client_id:
             # Policy (security-cases 58): a live refresh token in another client's hands has leaked.
             if live and await self.grants.revoke_family(family.family_id, now=self.now, reason="client_mismatch"):
+                await self.announce_revoked(family.user_id, family.family_id)
                 log.warning(
                     "refresh token presented by another client",
                     extra={"event": "refresh_client_mismatch", "family_id": family.family_id},
+                )
+                reuse_detected(
+                    self.app,
+                    user_id=family.user_id,
+                    client_id=family.client_id,
+                    family_id=family.family_id,
+                    reason="client_mismatch",
                 )
             raise InvalidGrant("The refresh token is invalid")
         if not live:
@@ -282,6 +317,14 @@ class _Exchange:
             grace_blob=grace.seal(token, issued.pair),
         )
         if outcome is RotateOutcome.ROTATED:
+            token_issued(
+                self.app,
+                grant_type="refresh_token",
+                user_id=family.user_id,
+                client_id=family.client_id,
+                family_id=family.family_id,
+                generation=row.generation + 1,
+            )
             return token_response(issued.pair, now=self.now)
         if outcome is RotateOutcome.RETIRED:
             return token_response(await self._replay_or_reuse(token, token_hash, family), now=self.now)
@@ -317,9 +360,17 @@ class _Exchange:
             # one without revoking, so the sibling request that got the pair keeps working.
             raise InvalidGrant("The refresh token was already used")
         if await self.grants.revoke_family(family.family_id, now=self.now, reason="refresh_reuse"):
+            await self.announce_revoked(family.user_id, family.family_id)
             log.warning(
                 "refresh token reuse detected",
                 extra={"event": "refresh_reuse_detected", "family_id": family.family_id},
+            )
+            reuse_detected(
+                self.app,
+                user_id=family.user_id,
+                client_id=family.client_id,
+                family_id=family.family_id,
+                reason="refresh_reuse",
             )
         raise InvalidGrant("The refresh token is invalid")
 

@@ -13,6 +13,7 @@ from gateway.errors import OriginNotAllowed
 from gateway.net import client_address
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
+from gateway.proxy.streams import OpenStreams
 from gateway.proxy.upstream import Upstream
 from gateway.quota.gate import QuotaGate
 
@@ -29,6 +30,7 @@ class ProxyContext:
     trusted_proxies: frozenset[str]
     identity_headers: bool
     quota: QuotaGate
+    streams: OpenStreams
 
     @property
     def public_origin(self) -> str:

@@ -97,7 +97,10 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     rewriter = EndpointRewriter(proxy, principal, sse_url)
     async with admission.around(proxy.upstream.open("GET", sse_url, headers=headers, body=None)) as upstream:
         try:
-            return await proxy.upstream.relay(request, upstream, transform=rewriter, extra_headers=admission.headers)
+            async with proxy.streams.watch(request, principal, upstream):
+                return await proxy.upstream.relay(
+                    request, upstream, transform=rewriter, extra_headers=admission.headers
+                )
         finally:
             if rewriter.session_id is not None:
                 with contextlib.suppress(ServiceUnavailable):

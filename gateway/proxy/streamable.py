@@ -71,7 +71,8 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             upstream.status == 404 or (request.method == "DELETE" and upstream.status < 300)
         ):
             await proxy.sessions.forget(session_id)
-        return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
+        async with proxy.streams.watch(request, principal, upstream):
+            return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
 
 
 def setup_streamable(app: web.Application) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
@@ -19,7 +20,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamNoAnswer, UpstreamRefused, UpstreamTimeout
+from gateway.metrics import Metrics
 from gateway.proxy.headers import downstream_response_headers
+from gateway.request_metrics import note_upstream
 
 log = logging.getLogger("gateway.upstream")
 
@@ -56,13 +59,49 @@ class Upstream:
         *,
         first_byte_timeout: float,
         idle_timeout: float,
+        metrics: Metrics,
     ) -> None:
         self._session = session
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout or None
+        self._metrics = metrics
+        self._waited: dict[aiohttp.ClientResponse, float] = {}
 
     @contextlib.asynccontextmanager
     async def open(
+        self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The upstream's response, headers received (see ``_exchange``).
+
+        Every upstream failure is counted by kind in ``gateway_upstream_errors``, including those raised while
+        the response is relayed; the wait for the headers is kept for ``relay`` to report as upstream time."""
+        started = time.perf_counter()
+        answered = False
+        try:
+            async with self._exchange(method, url, headers=headers, body=body) as response:
+                answered = True
+                self._waited[response] = time.perf_counter() - started
+                if response.status >= 500:
+                    self._failed("bad_status")
+                try:
+                    yield response
+                finally:
+                    self._waited.pop(response, None)
+        except UpstreamAuthFailed:
+            self._failed("auth_rejected")
+            raise
+        except UpstreamTimeout:
+            self._failed("timeout")
+            raise
+        except UpstreamError:
+            self._failed("stream_broken" if answered else "refused")
+            raise
+
+    def _failed(self, kind: str) -> None:
+        self._metrics.upstream_errors.labels(kind=kind).inc()
+
+    @contextlib.asynccontextmanager
+    async def _exchange(
         self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The upstream's response, headers received; closed (connection dropped if unread) on exit."""
@@ -97,9 +136,12 @@ class Upstream:
         """Send the upstream's response to the client as it arrives (with ``extra_headers`` of the gateway's)."""
         headers = downstream_response_headers(upstream.headers)
         headers.update(extra_headers or {})
+        note_upstream(request, self._waited.get(upstream, 0.0))
         streaming = upstream.content_type == EVENT_STREAM
         if not streaming and transform is None and (upstream.content_length or 0) <= SMALL_BODY:
+            reading = time.perf_counter()
             body = await self._read_small(upstream)
+            note_upstream(request, time.perf_counter() - reading)
             return web.Response(status=upstream.status, headers=headers, body=body)
         if streaming:
             headers["X-Accel-Buffering"] = "no"
@@ -110,11 +152,16 @@ class Upstream:
             try:
                 async with asyncio.timeout(self._idle_timeout):
                     chunk = await upstream.content.readany()
+            except EndStream as end:  # the gateway ends the stream (revocation, expiry, shutdown)
+                with contextlib.suppress(ConnectionResetError):
+                    await response.write(end.final)
+                break
             except TimeoutError:
                 log.info("closing a stream idle for %.0f s", self._idle_timeout or 0)
                 break
             except (aiohttp.ClientError, OSError) as exc:
                 log.info("upstream stream ended abruptly: %s", type(exc).__name__)
+                self._failed("stream_broken")
                 break
             if not chunk:
                 break

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -75,6 +75,8 @@ class QuotaGate:
     config: QuotaConfig
     slots: StreamSlots
     metrics: Metrics
+    on_admit: Callable[[str], None] | None = None
+    """Told the account id of every admitted request (the dashboard's daily usage history)."""
 
     def plan(self, principal: Principal) -> Plan:
         return self.config.plan_for(principal.plan)
@@ -111,6 +113,8 @@ class QuotaGate:
             self.metrics.quota_degraded_admissions.inc()
         admission.decision = decision
         admission.headers = quota_headers(decision)
+        if self.on_admit is not None:
+            self.on_admit(principal.user_id)
         return admission
 
     async def refund(self, admission: Admission) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.storage.base import (
+    ROLES,
     ApiKey,
     ApiKeyStore,
     Conflict,
@@ -12,6 +13,7 @@ from gateway.storage.base import (
     Storage,
     StorageError,
     StorageUnavailable,
+    UsageStore,
     User,
     UserStore,
 )
@@ -33,6 +35,7 @@ from gateway.storage.oauth import (
 )
 
 __all__ = [
+    "ROLES",
     "AccessToken",
     "ApiKey",
     "ApiKeyStore",
@@ -56,6 +59,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "TokenFamily",
+    "UsageStore",
     "User",
     "UserStore",
     "open_storage",

@@ -20,6 +20,8 @@ from gateway.storage.oauth import (
     GrantStore,
 )
 
+ROLES = ("user", "admin")
+
 
 class StorageError(Exception):
     """Base class for storage failures."""
@@ -46,6 +48,8 @@ class User:
     disabled_at: float | None = None
     plan: str | None = None
     """The account's quota plan; None means the configured default plan."""
+    role: str = "user"
+    """``"user"`` or ``"admin"`` (admins may use the admin API); set with ``mcp-gateway users set-role``."""
 
     @property
     def active(self) -> bool:
@@ -113,6 +117,10 @@ class UserStore(Protocol):
         """Set the account's plan (None: the default plan); False when the user does not exist."""
         ...
 
+    async def set_role(self, user_id: str, role: str) -> bool:
+        """Set the account's role (``ROLES``); False when the user does not exist."""
+        ...
+
 
 class ApiKeyStore(Protocol):
     async def create_api_key(self, key: ApiKey) -> None:
@@ -143,6 +151,17 @@ class ApiKeyStore(Protocol):
         ...
 
 
+class UsageStore(Protocol):
+    async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add ``counts`` (keyed by user id and UTC day ``YYYY-MM-DD``) to the stored daily totals, in one
+        transaction; additive, so batches from several replicas sum up. Unknown users are skipped."""
+        ...
+
+    async def usage_history(self, user_id: str, *, since_day: str) -> list[tuple[str, int]]:
+        """The user's daily totals from ``since_day`` on, oldest first; days without requests are absent."""
+        ...
+
+
 class McpSessionStore(Protocol):
     async def bind_session(self, session: McpSession) -> None:
         """Record who opened a session. Binding the same hash again keeps the first owner."""
@@ -164,6 +183,7 @@ class McpSessionStore(Protocol):
 class Storage(
     UserStore,
     ApiKeyStore,
+    UsageStore,
     McpSessionStore,
     ClientStore,
     AuthorizationRequestStore,

@@ -283,6 +283,10 @@ class ConsentStore(Protocol):
         """Insert, or update ``scope`` and ``updated_at`` keeping the first ``created_at``."""
         ...
 
+    async def list_consents(self, user_id: str) -> list[Consent]:
+        """The user's remembered consents, oldest first."""
+        ...
+
     async def forget_consents(self, user_id: str, client_id: str, redirect_uri: str | None = None) -> int: ...
 
 

@@ -24,9 +24,10 @@ from gateway.storage.base import (
     User,
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
+from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 
-_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan FROM users"
+_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
     "revoked_at FROM api_keys"
@@ -51,7 +52,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage(PostgresOAuthStores):
+class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's

@@ -30,11 +30,12 @@ from gateway.storage.base import (
     User,
 )
 from gateway.storage.migrator import Migration, pending_migrations, verify_schema
+from gateway.storage.sqlite_accounts import SqliteAccountStores
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
 
 T = TypeVar("T")
 
-_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan FROM users"
+_SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
     "revoked_at FROM api_keys"
@@ -49,7 +50,7 @@ _TRANSLATED = (sqlite3.OperationalError, sqlite3.IntegrityError)
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "readonly database")
 
 
-class SqliteStorage(SqliteOAuthStores):
+class SqliteStorage(SqliteOAuthStores, SqliteAccountStores):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:

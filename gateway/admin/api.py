@@ -1,0 +1,179 @@
+"""The admin API (JSON), for administrators signed in to the dashboard: users, their apps and keys;
+revoke by user, by client, by key; disable and enable users.
+
+Only an administrator's browser session is accepted: no session (or an expired one) is 401; another user's
+session, or any API key or bearer token, is 403. Mutations are same-origin POSTs with a JSON body (a
+cross-site form cannot send one), and each is recorded in the audit log as ``admin:<id>``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.account_actions import AccountActions
+from gateway.appkeys import STORAGE
+from gateway.authorized_apps import AuthorizedApp, authorized_apps, find_app
+from gateway.dashboard.context import DASHBOARD, actions_for
+from gateway.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from gateway.storage.base import ApiKey, User
+from gateway.web_pages import check_same_origin_post
+
+PREFIX = "/admin/api"
+ADMIN = "admin"
+MAX_BODY = 16 * 1024
+
+
+async def require_admin(request: web.Request) -> User:
+    if "Authorization" in request.headers or "X-API-Key" in request.headers:
+        raise Forbidden("The admin API accepts only an administrator's signed-in session, not keys or tokens")
+    user = await request.app[DASHBOARD].logins.current_user(request)
+    if user is None:
+        raise Unauthorized("Sign in as an administrator")
+    if user.role != ADMIN:
+        raise Forbidden("This account is not an administrator")
+    return user
+
+
+async def _mutation(request: web.Request) -> tuple[AccountActions, dict[str, Any]]:
+    admin = await require_admin(request)
+    check_same_origin_post(request, request.app[DASHBOARD].public_origin)
+    if request.content_type != "application/json":
+        raise InvalidRequest("Send a JSON body (Content-Type: application/json)")
+    raw = await request.content.read(MAX_BODY + 1)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        body = None
+    if len(raw) > MAX_BODY or not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object")
+    return actions_for(request, f"admin:{admin.id}", "admin"), body
+
+
+async def _user(request: web.Request) -> User:
+    user = await request.app[STORAGE].get_user(request.match_info["user_id"])
+    if user is None:
+        raise NotFound("No such user")
+    return user
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "plan": user.plan,
+        "created_at": user.created_at,
+        "disabled_at": user.disabled_at,
+    }
+
+
+def _app_json(app: AuthorizedApp) -> dict[str, Any]:
+    return {
+        "id": app.id,
+        "client_id": app.client_id,
+        "installation": app.installation,
+        "name": app.name,
+        "first_approved": app.first_approved,
+        "last_used": app.last_used,
+        "scopes": list(app.scopes),
+        "live_grants": app.live_grants,
+    }
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "display": f"{key.display_prefix}…{key.last_four}",
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def _ok(body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def list_users(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return _ok({"users": [_user_json(u) for u in await request.app[STORAGE].list_users()]})
+
+
+async def show_user(request: web.Request) -> web.Response:
+    await require_admin(request)
+    user, storage = await _user(request), request.app[STORAGE]
+    names = request.app[DASHBOARD].client_name
+    apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=names)
+    keys = await storage.list_api_keys(user.id)
+    return _ok({"user": _user_json(user), "apps": [_app_json(a) for a in apps], "keys": [_key_json(k) for k in keys]})
+
+
+async def disable_user(request: web.Request) -> web.Response:
+    actions, _ = await _mutation(request)
+    user = await _user(request)
+    await actions.disable_user(user)
+    return _ok({"disabled": user.id})
+
+
+async def enable_user(request: web.Request) -> web.Response:
+    actions, _ = await _mutation(request)
+    user = await _user(request)
+    await actions.enable_user(user)
+    return _ok({"enabled": user.id})
+
+
+async def revoke_user(request: web.Request) -> web.Response:
+    """Everything the user's apps and keys hold."""
+    actions, _ = await _mutation(request)
+    user = await _user(request)
+    families = await actions.revoke_all_apps(user)
+    keys = [k.id for k in await request.app[STORAGE].list_api_keys(user.id) if k.revoked_at is None]
+    revoked_keys = [k for k in keys if await actions.revoke_key(user.id, k)]
+    return _ok({"families": len(families), "keys": len(revoked_keys)})
+
+
+async def revoke_user_app(request: web.Request) -> web.Response:
+    actions, _ = await _mutation(request)
+    user, storage = await _user(request), request.app[STORAGE]
+    app = await find_app(user.id, request.match_info["app_id"], consents=storage, grants=storage)
+    if app is None:
+        raise NotFound("No such app for this user")
+    return _ok({"families": len(await actions.revoke_app(user, app))})
+
+
+async def revoke_client(request: web.Request) -> web.Response:
+    """One client's grants in every account (``{"client_id": ...}``)."""
+    actions, body = await _mutation(request)
+    client_id = body.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        raise InvalidRequest("client_id is required")
+    storage, families = request.app[STORAGE], 0
+    for user in await storage.list_users():
+        for app in await authorized_apps(user.id, consents=storage, grants=storage):
+            if app.client_id == client_id:
+                families += len(await actions.revoke_app(user, app))
+    return _ok({"families": families})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    actions, _ = await _mutation(request)
+    key = await request.app[STORAGE].get_api_key(request.match_info["key_id"])
+    if key is None or not await actions.revoke_key(key.user_id, key.id):
+        raise NotFound("No such active key")
+    return _ok({"revoked": key.id})
+
+
+def setup_admin_api(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/users", list_users)
+    app.router.add_get(f"{PREFIX}/users/{{user_id}}", show_user)
+    app.router.add_post(f"{PREFIX}/users/{{user_id}}/disable", disable_user)
+    app.router.add_post(f"{PREFIX}/users/{{user_id}}/enable", enable_user)
+    app.router.add_post(f"{PREFIX}/users/{{user_id}}/revoke", revoke_user)
+    app.router.add_post(f"{PREFIX}/users/{{user_id}}/apps/{{app_id}}/revoke", revoke_user_app)
+    app.router.add_post(f"{PREFIX}/clients/revoke", revoke_client)
+    app.router.add_post(f"{PREFIX}/keys/{{key_id}}/revoke", revoke_key)

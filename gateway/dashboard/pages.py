@@ -1,0 +1,151 @@
+"""The account page and its actions: Authorized Apps, API keys, usage, password.
+
+Every state-changing action is a same-origin POST carrying the session's CSRF token; ids in URLs are opaque
+and looked up only among the signed-in user's own apps and keys (anything else is 404).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.accounts import AccountError
+from gateway.appkeys import CLOCK, STORAGE
+from gateway.audit import AUDIT
+from gateway.authorized_apps import authorized_apps, find_app
+from gateway.dashboard.chart import usage_chart
+from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
+from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.passwords import WeakPassword
+from gateway.proxy.context import PROXY
+from gateway.quota.limiter import Usage
+from gateway.storage.base import StorageError, StorageUnavailable, User
+from gateway.usage_history import last_days
+from gateway.web_pages import STATIC, render, see_other
+
+MAX_KEY_DAYS = 3650
+SCRIPT_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; base-uri 'none'; " + (
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def when(ts: float | None) -> str:
+    return "never" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _usage(request: web.Request, user: User) -> Usage:
+    """Current window counts (with Redis down, the degrading limiter answers from this replica's share)."""
+    gate = request.app[PROXY].quota
+    return await gate.limiter.usage(user.id, gate.config.plan_for(user.plan))
+
+
+async def account_page(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user = await dashboard.logins.current_user(request)
+    if user is None:
+        return see_other(SIGNIN_PATH)
+    storage, now = request.app[STORAGE], request.app[CLOCK].now()
+    days = dashboard.settings.usage_chart_days
+    try:
+        apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=dashboard.client_name)
+        keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
+        history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
+    response = render(
+        "dashboard.html",
+        user=user,
+        csrf=dashboard.session_csrf(request),
+        apps=apps,
+        keys=keys,
+        now=now,
+        when=when,
+        plan=request.app[PROXY].quota.config.plan_for(user.plan),
+        usage=await _usage(request, user),
+        chart=usage_chart(history, now=now, days=days),
+        notice=request.query.get("done", ""),
+    )
+    return response
+
+
+async def revoke_app(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, _ = await dashboard.signed_in_form(request)
+    storage = request.app[STORAGE]
+    app = await find_app(user.id, request.match_info["app_id"], consents=storage, grants=storage)
+    if app is None:
+        raise NotFound("No such application in your account.")
+    await actions_for(request, user.id, "dashboard").revoke_app(user, app)
+    return see_other(f"{ACCOUNT_PATH}?done=app-revoked")
+
+
+async def revoke_all(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, _ = await dashboard.signed_in_form(request)
+    await actions_for(request, user.id, "dashboard").revoke_all_apps(user)
+    return see_other(f"{ACCOUNT_PATH}?done=all-revoked")
+
+
+async def create_key(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, form = await dashboard.signed_in_form(request)
+    days_field = form.get("expires_in_days", "").strip()
+    expires_in: float | None = None
+    if days_field:
+        if not days_field.isdigit() or not 1 <= int(days_field) <= MAX_KEY_DAYS:
+            raise InvalidRequest(f"Expiry is a whole number of days from 1 to {MAX_KEY_DAYS}, or empty for none.")
+        expires_in = int(days_field) * 86400.0
+    try:
+        row, minted = await dashboard.accounts.create_key(user, name=form.get("name", ""), expires_in=expires_in)
+    except AccountError as exc:
+        raise InvalidRequest(str(exc).capitalize() + ".") from exc
+    request.app[AUDIT].record("api_key.created", actor=user.id, reason="dashboard", user_id=user.id, key_id=row.id)
+    response = render("key_created.html", key=row, secret=minted.key, when=when)
+    response.headers["Content-Security-Policy"] = SCRIPT_CSP
+    return response
+
+
+async def revoke_key(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, _ = await dashboard.signed_in_form(request)
+    if not await actions_for(request, user.id, "dashboard").revoke_key(user.id, request.match_info["key_id"]):
+        raise NotFound("No such active key in your account.")
+    return see_other(f"{ACCOUNT_PATH}?done=key-revoked")
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, form = await dashboard.signed_in_form(request)
+    if not await dashboard.passwords.verify(user.password_hash, form.get("current_password", "")):
+        raise InvalidRequest("The current password is not right.")
+    new = form.get("new_password", "")
+    if new != form.get("new_password_again", ""):
+        raise InvalidRequest("The two new passwords differ.")
+    try:
+        await dashboard.accounts.set_password(user, new)
+    except WeakPassword as exc:
+        raise InvalidRequest(f"Choose a longer password: {exc}.") from exc
+    except StorageError as exc:
+        raise ServiceUnavailable("Could not change the password, retry shortly") from exc
+    await actions_for(request, user.id, "dashboard").password_changed(
+        user, revoke_tokens=form.get("revoke_tokens") == "yes"
+    )
+    # Every session ended, this one included; this browser gets a fresh one.
+    response = see_other(f"{ACCOUNT_PATH}?done=password-changed")
+    await dashboard.logins.start(request, response, user)
+    return response
+
+
+async def copy_script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "copy.js", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def setup_pages(app: web.Application) -> None:
+    app.router.add_get(ACCOUNT_PATH, account_page)
+    app.router.add_post(ACCOUNT_PATH + "/apps/revoke-all", revoke_all)
+    app.router.add_post(ACCOUNT_PATH + "/apps/{app_id}/revoke", revoke_app)
+    app.router.add_post(ACCOUNT_PATH + "/keys", create_key)
+    app.router.add_post(ACCOUNT_PATH + "/keys/{key_id}/revoke", revoke_key)
+    app.router.add_post(ACCOUNT_PATH + "/password", change_password)
+    app.router.add_get("/static/copy.js", copy_script)

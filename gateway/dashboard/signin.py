@@ -1,0 +1,152 @@
+"""Sign-in, sign-up and sign-out for the dashboard (plain HTML forms; no JavaScript)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+from aiohttp import web
+
+from gateway import security_events
+from gateway.accounts import AccountError, normalise_email
+from gateway.audit import AUDIT
+from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, Dashboard
+from gateway.errors import NotFound, ServiceUnavailable
+from gateway.net import client_address
+from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
+from gateway.passwords import WeakPassword
+from gateway.storage.base import Conflict, StorageUnavailable
+from gateway.web_pages import render, see_other
+
+GENERIC_FAILURE = "Invalid email or password."
+SIGNUP_PATH = "/signup"
+LOGOUT_PATH = "/logout"
+
+
+def _page(request: web.Request, template: str, *, status: int = 200, **context: object) -> web.Response:
+    """A page with a form protected by the browser-binding cookie's CSRF token (the cookie is set if absent)."""
+    dashboard = request.app[DASHBOARD]
+    browser = browser_id(request)
+    fresh = browser is None
+    browser = browser or new_browser_id()
+    response = render(
+        template,
+        status=status,
+        csrf=dashboard.browser_csrf(browser),
+        signup_enabled=dashboard.settings.signup_enabled,
+        **context,
+    )
+    if fresh:
+        bind_browser(response, browser)
+    return response
+
+
+async def signin_page(request: web.Request) -> web.StreamResponse:
+    if await request.app[DASHBOARD].logins.current_user(request) is not None:
+        return see_other(ACCOUNT_PATH)
+    return _page(request, "account_login.html", email="", error=None)
+
+
+async def signin_submit(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    form = await dashboard.form(request)
+    dashboard.check_browser_csrf(request, form)
+    email, password = form.get("email", "").strip(), form.get("password", "")
+    account = email.lower()
+    address = client_address(request, dashboard.trusted_proxies)
+    wait = await dashboard.throttle.login_wait(account, address)
+    if wait > 0:
+        response = _page(
+            request, "account_login.html", status=429, email=email, error="Too many attempts. Wait and try again."
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        security_events.login_failed(
+            request.app, user_id=None, email=email, client_id=None, throttled=True, reason="throttled"
+        )
+        return response
+    try:
+        user = await dashboard.accounts.users.get_user_by_email(normalise_email(email))
+    except AccountError:
+        user = None
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
+    valid = await dashboard.passwords.verify(user.password_hash if user is not None else None, password)
+    if user is None or not valid or not user.active:
+        await dashboard.throttle.login_failed(account, address)
+        reason = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
+        security_events.login_failed(
+            request.app,
+            user_id=user.id if user is not None else None,
+            email=email,
+            client_id=None,
+            throttled=False,
+            reason=reason,
+        )
+        return _page(request, "account_login.html", status=401, email=email, error=GENERIC_FAILURE)
+    await dashboard.throttle.login_succeeded(account)
+    if dashboard.passwords.needs_rehash(user.password_hash):
+        with contextlib.suppress(StorageUnavailable):
+            await dashboard.accounts.users.set_password_hash(user.id, await dashboard.passwords.rehash(password))
+    response = see_other(ACCOUNT_PATH)
+    await dashboard.logins.start(request, response, user)
+    security_events.login_succeeded(request.app, user_id=user.id, client_id=None, reason="dashboard")
+    return response
+
+
+def _require_signup(dashboard: Dashboard) -> None:
+    if not dashboard.settings.signup_enabled:
+        raise NotFound("Sign-up is closed on this gateway. Ask its operator for an account.")
+
+
+async def signup_page(request: web.Request) -> web.StreamResponse:
+    _require_signup(request.app[DASHBOARD])
+    return _page(request, "signup.html", email="", error=None)
+
+
+async def signup_submit(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    _require_signup(dashboard)
+    form = await dashboard.form(request)
+    dashboard.check_browser_csrf(request, form)
+    email, password = form.get("email", "").strip(), form.get("password", "")
+    address = client_address(request, dashboard.trusted_proxies)
+    # Every attempt counts, so one address cannot mint accounts (or probe emails) in bulk.
+    now = dashboard.accounts.clock.monotonic()
+    wait = dashboard.signups.retry_after(address, now)
+    if wait > 0:
+        response = _page(request, "signup.html", status=429, email=email, error="Too many attempts. Try later.")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    dashboard.signups.add(address, now)
+    if password != form.get("password_again", ""):
+        return _page(request, "signup.html", status=400, email=email, error="The two passwords differ.")
+    try:
+        user = await dashboard.accounts.create_user(email, password)
+    except WeakPassword as exc:
+        return _page(request, "signup.html", status=400, email=email, error=f"Choose a longer password: {exc}.")
+    except (AccountError, Conflict):
+        message = "This email address cannot be used. Sign in if you already have an account."
+        return _page(request, "signup.html", status=400, email=email, error=message)
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("Sign-up unavailable, retry shortly") from exc
+    response = see_other(ACCOUNT_PATH)
+    await dashboard.logins.start(request, response, user)
+    request.app[AUDIT].record("signup", actor=user.id, user_id=user.id)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    dashboard = request.app[DASHBOARD]
+    user, _ = await dashboard.signed_in_form(request)
+    response = see_other(SIGNIN_PATH)
+    await dashboard.logins.end(request, response)
+    request.app[AUDIT].record("logout", actor=user.id, user_id=user.id)
+    return response
+
+
+def setup_signin(app: web.Application) -> None:
+    app.router.add_get(SIGNIN_PATH, signin_page)
+    app.router.add_post(SIGNIN_PATH, signin_submit)
+    app.router.add_get(SIGNUP_PATH, signup_page)
+    app.router.add_post(SIGNUP_PATH, signup_submit)
+    app.router.add_post(LOGOUT_PATH, logout)

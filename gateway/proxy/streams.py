@@ -1,0 +1,143 @@
+"""Open event streams and their credentials: closed within a second of a revocation, an expiry or a shutdown.
+
+Every event stream relayed to a client (``GET /mcp``, a ``POST /mcp`` answered with SSE, ``GET /mcp/sse``) is
+registered with the principal and credential digest that opened it. A stream ends, with a final ``error`` event
+and a clean end of the response (the upstream request is cancelled as its connection drops), when:
+
+- a revocation naming its credential is announced and storage confirms the credential is no longer valid;
+- the periodic re-check (every ``revocation.stream_recheck_interval`` ≤ 0.5 s, straight from storage) finds it
+  revoked or expired — this bounds a lost announcement to well under a second;
+- storage has been unable to confirm it for longer than the validation cache lifetime (one second);
+- the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from gateway.authn import MAX_CACHE_TTL, Authenticator, Principal
+from gateway.clock import Clock
+from gateway.errors import ServiceUnavailable
+from gateway.proxy.upstream import EVENT_STREAM, EndStream
+from gateway.revocation import Revocation
+
+log = logging.getLogger("gateway.proxy.streams")
+
+RECHECK_CONCURRENCY = 8
+
+REVOKED = "credential revoked or expired"
+UNAVAILABLE = "credential store unavailable"
+SHUTTING_DOWN = "server shutting down"
+
+
+def error_event(message: str) -> bytes:
+    """The last SSE event of a stream the gateway ends (clients reconnect, or re-authenticate on a 401)."""
+    return b"event: error\ndata: " + json.dumps({"error": message}).encode() + b"\n\n"
+
+
+@dataclass(eq=False)
+class _Stream:
+    principal: Principal
+    digest: str
+    upstream: aiohttp.ClientResponse
+    confirmed_at: float
+    closed: bool = False
+
+    def close(self, reason: str) -> None:
+        """Wake the relay loop with ``EndStream``: it writes the final event and ends the response."""
+        if not self.closed:
+            self.closed = True
+            self.upstream.content.set_exception(EndStream(error_event(reason)))
+
+
+@dataclass
+class OpenStreams:
+    authn: Authenticator
+    clock: Clock
+    interval: float
+    _streams: set[_Stream] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, request: web.Request, principal: Principal, upstream: aiohttp.ClientResponse
+    ) -> AsyncIterator[None]:
+        """Register the response relayed inside the block when it is an event stream."""
+        if upstream.content_type != EVENT_STREAM:
+            yield
+            return
+        stream = _Stream(principal, self.authn.digest_of(request), upstream, self.clock.monotonic())
+        self._streams.add(stream)
+        try:
+            yield
+        finally:
+            self._streams.discard(stream)
+
+    async def on_revocation(self, revocation: Revocation) -> None:
+        """A ``RevocationBus`` listener: re-check (from storage) the streams whose credential it names."""
+        named = [s for s in self._streams if s.principal.revoked_by(revocation)]
+        if named:
+            await self._recheck(named)
+
+    def close_all(self, reason: str) -> None:
+        for stream in list(self._streams):
+            stream.close(reason)
+
+    async def recheck_all(self) -> None:
+        await self._recheck(list(self._streams))
+
+    async def _recheck(self, streams: list[_Stream]) -> None:
+        by_digest: dict[str, list[_Stream]] = {}
+        for stream in streams:
+            if not stream.closed:
+                by_digest.setdefault(stream.digest, []).append(stream)
+        limit = asyncio.Semaphore(RECHECK_CONCURRENCY)
+
+        async def check(group: list[_Stream]) -> None:
+            async with limit:
+                try:
+                    valid = await self.authn.revalidate(group[0].digest, group[0].principal)
+                except ServiceUnavailable:
+                    # Both the cache lifetime and the storage outage bound how long we keep trusting it.
+                    for stream in group:
+                        if self.clock.monotonic() - stream.confirmed_at > MAX_CACHE_TTL:
+                            stream.close(UNAVAILABLE)
+                    return
+            now = self.clock.monotonic()
+            for stream in group:
+                if valid:
+                    stream.confirmed_at = now
+                else:
+                    stream.close(REVOKED)
+
+        await asyncio.gather(*(check(group) for group in by_digest.values()))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Re-check every open stream every ``interval`` seconds for the duration of the block."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.interval)
+                try:
+                    await self.recheck_all()
+                except Exception:
+                    log.exception("stream re-check failed")
+
+        task = asyncio.create_task(loop(), name="stream-rechecks")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,173 @@
+"""Revocation announcements between replicas, over Redis pub/sub on one channel.
+
+Announcing delivers to this process's listeners first, then publishes ``Revocation.to_wire()`` as JSON.
+A subscriber task hands every message from other replicas to the listeners. Pub/sub is at-most-once: while
+Redis is unreachable messages are lost, so the task re-subscribes with backoff and, once back, tells the gap
+listeners (the validation cache flushes itself). Whatever is lost, the one-second validation cache and the
+stream re-checks bound how long a revoked credential can live on a replica; Redis only makes it faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway.revocation import Listener, Revocation, deliver
+
+log = logging.getLogger("gateway.revocation.redis")
+
+PUBLISH_TIMEOUT = 0.5
+"""Seconds an announcement may wait for Redis; after that the one-second cache bound is the guarantee."""
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+READ_TIMEOUT = 0.5
+PING_INTERVAL = 2.0
+SILENCE_LIMIT = 5.0
+MAX_MESSAGE_BYTES = 64 * 1024
+_OWN_REMEMBERED = 1024
+
+GapListener = Callable[[], None]
+
+
+@dataclass
+class RedisRevocationBus:
+    """``RevocationBus`` across replicas. ``url`` is ``redis.url``; ``channel`` is ``redis.revocation_channel``."""
+
+    url: str
+    channel: str
+    _listeners: list[Listener] = field(default_factory=list)
+    _gap_listeners: list[GapListener] = field(default_factory=list)
+    _own: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_OWN_REMEMBERED))
+    _publisher: aioredis.Redis | None = None
+    subscribed: bool = False
+    """True while the subscription is live (readiness reports ``degraded`` otherwise)."""
+
+    async def announce(self, revocation: Revocation) -> None:
+        await deliver(self._listeners, revocation)
+        payload = json.dumps(revocation.to_wire(), separators=(",", ":"), sort_keys=True)
+        self._own.append(payload)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._client().publish(self.channel, payload)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Committed already: other replicas drop it within the cache lifetime (one second) instead.
+            log.warning("revocation announcement not published: %s", type(exc).__name__)
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def listen_gaps(self, listener: GapListener) -> None:
+        """Call ``listener`` when the subscription comes back after an outage (announcements may be lost)."""
+        self._gap_listeners.append(listener)
+
+    async def healthy(self) -> bool:
+        """Subscribed, and Redis answers a PING within ``PUBLISH_TIMEOUT``."""
+        if not self.subscribed:
+            return False
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._client().ping()
+        except (RedisError, OSError, TimeoutError):
+            return False
+        return True
+
+    def _client(self) -> aioredis.Redis:
+        if self._publisher is None:
+            self._publisher = aioredis.from_url(
+                self.url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT
+            )
+        return self._publisher
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Subscribe in the background for the duration of the block."""
+        task = asyncio.create_task(self._subscribe_forever(), name="revocation-subscriber")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the publishing connection (a process that only announces, like the CLI, calls this)."""
+        if self._publisher is not None:
+            await self._publisher.aclose()
+            self._publisher = None
+
+    async def _subscribe_forever(self) -> None:
+        backoff, lost = BACKOFF_FIRST, False
+        while True:
+            client = aioredis.from_url(self.url, socket_connect_timeout=1.0)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.subscribed = True
+                    backoff = BACKOFF_FIRST
+                    if lost:
+                        log.warning("revocation subscription restored; flushing validation caches")
+                        self._gap()
+                    await self._read(pubsub)
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("revocation subscription lost (%s); retrying", type(exc).__name__)
+                lost, self.subscribed = True, False
+            finally:
+                self.subscribed = False
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Hand messages to the listeners until the connection fails. A PING every ``PING_INTERVAL`` s that
+        gets no answer within ``SILENCE_LIMIT`` s counts as a failure (a black-holed connection sends no reset)."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=READ_TIMEOUT)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message.get("type") == "message":
+                    await self._receive(message.get("data"))
+            elif now - heard > SILENCE_LIMIT:
+                raise RedisConnectionError("no answer to PING on the revocation subscription")
+            if now - pinged >= PING_INTERVAL:
+                await pubsub.ping()
+                pinged = now
+
+    def _gap(self) -> None:
+        for listener in self._gap_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("revocation gap listener failed")
+
+    async def _receive(self, data: object) -> None:
+        if not isinstance(data, (bytes, str)) or len(data) > MAX_MESSAGE_BYTES:
+            return
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        if text in self._own:
+            self._own.remove(text)  # delivered locally when it was announced
+            return
+        try:
+            decoded = json.loads(text)
+            if not isinstance(decoded, dict):
+                raise ValueError("not an object")
+            revocation = Revocation.from_wire(decoded)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed revocation message")
+            return
+        await deliver(self._listeners, revocation)

@@ -1,0 +1,57 @@
+"""Account roles, remembered consents listed per user, and daily usage totals on SQLite, mixed into
+``SqliteStorage``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiosqlite
+
+from gateway.storage.oauth import Consent
+
+T = TypeVar("T")
+
+_SELECT_CONSENT = f"SELECT {', '.join(f.name for f in fields(Consent))} FROM consents"  # noqa: S608
+
+
+class SqliteAccountStores:
+    """``UserStore.set_role``, ``ConsentStore.list_consents`` and ``UsageStore``."""
+
+    if TYPE_CHECKING:
+        # Provided by SqliteStorage.
+        async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
+        async def _execute(self, sql: str, params: Iterable[Any] = ()) -> int: ...
+        async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
+
+    async def set_role(self, user_id: str, role: str) -> bool:
+        return await self._execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id)) == 1
+
+    async def list_consents(self, user_id: str) -> list[Consent]:
+        rows = await self._fetch(
+            _SELECT_CONSENT + " WHERE user_id = ? ORDER BY created_at, client_id, redirect_uri", (user_id,)
+        )
+        return [Consent(*row) for row in rows]
+
+    async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
+        if not counts:
+            return
+        rows = [(user_id, day, n, user_id) for (user_id, day), n in counts.items()]
+
+        async def add(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO usage_daily (user_id, day, requests) SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM users WHERE id = ?) "
+                "ON CONFLICT (user_id, day) DO UPDATE SET requests = requests + excluded.requests",
+                rows,
+            )
+
+        await self._write(add)
+
+    async def usage_history(self, user_id: str, *, since_day: str) -> list[tuple[str, int]]:
+        rows = await self._fetch(
+            "SELECT day, requests FROM usage_daily WHERE user_id = ? AND day >= ? ORDER BY day", (user_id, since_day)
+        )
+        return [(str(day), int(n)) for day, n in rows]
