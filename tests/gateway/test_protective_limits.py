@@ -15,9 +15,22 @@ from aiohttp import web
 from gateway.clock import ManualClock
 from gateway.metrics import METRICS
 from gateway.storage import Storage
-from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, running_gateway
+from tests.support.gateway import TEST_PASSWORD, UNUSED_UPSTREAM, GatewayHandle, running_gateway
 from tests.support.https_server import make_local_ca, serve_https
-from tests.support.oauth_flows import FORM, REDIRECT_URI, Reply, query_url, register, request
+from tests.support.oauth_browser import Browser
+from tests.support.oauth_flows import (
+    EMAIL,
+    FORM,
+    REDIRECT_URI,
+    OAuthApp,
+    Reply,
+    login_post,
+    new_pkce,
+    query_url,
+    register,
+    request,
+    sign_in_page,
+)
 from tests.support.tcp_proxy import tcp_proxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -198,3 +211,27 @@ async def test_while_redis_is_cut_each_replica_applies_a_strict_share_and_the_sh
             clock.advance(2)  # past the retry interval: the next request probes Redis again
             statuses = [(await revoke_request(gw, app.client_id, "192.0.2.50")).status for _ in range(4)]
             assert statuses == [200, 200, 200, 429]  # the shared budget (4) counts on from 1
+
+
+@pytest.mark.redis
+async def test_sign_in_failures_on_two_replicas_lock_the_account_on_both(sqlite_storage: Storage, quota_prefix: str):
+    """Case 38 across replicas: an attacker cannot double the guesses by spreading them over replicas."""
+    overrides = shared(quota_prefix, login_failures_per_account=4)
+    async with (
+        running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as one,
+        running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as two,
+    ):
+        await one.new_user(EMAIL)
+        registered = await register(one.url)
+        statuses: list[int] = []
+        for gw in (one, two):
+            app = OAuthApp(gw.url, registered.client_id, registered.redirect_uri)
+            async with Browser(gw.url) as browser:
+                page = await sign_in_page(browser, app.authorization_url(new_pkce()))
+                for _ in range(2):
+                    statuses.append((await login_post(browser, page, EMAIL, "wrong password!")).status)
+                if gw is two:
+                    locked = await login_post(browser, page, EMAIL, TEST_PASSWORD)
+        assert statuses == [401] * 4
+        assert locked.status == 429  # four failures in all; either replica alone saw only two
+        assert int(locked.headers["Retry-After"]) >= 1
