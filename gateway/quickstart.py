@@ -108,6 +108,7 @@ MCP gateway is running, in front of the example upstream at {upstream}/mcp
   MCP URL        {mcp_url}
   Legacy SSE     {mcp_url}/sse
   Browser login  {QUICKSTART_EMAIL} / {password}
+  Dashboard      {config.public_url}/account  (Authorized Apps, API keys, usage)
   API key        {key}
 
 Add it to Claude Code, signing in through the browser (OAuth):
