@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
+from gateway.background import background
 from gateway.oauth.registration import reap_unused_clients
 from gateway.storage.base import StorageError
 
@@ -44,10 +45,5 @@ async def _run(app: web.Application) -> None:
 
 @contextlib.asynccontextmanager
 async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_run(app), name="housekeeping")
-    try:
+    async with background(_run(app), name="housekeeping"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+from gateway.background import background
 from gateway.storage.base import StorageError
 
 Writer = Callable[[Mapping[str, float]], Awaitable[None]]
@@ -55,11 +56,8 @@ class LastUsedRecorder:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LastUsedRecorder]:
-        task = asyncio.create_task(self._run(), name=f"last-used-{self._name}")
         try:
-            yield self
+            async with background(self._run(), name=f"last-used-{self._name}"):
+                yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await self.flush()

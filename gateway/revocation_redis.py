@@ -22,6 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from gateway.background import background
 from gateway.revocation import Listener, Revocation, deliver
 
 log = logging.getLogger("gateway.revocation.redis")
@@ -91,13 +92,10 @@ class RedisRevocationBus:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Subscribe in the background for the duration of the block."""
-        task = asyncio.create_task(self._subscribe_forever(), name="revocation-subscriber")
         try:
-            yield
+            async with background(self._subscribe_forever(), name="revocation-subscriber"):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await self.close()
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from gateway.background import background
 from gateway.clock import Clock
 from gateway.storage.base import StorageError, UsageStore
 
@@ -61,13 +62,10 @@ class UsageRecorder:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[UsageRecorder]:
-        task = asyncio.create_task(self._run(), name="usage-history")
         try:
-            yield self
+            async with background(self._run(), name="usage-history"):
+                yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await self.flush()
 
 

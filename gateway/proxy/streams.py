@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.authn import MAX_CACHE_TTL, Authenticator, Principal
+from gateway.background import background
 from gateway.clock import Clock
 from gateway.errors import ServiceUnavailable
 from gateway.proxy.upstream import EVENT_STREAM, EndStream
@@ -134,10 +135,5 @@ class OpenStreams:
                 except Exception:
                     log.exception("stream re-check failed")
 
-        task = asyncio.create_task(loop(), name="stream-rechecks")
-        try:
+        async with background(loop(), name="stream-rechecks"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
