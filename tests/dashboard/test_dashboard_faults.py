@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-from urllib.parse import urlsplit
-
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.storage.postgres import PostgresStorage
 from tests.support.dashboard import account, apps, csrf, post
-from tests.support.databases import POSTGRES_URL, connect_postgres
+from tests.support.databases import postgres_behind_proxy
 from tests.support.gateway import running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import bearer, obtain_tokens, post_mcp, register
-from tests.support.tcp_proxy import tcp_proxy
 from tests.support.upstream import UpstreamProcess
 
 ADA = "ada@example.com"
@@ -24,37 +19,20 @@ ADA = "ada@example.com"
 async def test_revoking_while_postgresql_is_unreachable_is_503_and_nothing_is_revoked(
     upstream: UpstreamProcess, clock: ManualClock
 ) -> None:
-    schema = f"gw_test_{secrets.token_hex(6)}"
-    admin = await connect_postgres()
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    target = urlsplit(POSTGRES_URL)
-    try:
-        async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
-            url = POSTGRES_URL.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
-            storage = PostgresStorage(url, pool_min=1, pool_max=2, search_path=schema, connect_timeout=2)
-            await storage.open()
-            try:
-                await storage.migrate()
-                async with (
-                    running_gateway(storage=storage, upstream_url=upstream.mcp_url, clock=clock) as gw,
-                    Browser(gw.url) as browser,
-                ):
-                    await gw.new_user(ADA)
-                    token = (await obtain_tokens(await register(gw.url, client_name="Kept"), browser, ADA))[
-                        "access_token"
-                    ]
-                    page = await account(browser)
-                    path = f"/account/apps/{apps(page)['Kept']}/revoke"
-                    proxy.cut()
-                    reply = await post(browser, path, {"csrf": csrf(page)})
-                    assert reply.status == 503
-                    assert reply.headers["Retry-After"].isdigit()
-                    proxy.restore()
-                    clock.advance(1.0)
-                    assert (await post_mcp(gw.url, bearer(token))).status == 200
-                    assert list(apps(await account(browser))) == ["Kept"]
-            finally:
-                await storage.close()
-    finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await admin.close()
+    async with postgres_behind_proxy(connect_timeout=2) as (storage, proxy):
+        async with (
+            running_gateway(storage=storage, upstream_url=upstream.mcp_url, clock=clock) as gw,
+            Browser(gw.url) as browser,
+        ):
+            await gw.new_user(ADA)
+            token = (await obtain_tokens(await register(gw.url, client_name="Kept"), browser, ADA))["access_token"]
+            page = await account(browser)
+            path = f"/account/apps/{apps(page)['Kept']}/revoke"
+            proxy.cut()
+            reply = await post(browser, path, {"csrf": csrf(page)})
+            assert reply.status == 503
+            assert reply.headers["Retry-After"].isdigit()
+            proxy.restore()
+            clock.advance(1.0)
+            assert (await post_mcp(gw.url, bearer(token))).status == 200
+            assert list(apps(await account(browser))) == ["Kept"]

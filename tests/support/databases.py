@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from gateway.storage import Storage
 from gateway.storage.postgres import PostgresStorage
 from gateway.storage.sqlite import SqliteStorage
+from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -90,3 +93,25 @@ class Backend:
         finally:
             await conn.close()
         self._schema_created = True
+
+
+@asynccontextmanager
+async def postgres_behind_proxy(*, connect_timeout: float) -> AsyncIterator[tuple[PostgresStorage, TcpProxy]]:
+    """A migrated PostgreSQL storage in a throwaway schema, reached through a TCP proxy the test can cut."""
+    schema = f"gw_test_{secrets.token_hex(6)}"
+    admin = await connect_postgres()
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    target = urlsplit(POSTGRES_URL)
+    try:
+        async with tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+            url = POSTGRES_URL.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+            storage = PostgresStorage(url, pool_min=1, pool_max=2, search_path=schema, connect_timeout=connect_timeout)
+            await storage.open()
+            try:
+                await storage.migrate()
+                yield storage, proxy
+            finally:
+                await storage.close()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
