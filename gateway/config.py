@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -43,14 +41,9 @@ MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 MIN_METRICS_TOKEN_CHARS = 16
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-_INVALID: Any = object()
-"""Stands for a value already reported as a problem; the field keeps its default so later checks stay quiet."""
 
 
 class ConfigError(Exception):
@@ -265,107 +258,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
-    substituted = _substitute(raw, env if env is not None else os.environ, "", problems)
-    config = _build(GatewayConfig, substituted, "", problems)
+    substituted = substitute_env(raw, env if env is not None else os.environ, problems)
+    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)
     return _normalise(config)
-
-
-def _substitute(value: object, env: Mapping[str, str], path: str, problems: list[str]) -> object:
-    if isinstance(value, str):
-        missing: list[str] = []
-
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            missing.append(name)
-            return ""
-
-        result = _ENV_REF.sub(replace, value)
-        for name in missing:
-            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
-        return _INVALID if missing else result
-    if isinstance(value, dict):
-        return {k: _substitute(v, env, _join(path, str(k)), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _build(cls: type[Any], raw: object, path: str, problems: list[str]) -> object:
-    if not isinstance(raw, dict):
-        problems.append(f"{path or '<root>'}: expected a mapping")
-        return _INVALID
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            problems.append(f"{_join(path, str(key))}: unknown key")
-    values: dict[str, Any] = {}
-    for name in fields:
-        if name in raw:
-            value = _coerce(hints[name], raw[name], _join(path, name), problems)
-            if value is not _INVALID:
-                values[name] = value
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: object, path: str, problems: list[str]) -> Any:
-    """The value as ``hint``, or ``_INVALID`` after recording why not."""
-    if value is _INVALID:
-        return _INVALID
-    if hint is QuotaConfig:
-        quota, found = parse_quota_config(value, path)
-        problems.extend(found)
-        return quota
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _build(hint, value, path, problems)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, path, problems)
-    if origin is tuple:
-        if not isinstance(value, list):
-            problems.append(f"{path}: expected a list")
-            return _INVALID
-        (inner,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        items = [_coerce(inner, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return _INVALID if any(item is _INVALID for item in items) else tuple(items)
-    if hint is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{path}: expected true or false")
-            return _INVALID
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{path}: expected an integer")
-            return _INVALID
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{path}: expected a number")
-            return _INVALID
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            problems.append(f"{path}: expected a string")
-            return _INVALID
-        return value
-    raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
 
 
 def _check(c: GatewayConfig) -> list[str]:
