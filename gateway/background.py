@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Final
+
+log = logging.getLogger("gateway.background")
+
+RECANCEL_INTERVAL: Final = 0.1
+"""Seconds between cancellations of a task that has not stopped yet."""
+STOP_DEADLINE: Final = 5.0
+"""Seconds after which a task that refuses to stop is abandoned (and logged) so shutdown never hangs."""
 
 
 @contextlib.asynccontextmanager
@@ -15,6 +23,19 @@ async def background(work: Coroutine[Any, Any, None], *, name: str) -> AsyncIter
     try:
         yield task
     finally:
+        await stop(task)
+
+
+async def stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it. A cancellation can be swallowed inside a library (redis-py's read with a
+    timeout can lose one on Python 3.11), so it is repeated until the task ends, within ``STOP_DEADLINE``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_DEADLINE
+    while not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=RECANCEL_INTERVAL)
+        if loop.time() >= deadline and not task.done():
+            log.error("background task %s did not stop; abandoning it", task.get_name())
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
