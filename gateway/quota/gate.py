@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from gateway.authn import Principal
+from gateway.background import background
 from gateway.errors import UpstreamNoAnswer, UpstreamRefused
 from gateway.metrics import Metrics
 from gateway.quota.config import QuotaConfig
@@ -53,8 +54,7 @@ class Admission:
         async with contextlib.AsyncExitStack() as stack:
             if self.lease is not None:
                 stack.push_async_callback(self.gate.slots.release, self.lease)
-                refresher = asyncio.create_task(self._keep_alive(self.lease), name="stream-lease")
-                stack.callback(refresher.cancel)
+                await stack.enter_async_context(background(self._keep_alive(self.lease), name="stream-lease"))
             try:
                 value = await stack.enter_async_context(opening)
             except UNANSWERED:
