@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
 from gateway.proxy.context import PROXY, ProxyContext
+from gateway.proxy.guard import authenticate
 from gateway.proxy.sessions import LEGACY_SSE
 from gateway.proxy.streamable import parse_message
 from gateway.proxy.upstream import EndStream
@@ -88,7 +89,7 @@ class EndpointRewriter:
 async def handle_sse(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
-    principal = await proxy.authn.authenticate(request)
+    principal = await authenticate(request)
     sse_url = proxy.upstream_sse_url
     if sse_url is None:
         raise web.HTTPNotFound()
@@ -110,7 +111,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
 async def handle_message(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
-    principal = await proxy.authn.authenticate(request)
+    principal = await authenticate(request)
     if proxy.upstream_sse_url is None:
         raise web.HTTPNotFound()
     session_id = request.query.get("session_id")

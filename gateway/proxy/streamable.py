@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.errors import HeaderMismatch
 from gateway.proxy.context import PROXY
+from gateway.proxy.guard import authenticate
 from gateway.proxy.sessions import STREAMABLE
 from gateway.quota.plans import STREAM_OPEN_COST
 
@@ -47,7 +48,7 @@ def check_routing_headers(headers: Any, message: object) -> None:
 async def handle_mcp(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
-    principal = await proxy.authn.authenticate(request)
+    principal = await authenticate(request)
     body: bytes | None = None
     cost = 0
     if request.method == "POST":

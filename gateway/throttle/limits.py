@@ -17,6 +17,8 @@ cimd           each metadata document actually fetched     ``cimd_fetches_per_ad
                                                            ``cimd_fetches_per_document``
 login          failed sign-ins (a success clears its       ``login_failures_per_account``,
                account's count)                            ``login_failures_per_address``
+mcp            refused credentials (401) on the MCP        ``mcp_auth_failures_per_address``
+               endpoints: never an account's quota
 =============  ==========================================  ===========================================
 
 Keys are ``<prefix>:t:<endpoint>:<a|c|u|all>:<32 hex of SHA-256>``: bounded, and no request input in them.
@@ -39,7 +41,7 @@ from gateway.oauth.errors import TooManyRequests
 from gateway.throttle.budgets import Budget, Budgets
 
 REGISTRATION_WINDOW: Final = 3600.0
-ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login"})
+ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login", "mcp"})
 """The ``endpoint`` label values of ``gateway_throttled``."""
 
 
@@ -127,6 +129,19 @@ class ProtectiveLimits:
 
     async def login_succeeded(self, account: str) -> None:
         await self.budgets.clear(self._login_budgets(account, "")[0].key)
+
+    async def mcp_auth_wait(self, address: str) -> float:
+        """Seconds before ``address`` may present another MCP credential (0: now), after too many refusals."""
+        wait = await self.budgets.charge([self._mcp_auth_budget(address)], cost=0)
+        if wait > 0:
+            self.metrics.throttled.labels(endpoint="mcp").inc()
+        return wait
+
+    async def mcp_auth_failed(self, address: str) -> None:
+        await self.budgets.charge([self._mcp_auth_budget(address)])
+
+    def _mcp_auth_budget(self, address: str) -> Budget:
+        return self._budget("mcp", "a", address, self.config.limits.protective.mcp_auth_failures_per_address)
 
     def _login_budgets(self, account: str, address: str) -> list[Budget]:
         p = self.config.limits.protective

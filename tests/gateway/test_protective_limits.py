@@ -24,14 +24,17 @@ from tests.support.oauth_flows import (
     REDIRECT_URI,
     OAuthApp,
     Reply,
+    bearer,
     login_post,
     new_pkce,
+    post_mcp,
     query_url,
     register,
     request,
     sign_in_page,
 )
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.upstream import UpstreamProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PROXY_PEER = {"security": {"trusted_proxies": ["127.0.0.1"]}}
@@ -235,3 +238,28 @@ async def test_sign_in_failures_on_two_replicas_lock_the_account_on_both(sqlite_
         assert statuses == [401] * 4
         assert locked.status == 429  # four failures in all; either replica alone saw only two
         assert int(locked.headers["Retry-After"]) >= 1
+
+
+async def test_an_address_presenting_refused_credentials_to_mcp_is_throttled_before_any_lookup_and_no_account_pays(
+    sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock
+):
+    overrides = budgets(mcp_auth_failures_per_address=3)
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides, clock=clock
+    ) as gw:
+        key = await gw.new_key(await gw.new_user("mcp-guard@example.com"))
+        guesser = {"X-Forwarded-For": "198.51.100.66"}
+        wrong = [{**guesser, "X-API-Key": "mgw_" + "A" * 38}, {**guesser, **bearer("gwat_guess")}, guesser]
+        assert [(await post_mcp(gw.url, headers)).status for headers in wrong] == [401, 401, 401]
+        refused = await post_mcp(gw.url, {**guesser, "X-API-Key": "mgw_" + "B" * 38})
+        assert refused.status == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"]["message"].startswith("Too many refused credentials from this address")
+        # Refused before the credential is looked at, whatever it is; another address is unaffected.
+        assert (await post_mcp(gw.url, {**guesser, "X-API-Key": key})).status == 429
+        neighbour = await post_mcp(gw.url, {"X-Forwarded-For": "198.51.100.67", "X-API-Key": key})
+        assert neighbour.status == 200
+        assert neighbour.headers["RateLimit"].startswith('"minute";r=59')  # the refusals charged no account
+        assert throttled(gw, "mcp") == 2
+        clock.advance(901)
+        assert (await post_mcp(gw.url, {**guesser, "X-API-Key": key})).status == 200
