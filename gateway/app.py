@@ -203,7 +203,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         required_scopes=config.oauth.default_scopes,
         metrics=app[METRICS],
     )
-    streams = OpenStreams(authn, clock, interval=config.revocation.stream_recheck_interval)
+    streams = OpenStreams(authn, storage, clock, interval=config.revocation.stream_recheck_interval)
     bus = app[REVOCATIONS]
     bus.listen(authn.on_revocation)
     bus.listen(streams.on_revocation)

@@ -310,6 +310,11 @@ class Authenticator:
         """The SHA-256 digest of the credential an authenticated ``request`` carried."""
         return secret_hash(extract_credential(request, self.challenge))
 
+    def expiry_of(self, digest: str) -> float | None:
+        """When the cached credential ``digest`` expires (wall clock; None: never, or not cached)."""
+        cached = self._cache.get(digest)
+        return cached.expires_at if cached is not None else None
+
     async def revalidate(self, digest: str, principal: Principal) -> bool:
         """Check the credential in storage now (bypassing and refreshing the cache): still valid and unexpired?
 

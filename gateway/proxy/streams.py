@@ -5,8 +5,12 @@ registered with the principal and credential digest that opened it. A stream end
 and a clean end of the response (the upstream request is cancelled as its connection drops), when:
 
 - a revocation naming its credential is announced and storage confirms the credential is no longer valid;
-- the periodic re-check (every ``revocation.stream_recheck_interval`` ≤ 0.5 s, straight from storage) finds it
-  revoked or expired — this bounds a lost announcement to well under a second;
+- its credential expires (known locally from the validation);
+- the periodic check (every ``revocation.stream_recheck_interval`` ≤ 0.5 s) finds the storage's revocation
+  watermark (``Storage.revocation_epoch``, raised by the database with every revocation) has moved and storage
+  says the credential is no longer valid — this bounds a lost announcement to well under a second, while a quiet
+  tick costs one small query per replica however many streams are open (a new stream is re-checked once on its
+  first tick, as its validation may come from the cache);
 - storage has been unable to confirm it for longer than the validation cache lifetime (one second);
 - the server shuts down.
 """
@@ -29,6 +33,7 @@ from gateway.clock import Clock
 from gateway.errors import ServiceUnavailable
 from gateway.proxy.upstream import EVENT_STREAM, EndStream
 from gateway.revocation import Revocation
+from gateway.storage.base import RevocationWatermark, StorageError
 
 log = logging.getLogger("gateway.proxy.streams")
 
@@ -50,6 +55,9 @@ class _Stream:
     digest: str
     upstream: aiohttp.ClientResponse
     confirmed_at: float
+    expires_at: float | None = None
+    checked: bool = False
+    """Re-checked from storage at least once since it opened."""
     closed: bool = False
 
     def close(self, reason: str) -> None:
@@ -62,9 +70,11 @@ class _Stream:
 @dataclass
 class OpenStreams:
     authn: Authenticator
+    watermark: RevocationWatermark
     clock: Clock
     interval: float
     _streams: set[_Stream] = field(default_factory=set)
+    _epoch: int | None = None
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -77,7 +87,8 @@ class OpenStreams:
         if upstream.content_type != EVENT_STREAM:
             yield
             return
-        stream = _Stream(principal, self.authn.digest_of(request), upstream, self.clock.monotonic())
+        digest = self.authn.digest_of(request)
+        stream = _Stream(principal, digest, upstream, self.clock.monotonic(), self.authn.expiry_of(digest))
         self._streams.add(stream)
         try:
             yield
@@ -94,8 +105,33 @@ class OpenStreams:
         for stream in list(self._streams):
             stream.close(reason)
 
-    async def recheck_all(self) -> None:
-        await self._recheck(list(self._streams))
+    async def tick(self) -> None:
+        """One periodic check: close expired streams; re-check new streams, and every stream when the
+        revocation watermark moved (or cannot be read)."""
+        now = self.clock.now()
+        for stream in list(self._streams):
+            if stream.expires_at is not None and now >= stream.expires_at:
+                stream.close(REVOKED)
+        try:
+            epoch = await self.watermark.revocation_epoch()
+        except StorageError:
+            self._unconfirmed(list(self._streams))
+            return
+        if epoch != self._epoch:
+            self._epoch = epoch  # read before re-checking: a revocation committed meanwhile moves it again
+            await self._recheck(list(self._streams))
+            return
+        await self._recheck([s for s in self._streams if not s.checked])
+        confirmed = self.clock.monotonic()
+        for stream in self._streams:
+            if stream.checked:
+                stream.confirmed_at = confirmed
+
+    def _unconfirmed(self, streams: list[_Stream]) -> None:
+        """Storage cannot say: trust a stream no longer than the validation cache would."""
+        for stream in streams:
+            if self.clock.monotonic() - stream.confirmed_at > MAX_CACHE_TTL:
+                stream.close(UNAVAILABLE)
 
     async def _recheck(self, streams: list[_Stream]) -> None:
         by_digest: dict[str, list[_Stream]] = {}
@@ -110,14 +146,12 @@ class OpenStreams:
                     valid = await self.authn.revalidate(group[0].digest, group[0].principal)
                 except ServiceUnavailable:
                     # Both the cache lifetime and the storage outage bound how long we keep trusting it.
-                    for stream in group:
-                        if self.clock.monotonic() - stream.confirmed_at > MAX_CACHE_TTL:
-                            stream.close(UNAVAILABLE)
+                    self._unconfirmed(group)
                     return
-            now = self.clock.monotonic()
+            now, expires_at = self.clock.monotonic(), self.authn.expiry_of(group[0].digest)
             for stream in group:
                 if valid:
-                    stream.confirmed_at = now
+                    stream.confirmed_at, stream.expires_at, stream.checked = now, expires_at, True
                 else:
                     stream.close(REVOKED)
 
@@ -131,7 +165,7 @@ class OpenStreams:
             while True:
                 await asyncio.sleep(self.interval)
                 try:
-                    await self.recheck_all()
+                    await self.tick()
                 except Exception:
                     log.exception("stream re-check failed")
 

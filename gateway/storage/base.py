@@ -162,6 +162,14 @@ class UsageStore(Protocol):
         ...
 
 
+class RevocationWatermark(Protocol):
+    async def revocation_epoch(self) -> int:
+        """A counter every committed revocation raises (API key or access token revoked, grant family revoked,
+        user disabled or deleted; raised by the database itself, in the same transaction). Equal readings mean
+        nothing was revoked in between."""
+        ...
+
+
 class McpSessionStore(Protocol):
     async def bind_session(self, session: McpSession) -> None:
         """Record who opened a session. Binding the same hash again keeps the first owner."""
@@ -184,6 +192,7 @@ class Storage(
     UserStore,
     ApiKeyStore,
     UsageStore,
+    RevocationWatermark,
     McpSessionStore,
     ClientStore,
     AuthorizationRequestStore,

@@ -161,6 +161,12 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
         row = await self._fetchrow(_SELECT_USER + " WHERE id = $1", user_id)
         return User(*row) if row is not None else None
 
+    async def revocation_epoch(self) -> int:
+        row = await self._fetchrow("SELECT epoch FROM revocation_epoch WHERE id = 1")
+        if row is None:
+            raise StorageError("revocation_epoch row missing")
+        return int(row[0])
+
     async def get_user_by_email(self, email: str) -> User | None:
         row = await self._fetchrow(_SELECT_USER + " WHERE email_normalized = $1", email.lower())
         return User(*row) if row is not None else None

@@ -111,6 +111,10 @@ class SqliteStorage(SqliteOAuthStores, SqliteAccountStores):
         rows = await self._fetch(_SELECT_USER + " WHERE id = ?", (user_id,))
         return User(*rows[0]) if rows else None
 
+    async def revocation_epoch(self) -> int:
+        rows = await self._fetch("SELECT epoch FROM revocation_epoch WHERE id = 1")
+        return int(rows[0][0])
+
     async def get_user_by_email(self, email: str) -> User | None:
         rows = await self._fetch(_SELECT_USER + " WHERE email_normalized = ?", (email.lower(),))
         return User(*rows[0]) if rows else None

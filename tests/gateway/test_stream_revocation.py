@@ -17,6 +17,7 @@ from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, OAuthApp, bearer, obtain_tokens, post_mcp
 from tests.support.scripted_upstream import jsonrpc, scripted_upstream, sse_endpoint
+from tests.support.upstream import UpstreamProcess
 
 BOUND = 1.0
 WAIT = 10.0
@@ -118,3 +119,62 @@ async def test_shutdown_lets_in_flight_requests_finish_and_ends_open_streams_wit
         assert answered.status == 200
         answered.close()
     assert rest.endswith(b'event: error\ndata: {"error": "server shutting down"}\n\n')
+
+
+class CountingStorage:
+    """The real storage, counting the calls the stream checks make (credential lookups, watermark reads)."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+        self.key_lookups = 0
+        self.epoch_reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def get_api_key_by_hash(self, key_hash: str) -> object:
+        self.key_lookups += 1
+        return await self._inner.get_api_key_by_hash(key_hash)
+
+    async def revocation_epoch(self) -> int:
+        self.epoch_reads += 1
+        return await self._inner.revocation_epoch()
+
+
+async def ticks(storage: CountingStorage, count: int) -> None:
+    """Wait (bounded) until the periodic check has read the watermark ``count`` more times."""
+    target = storage.epoch_reads + count
+    async with asyncio.timeout(WAIT):
+        while storage.epoch_reads < target:
+            await asyncio.sleep(0.01)
+
+
+async def test_quiet_checks_read_one_watermark_and_a_revocation_without_announcement_still_closes_its_stream(
+    sqlite_storage: Storage, upstream: UpstreamProcess
+):
+    storage = CountingStorage(sqlite_storage)
+    overrides = {"revocation": {"stream_recheck_interval": 0.05}}
+    async with running_gateway(storage=storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:  # type: ignore[arg-type]
+        users = [await gw.new_user() for _ in range(3)]
+        keys = [await gw.new_key(user) for user in users]
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(get_stream(gw, {"X-API-Key": key})) for key in keys]
+            await ticks(storage, 3)  # each new stream re-checked once
+            before = storage.key_lookups
+            await ticks(storage, 10)
+            assert storage.key_lookups == before  # nothing revoked: no credential looked up again
+
+            # Revoked behind the gateway's back (no announcement, as if the broadcast were lost).
+            bystander = await gw.new_user()
+            row, _ = await gw.accounts.create_key(bystander, name="other")
+            assert await sqlite_storage.revoke_api_key(row.id, now=time.time())
+            await ticks(storage, 2)
+            assert storage.key_lookups >= before + 3  # the watermark moved: every stream re-checked, all still fine
+            victim = await sqlite_storage.list_api_keys(users[0].id)
+            assert await sqlite_storage.revoke_api_key(victim[0].id, now=time.time())
+            revoked_at = time.monotonic()
+            rest = await read_to_end(streams[0])
+            assert time.monotonic() - revoked_at <= BOUND
+            assert rest.endswith(b'event: error\ndata: {"error": "credential revoked or expired"}\n\n')
+            for survivor in streams[1:]:
+                assert not survivor.content.at_eof()

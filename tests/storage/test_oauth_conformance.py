@@ -26,6 +26,7 @@ from gateway.storage import (
     TokenFamily,
     User,
 )
+from tests.storage.test_conformance import make_key
 from tests.support.databases import Backend
 
 T = TypeVar("T")
@@ -817,3 +818,37 @@ async def test_revoking_a_users_browser_sessions_counts_only_their_live_ones(sto
     assert [session.revoked_at if session else None for session in stored] == [T0 + 1, T0 + 5, T0 + 5]
     assert await storage.get_browser_session(theirs.session_hash) == theirs
     assert await storage.revoke_user_browser_sessions(user.id, now=T0 + 6) == 0
+
+
+async def test_the_revocation_epoch_rises_with_every_kind_of_revocation_and_with_nothing_else(storage: Storage) -> None:
+    user = await add_user(storage)
+    family, access, refresh = await add_grant(storage, user)
+    other_family, other_access, _ = await add_grant(storage, user)
+    key = make_key(user)
+    await storage.create_api_key(key)
+    epoch = await storage.revocation_epoch()
+
+    async def rose() -> bool:
+        nonlocal epoch
+        now = await storage.revocation_epoch()
+        risen, epoch = now > epoch, now
+        return risen
+
+    await rotate(storage, refresh, now=T0 + HOUR)  # issuing and rotating revoke nothing
+    await storage.touch_api_keys({key.id: T0 + HOUR})
+    assert not await rose()
+    assert await storage.revoke_access_token(other_access.token_hash, now=T0 + HOUR)
+    assert await rose()
+    assert await storage.revoke_family(family.family_id, now=T0 + HOUR, reason="test")
+    assert await rose()
+    assert not await storage.revoke_family(family.family_id, now=T0 + HOUR, reason="again")
+    assert not await rose()  # nothing newly revoked
+    assert await storage.revoke_user_families(user.id, now=T0 + HOUR, reason="sign out everywhere") == [
+        other_family.family_id
+    ]
+    assert await rose()
+    assert await storage.revoke_api_key(key.id, now=T0 + HOUR)
+    assert await rose()
+    assert await storage.set_disabled(user.id, T0 + HOUR)
+    assert await rose()
+    assert access.family_id == family.family_id
