@@ -117,6 +117,8 @@ class ProtectiveLimitsConfig:
     cimd_fetches_per_document: int = 10
     login_failures_per_account: int = 5
     login_failures_per_address: int = 30
+    signups_per_address: int = 10
+    """Dashboard sign-ups attempted from one client address per hour (every attempt counts)."""
     mcp_auth_failures_per_address: int = 300
     """Refused credentials (401) on the MCP endpoints from one client address; past it, 429 before any lookup."""
 

@@ -12,12 +12,11 @@ from aiohttp import web
 from gateway.accounts import Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
-from gateway.dashboard.context import DASHBOARD, SIGNUP_WINDOW, SIGNUPS_PER_ADDRESS, Dashboard
+from gateway.dashboard.context import DASHBOARD, Dashboard
 from gateway.dashboard.pages import setup_pages
 from gateway.dashboard.signin import setup_signin
 from gateway.errors import Handler, ServiceUnavailable
 from gateway.oauth.flow import AUTHORIZATION_FLOW
-from gateway.oauth.login_throttle import SlidingLimit
 from gateway.storage.base import StorageUnavailable
 from gateway.web_pages import is_dashboard_page
 
@@ -42,7 +41,6 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=config.accounts,
         public_origin=flow.settings.public_origin,
         trusted_proxies=config.security.trusted_proxies,
-        signups=SlidingLimit(limit=SIGNUPS_PER_ADDRESS, window=SIGNUP_WINDOW),
     )
     yield
 

@@ -27,7 +27,6 @@ from gateway.oauth.browser_sessions import SESSION_COOKIE, LoginSessions, browse
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.limits import EndpointLimits
-from gateway.oauth.login_throttle import SlidingLimit
 from gateway.passwords import Passwords
 from gateway.revocation import REVOCATIONS
 from gateway.storage.base import User
@@ -36,8 +35,6 @@ from gateway.web_pages import check_same_origin_post
 ACCOUNT_PATH = "/account"
 SIGNIN_PATH = "/account/login"
 MAX_FIELD = 1024
-SIGNUPS_PER_ADDRESS = 10
-SIGNUP_WINDOW = 3600.0
 
 
 def _derive(purpose: str, secret: str) -> str:
@@ -54,7 +51,6 @@ class Dashboard:
     settings: AccountsConfig
     public_origin: str
     trusted_proxies: tuple[str, ...]
-    signups: SlidingLimit
     """Sign-up attempts per client address (per replica)."""
 
     async def client_name(self, client_id: str) -> str | None:

@@ -16,6 +16,7 @@ from gateway.net import client_address
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.passwords import WeakPassword
 from gateway.storage.base import Conflict, StorageUnavailable
+from gateway.throttle.limits import PROTECTIVE_LIMITS
 from gateway.web_pages import render, see_other
 
 GENERIC_FAILURE = "Invalid email or password."
@@ -111,13 +112,11 @@ async def signup_submit(request: web.Request) -> web.StreamResponse:
     email, password = form.get("email", "").strip(), form.get("password", "")
     address = client_address(request, dashboard.trusted_proxies)
     # Every attempt counts, so one address cannot mint accounts (or probe emails) in bulk.
-    now = dashboard.accounts.clock.monotonic()
-    wait = dashboard.signups.retry_after(address, now)
+    wait = await request.app[PROTECTIVE_LIMITS].signup(address)
     if wait > 0:
         response = _page(request, "signup.html", status=429, email=email, error="Too many attempts. Try later.")
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
-    dashboard.signups.add(address, now)
     if password != form.get("password_again", ""):
         return _page(request, "signup.html", status=400, email=email, error="The two passwords differ.")
     try:

@@ -17,6 +17,7 @@ cimd           each metadata document actually fetched     ``cimd_fetches_per_ad
                                                            ``cimd_fetches_per_document``
 login          failed sign-ins (a success clears its       ``login_failures_per_account``,
                account's count)                            ``login_failures_per_address``
+signup         every dashboard sign-up attempt             ``signups_per_address`` (per hour)
 mcp            refused credentials (401) on the MCP        ``mcp_auth_failures_per_address``
                endpoints: never an account's quota
 =============  ==========================================  ===========================================
@@ -41,7 +42,7 @@ from gateway.oauth.errors import TooManyRequests
 from gateway.throttle.budgets import Budget, Budgets
 
 REGISTRATION_WINDOW: Final = 3600.0
-ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login", "mcp"})
+ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login", "signup", "mcp"})
 """The ``endpoint`` label values of ``gateway_throttled``."""
 
 
@@ -129,6 +130,16 @@ class ProtectiveLimits:
 
     async def login_succeeded(self, account: str) -> None:
         await self.budgets.clear(self._login_budgets(account, "")[0].key)
+
+    async def signup(self, address: str) -> float:
+        """Count a sign-up attempt from ``address``: 0 when allowed, else the seconds to wait (nothing counted)."""
+        budget = self._budget(
+            "signup", "a", address, self.config.limits.protective.signups_per_address, REGISTRATION_WINDOW
+        )
+        wait = await self.budgets.charge([budget])
+        if wait > 0:
+            self.metrics.throttled.labels(endpoint="signup").inc()
+        return wait
 
     async def mcp_auth_wait(self, address: str) -> float:
         """Seconds before ``address`` may present another MCP credential (0: now), after too many refusals."""

@@ -9,7 +9,6 @@ import pytest
 from yarl import URL
 
 from gateway.clock import ManualClock
-from gateway.dashboard.context import SIGNUPS_PER_ADDRESS
 from gateway.oauth.browser_sessions import SESSION_COOKIE
 from gateway.storage import Storage
 from gateway.usage_history import USAGE_HISTORY
@@ -230,14 +229,15 @@ async def test_usage_shows_the_plan_current_counts_and_a_chart_of_recent_days(
 
 
 async def test_one_address_is_limited_to_a_few_sign_ups_an_hour(gateway: GatewayHandle, browser: Browser) -> None:
+    signups_per_address = gateway.config.limits.protective.signups_per_address
     statuses = []
-    for i in range(SIGNUPS_PER_ADDRESS + 1):
+    for i in range(signups_per_address + 1):
         async with Browser(gateway.url) as fresh:
             form = page(await fresh.open(gateway.url + "/signup"))
             fields = {"email": f"u{i}@example.com", "password": TEST_PASSWORD, "password_again": TEST_PASSWORD}
             statuses.append(page(await fresh.submit(form, "/signup", **fields)).status)
-    assert statuses == [200] * SIGNUPS_PER_ADDRESS + [429]
-    assert await gateway.storage.get_user_by_email(f"u{SIGNUPS_PER_ADDRESS}@example.com") is None
+    assert statuses == [200] * signups_per_address + [429]
+    assert await gateway.storage.get_user_by_email(f"u{signups_per_address}@example.com") is None
 
 
 @pytest.mark.parametrize(
