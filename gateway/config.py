@@ -37,6 +37,7 @@ MAX_USAGE_CHART_DAYS = 90
 MCP_PATH = "/mcp"
 DEFAULT_REVOCATION_CHANNEL = "mcp-gateway:revocations"
 DEFAULT_STREAM_RECHECK_INTERVAL = 0.5
+DEFAULT_MAX_CLOCK_SKEW = 30.0
 MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 MIN_METRICS_TOKEN_CHARS = 16
@@ -144,6 +145,9 @@ class SecurityConfig:
     """Browser origins allowed to call ``/mcp`` besides ``public_url``'s own."""
     trusted_proxies: tuple[str, ...] = ()
     """Peer addresses whose ``X-Forwarded-For`` is believed."""
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    """Seconds this replica's clock may differ from PostgreSQL's before readiness fails (expiries are checked
+    on the replica's clock, so this bounds how late a token can be accepted)."""
 
 
 @dataclass(frozen=True)
@@ -301,6 +305,7 @@ def _check(c: GatewayConfig) -> list[str]:
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
         ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
+        ("security.max_clock_skew", c.security.max_clock_skew),
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")

@@ -217,6 +217,7 @@ class Storage(
         """Raise ``SchemaOutOfDate`` unless every known migration is applied (and none unknown)."""
         ...
 
-    async def ping(self) -> None:
-        """A cheap round trip; raises ``StorageUnavailable`` when the backend is unreachable."""
+    async def ping(self) -> float | None:
+        """A cheap round trip; raises ``StorageUnavailable`` when the backend is unreachable. Returns the database
+        server's clock (seconds since the epoch), or None when the database shares this host's clock (SQLite)."""
         ...

@@ -103,9 +103,9 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
         if pool is not None:
             await pool.close()
 
-    async def ping(self) -> None:
+    async def ping(self) -> float | None:
         async with self._connection() as conn:
-            await conn.fetchval("SELECT 1")
+            return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
 
     async def migrate(self) -> list[int]:
         async with self._connection() as conn:

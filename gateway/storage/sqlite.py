@@ -86,8 +86,9 @@ class SqliteStorage(SqliteOAuthStores, SqliteAccountStores):
                 if connection is not None:
                     await connection.close()
 
-    async def ping(self) -> None:
+    async def ping(self) -> float | None:
         await self._fetch("SELECT 1")
+        return None  # the file is on this host: same clock
 
     async def migrate(self) -> list[int]:
         await self._write(_create_migrations_table)

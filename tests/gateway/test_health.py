@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import socket
+import time
+from pathlib import Path
 
 import aiohttp
+import pytest
 
+from gateway.clock import ManualClock
 from gateway.storage import Storage
+from tests.support.databases import Backend
 from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.upstream import UpstreamProcess
 
 
 async def get(url: str) -> tuple[int, dict[str, object]]:
@@ -33,3 +39,25 @@ async def test_readyz_reports_an_unreachable_upstream_with_503(sqlite_storage: S
         status, body = await get(f"{gw.url}/readyz")
     assert status == 503
     assert body["checks"] == {"storage": "ok", "upstream": "unavailable"}
+
+
+@pytest.mark.postgres
+async def test_a_replica_whose_clock_is_far_from_postgresql_is_not_ready_and_one_in_step_is(
+    tmp_path: Path, upstream: UpstreamProcess
+):
+    backend = Backend("postgres", tmp_path)
+    await backend.start()
+    try:
+        storage = await backend.storage()
+        skewed = ManualClock(time.time() + 90)  # security-cases 115: one replica 90 s ahead
+        async with running_gateway(storage=storage, upstream_url=upstream.mcp_url, clock=skewed) as gw:
+            status, body = await get(f"{gw.url}/readyz")
+        assert status == 503
+        assert body == {"status": "not_ready", "checks": {"storage": "ok", "upstream": "ok", "clock": "skewed"}}
+        in_step = ManualClock(time.time() + 5)  # within security.max_clock_skew
+        async with running_gateway(storage=storage, upstream_url=upstream.mcp_url, clock=in_step) as gw:
+            status, body = await get(f"{gw.url}/readyz")
+        assert status == 200
+        assert body == {"status": "ready", "checks": {"storage": "ok", "upstream": "ok"}}
+    finally:
+        await backend.close()
