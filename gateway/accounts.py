@@ -54,8 +54,13 @@ class Accounts:
             raise AccountError(f"no user with email {email}")
         return user
 
-    async def create_key(self, user: User, *, name: str, expires_in: float | None = None) -> tuple[ApiKey, MintedKey]:
-        """Mint a key for the user; the returned ``MintedKey.key`` is the only copy there will ever be."""
+    async def create_key(
+        self, user: User, *, name: str, expires_in: float | None = None, key_id: str | None = None
+    ) -> tuple[ApiKey, MintedKey]:
+        """Mint a key for the user; the returned ``MintedKey.key`` is the only copy there will ever be.
+
+        ``key_id`` (unguessable, chosen by the caller) makes creation idempotent: a second call with the same id
+        raises ``Conflict`` and mints nothing."""
         name = name.strip()
         if not name or len(name) > MAX_KEY_NAME or not name.isprintable():
             raise AccountError(f"a key name is 1 to {MAX_KEY_NAME} printable characters")
@@ -64,7 +69,7 @@ class Accounts:
         minted = self.key_format.mint()
         now = self.clock.now()
         row = ApiKey(
-            id=new_id("key"),
+            id=key_id or new_id("key"),
             user_id=user.id,
             name=name,
             key_hash=minted.key_hash,

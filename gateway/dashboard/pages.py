@@ -6,6 +6,8 @@ and looked up only among the signed-in user's own apps and keys (anything else i
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -20,7 +22,7 @@ from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.passwords import WeakPassword
 from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
-from gateway.storage.base import StorageError, StorageUnavailable, User
+from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.usage_history import last_days
 from gateway.web_pages import STATIC, render, see_other
 
@@ -57,6 +59,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         "dashboard.html",
         user=user,
         csrf=dashboard.session_csrf(request),
+        key_request_id=secrets.token_urlsafe(18),
         apps=apps,
         keys=keys,
         now=now,
@@ -96,10 +99,19 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         if not days_field.isdigit() or not 1 <= int(days_field) <= MAX_KEY_DAYS:
             raise InvalidRequest(f"Expiry is a whole number of days from 1 to {MAX_KEY_DAYS}, or empty for none.")
         expires_in = int(days_field) * 86400.0
+    request_id = form.get("request_id", "")
+    if not 16 <= len(request_id) <= 64 or not request_id.isascii():
+        raise InvalidRequest("Reload the account page and try again.")
+    # The same form submitted twice (a reload, a double click) names the same key: the second mints nothing.
+    key_id = "key_" + hashlib.sha256(f"{user.id}\n{request_id}".encode()).hexdigest()[:24]
     try:
-        row, minted = await dashboard.accounts.create_key(user, name=form.get("name", ""), expires_in=expires_in)
+        row, minted = await dashboard.accounts.create_key(
+            user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id
+        )
     except AccountError as exc:
         raise InvalidRequest(str(exc).capitalize() + ".") from exc
+    except Conflict:
+        return render("key_created.html", key=None, secret=None, when=when, status=409)
     request.app[AUDIT].record("api_key.created", actor=user.id, reason="dashboard", user_id=user.id, key_id=row.id)
     response = render("key_created.html", key=row, secret=minted.key, when=when)
     response.headers["Content-Security-Policy"] = SCRIPT_CSP

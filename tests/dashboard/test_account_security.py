@@ -173,6 +173,26 @@ async def test_an_api_key_is_shown_once_listed_by_prefix_and_last_four_used_and_
     assert keys(await account(browser)) == {}
 
 
+async def test_the_create_key_form_sent_twice_makes_one_key_and_says_so(
+    gateway: GatewayHandle, browser: Browser
+) -> None:
+    await gateway.new_user(ADA)
+    listed = await sign_in(browser, ADA)
+    request_id = re.search(r'name="request_id" value="([^"]+)"', listed.text)
+    assert request_id is not None
+    fields = {"csrf": csrf(listed), "request_id": request_id.group(1), "name": "twice"}
+    first = await post(browser, "/account/keys", fields)
+    assert first.status == 200
+    assert "mgw_" in first.text
+    again = await post(browser, "/account/keys", fields)  # a reload of the result page
+    assert again.status == 409
+    assert "already created" in again.text
+    assert "mgw_" not in again.text
+    assert list(keys(await account(browser))) == ["twice"]
+    fresh = await account(browser)  # a new render of the form is a new key
+    assert re.search(r'name="request_id" value="([^"]+)"', fresh.text).group(1) != request_id.group(1)  # type: ignore[union-attr]
+
+
 async def test_a_key_with_a_bad_name_or_expiry_is_refused(gateway: GatewayHandle, browser: Browser) -> None:
     await gateway.new_user(ADA)
     listed = await sign_in(browser, ADA)
