@@ -29,6 +29,7 @@ from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.metadata import resource_metadata_url
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.cors import add_cors_headers, cors_middleware
+from gateway.proxy.guard import BLOCKED, BlockedAddresses
 from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streamable import setup_streamable
@@ -77,6 +78,7 @@ def create_app(
     app[REVOCATIONS] = (
         RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
     )
+    app[BLOCKED] = BlockedAddresses()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))

@@ -22,6 +22,7 @@ from gateway.storage.base import StorageError, UsageStore
 
 log = logging.getLogger("gateway.usage_history")
 DAY_FORMAT = "%Y-%m-%d"
+SECONDS_PER_DAY = 86400.0
 
 
 def utc_day(ts: float) -> str:
@@ -38,12 +39,21 @@ class UsageRecorder:
     def __init__(self, store: UsageStore, clock: Clock, *, interval: float) -> None:
         self._store = store
         self._clock = clock
+        self._day_start, self._day = float("-inf"), ""
         self._interval = interval
         self._pending: Counter[tuple[str, str]] = Counter()
 
     def record(self, account_id: str) -> None:
         """Count one admitted request for the account today (UTC)."""
-        self._pending[(account_id, utc_day(self._clock.now()))] += 1
+        self._pending[(account_id, self._today())] += 1
+
+    def _today(self) -> str:
+        # Called for every admitted request: format the day once per day, not once per request.
+        now = self._clock.now()
+        if not self._day_start <= now < self._day_start + SECONDS_PER_DAY:
+            self._day_start = now - now % SECONDS_PER_DAY
+            self._day = utc_day(self._day_start)
+        return self._day
 
     async def flush(self) -> None:
         if not self._pending:

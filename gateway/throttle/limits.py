@@ -141,15 +141,13 @@ class ProtectiveLimits:
             self.metrics.throttled.labels(endpoint="signup").inc()
         return wait
 
-    async def mcp_auth_wait(self, address: str) -> float:
-        """Seconds before ``address`` may present another MCP credential (0: now), after too many refusals."""
-        wait = await self.budgets.charge([self._mcp_auth_budget(address)], cost=0)
+    async def mcp_auth_failed(self, address: str) -> float:
+        """Count a refused MCP credential from ``address``: 0 while within budget, else the seconds until the
+        budget's window ends (the caller then refuses the address outright)."""
+        wait = await self.budgets.charge([self._mcp_auth_budget(address)])
         if wait > 0:
             self.metrics.throttled.labels(endpoint="mcp").inc()
         return wait
-
-    async def mcp_auth_failed(self, address: str) -> None:
-        await self.budgets.charge([self._mcp_auth_budget(address)])
 
     def _mcp_auth_budget(self, address: str) -> Budget:
         return self._budget("mcp", "a", address, self.config.limits.protective.mcp_auth_failures_per_address)
