@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from aiohttp import web
@@ -31,6 +31,8 @@ from gateway.storage.oauth import AccessToken, GrantStore
 MAX_CACHE_TTL = 1.0
 DEFAULT_CACHE_TTL = 0.8
 """Below the one-second promise, leaving room for the reload query and the request in flight."""
+MAX_ENTRY_AGE = 60.0
+"""How long a validation is reused while the revocation watermark stays put (a plan change shows within this)."""
 _Judge = Callable[[str, float], Awaitable["_Cached | str"]]
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 
@@ -81,6 +83,8 @@ class _Cached:
     principal: Principal
     expires_at: float | None
     fetched_at: float
+    epoch: int | None = None
+    """The revocation watermark observed before this validation was read from storage."""
 
 
 def extract_credential(request: web.Request, challenge: Challenge) -> str:
@@ -133,6 +137,8 @@ class Authenticator:
         self.challenge = challenge
         self._resource = resource
         self._required = required_scopes
+        self._epoch: int | None = None
+        self._epoch_read_at = float("-inf")
         self._ttl = min(cache_ttl, MAX_CACHE_TTL)
         self._size = cache_size
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -200,7 +206,8 @@ class Authenticator:
     async def _cached(self, digest: str, judge: _Judge) -> Principal:
         now, mono = self._clock.now(), self._clock.monotonic()
         cached = self._cache.get(digest)
-        if cached is None or mono - cached.fetched_at >= self._ttl:
+        if cached is None or not self._fresh(cached, mono):
+            epoch = self._epoch  # before reading: a revocation committed meanwhile moves the watermark past it
             try:
                 judged = await judge(digest, mono)
             except StorageUnavailable as exc:
@@ -208,7 +215,7 @@ class Authenticator:
             if isinstance(judged, str):
                 self._drop(digest)
                 raise self._invalid("The credential is unknown, expired or revoked", judged)
-            cached = judged
+            cached = replace(judged, epoch=epoch)
             self._remember(digest, cached)
         if cached.expires_at is not None and now >= cached.expires_at:
             raise self._invalid("The credential has expired", "expired")
@@ -266,6 +273,25 @@ class Authenticator:
         )
         return _Cached(principal, token.expires_at, mono)
 
+    def observe_epoch(self, epoch: int, read_started_at: float) -> None:
+        """The storage's revocation watermark (``Storage.revocation_epoch``) as read by a query that started at
+        ``read_started_at`` (monotonic). While it stays put, validations are reused past the cache lifetime:
+        nothing was revoked. Called every half second at most by the open-stream checker."""
+        self._epoch, self._epoch_read_at = epoch, read_started_at
+
+    def _fresh(self, cached: _Cached, mono: float) -> bool:
+        """Reusable: read less than the cache lifetime ago, or read under the current watermark, which was seen
+        unchanged less than the cache lifetime ago (so a revocation is still refused within a second)."""
+        age = mono - cached.fetched_at
+        if age < self._ttl:
+            return True
+        return (
+            cached.epoch is not None
+            and cached.epoch == self._epoch
+            and mono - self._epoch_read_at < self._ttl
+            and age < MAX_ENTRY_AGE
+        )
+
     def _remember(self, digest: str, cached: _Cached) -> None:
         self._drop(digest)
         self._cache[digest] = cached
@@ -320,6 +346,7 @@ class Authenticator:
 
         Raises ``ServiceUnavailable`` when storage cannot say."""
         load = self._load_access_token if principal.method == "oauth" else self._load_api_key
+        epoch = self._epoch
         try:
             cached = await load(digest, self._clock.monotonic())
         except StorageUnavailable as exc:
@@ -327,5 +354,5 @@ class Authenticator:
         if cached is None:
             self._drop(digest)
             return False
-        self._remember(digest, cached)
+        self._remember(digest, replace(cached, epoch=epoch))
         return cached.expires_at is None or self._clock.now() < cached.expires_at

@@ -112,11 +112,13 @@ class OpenStreams:
         for stream in list(self._streams):
             if stream.expires_at is not None and now >= stream.expires_at:
                 stream.close(REVOKED)
+        started = self.clock.monotonic()
         try:
             epoch = await self.watermark.revocation_epoch()
         except StorageError:
             self._unconfirmed(list(self._streams))
             return
+        self.authn.observe_epoch(epoch, started)
         if epoch != self._epoch:
             self._epoch = epoch  # read before re-checking: a revocation committed meanwhile moves it again
             await self._recheck(list(self._streams))

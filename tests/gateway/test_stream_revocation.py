@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.clock import ManualClock
 from gateway.storage import Storage
+from tests.support.counting_storage import CountingStorage, ticks
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, OAuthApp, bearer, obtain_tokens, post_mcp
@@ -119,34 +120,6 @@ async def test_shutdown_lets_in_flight_requests_finish_and_ends_open_streams_wit
         assert answered.status == 200
         answered.close()
     assert rest.endswith(b'event: error\ndata: {"error": "server shutting down"}\n\n')
-
-
-class CountingStorage:
-    """The real storage, counting the calls the stream checks make (credential lookups, watermark reads)."""
-
-    def __init__(self, inner: Storage) -> None:
-        self._inner = inner
-        self.key_lookups = 0
-        self.epoch_reads = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    async def get_api_key_by_hash(self, key_hash: str) -> object:
-        self.key_lookups += 1
-        return await self._inner.get_api_key_by_hash(key_hash)
-
-    async def revocation_epoch(self) -> int:
-        self.epoch_reads += 1
-        return await self._inner.revocation_epoch()
-
-
-async def ticks(storage: CountingStorage, count: int) -> None:
-    """Wait (bounded) until the periodic check has read the watermark ``count`` more times."""
-    target = storage.epoch_reads + count
-    async with asyncio.timeout(WAIT):
-        while storage.epoch_reads < target:
-            await asyncio.sleep(0.01)
 
 
 async def test_quiet_checks_read_one_watermark_and_a_revocation_without_announcement_still_closes_its_stream(
