@@ -45,6 +45,8 @@ from tests.support.upstream import run_upstream
 LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}).encode()
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
+MANY_REFUSALS = {"limits": {"protective": {"mcp_auth_failures_per_address": 1_000_000}}}
+
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -168,7 +170,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             run_upstream() as upstream,
-            replica_fleet(Path(tmp), upstream_url=upstream.mcp_url) as fleet,
+            # Thousands of deliberate 401s from one address: lift the per-address budget of refused credentials.
+            replica_fleet(Path(tmp), upstream_url=upstream.mcp_url, overrides=MANY_REFUSALS) as fleet,
         ):
             report = {
                 "propagation": await propagation(fleet, args.revocations, args.load, announce=True),

@@ -120,7 +120,7 @@ class ProtectiveLimitsConfig:
     login_failures_per_address: int = 30
     signups_per_address: int = 10
     """Dashboard sign-ups attempted from one client address per hour (every attempt counts)."""
-    mcp_auth_failures_per_address: int = 300
+    mcp_auth_failures_per_address: int = 1000
     """Refused credentials (401) on the MCP endpoints from one client address; past it, 429 before any lookup."""
 
 
