@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from gateway.clock import ManualClock
 from gateway.storage import Storage
 from tests.support.dashboard import account, apps, csrf, post, sign_in
 from tests.support.gateway import GatewayHandle, running_gateway
-from tests.support.https_server import make_local_ca, serve_https
+from tests.support.https_server import serve_metadata_document
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import OAuthApp, bearer, obtain_tokens, post_mcp
 from tests.support.upstream import UpstreamProcess
@@ -28,29 +27,18 @@ NAME = "Metadata Document App"
 async def cimd_gateway(
     sqlite_storage: Storage, upstream: UpstreamProcess, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[tuple[GatewayHandle, str]]:
-    ca = make_local_ca(tmp_path / "tls")
-    document: dict[str, object] = {}
-
-    async def serve_document(request: web.Request) -> web.Response:
-        return web.json_response(document, headers={"Cache-Control": "max-age=300"})
-
-    app = web.Application()
-    app.router.add_get("/oauth/client.json", serve_document)
-    async with serve_https(app, ca) as https:
-        client_id = https.url("/oauth/client.json", host="localhost")
-        document.update(
-            client_id=client_id,
-            client_name=NAME,
-            redirect_uris=[LAPTOP, SERVER],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        )
-        overrides = {"oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(ca.ca_path)}}}
+    async with serve_metadata_document(
+        tmp_path,
+        client_name=NAME,
+        redirect_uris=[LAPTOP, SERVER],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    ) as served:
         async with running_gateway(
-            storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides, clock=clock
+            storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=served.gateway_overrides, clock=clock
         ) as gw:
-            yield gw, client_id
+            yield gw, served.client_id
 
 
 async def test_each_installation_of_a_metadata_document_client_is_its_own_app_and_revoked_alone(

@@ -10,14 +10,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 
 from gateway.clock import ManualClock
 from gateway.logs import JsonFormatter
 from gateway.storage import Storage
 from tests.gateway.test_secrets_at_rest import forms
 from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
-from tests.support.https_server import make_local_ca, serve_https
+from tests.support.https_server import serve_metadata_document
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_clients import REDIRECT_URI
 from tests.support.oauth_flows import OAuthApp, new_pkce, post_mcp, register, request, sign_in_page
@@ -173,18 +172,8 @@ async def test_a_metadata_document_client_is_counted_and_audited_as_registered_w
     sqlite_storage: Storage, upstream: UpstreamProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.INFO, logger="gateway.audit")
-    ca = make_local_ca(tmp_path / "tls")
-    document: dict[str, object] = {}
-
-    async def serve_document(request: web.Request) -> web.Response:
-        return web.json_response(document, headers={"Cache-Control": "max-age=300"})
-
-    documents = web.Application()
-    documents.router.add_get("/oauth/client.json", serve_document)
-    async with serve_https(documents, ca) as https:
-        client_id = https.url("/oauth/client.json", host="localhost")
-        document.update(client_id=client_id, client_name="Doc App", redirect_uris=[REDIRECT_URI])
-        overrides = {"oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(ca.ca_path)}}}
+    async with serve_metadata_document(tmp_path, client_name="Doc App", redirect_uris=[REDIRECT_URI]) as served:
+        client_id, overrides = served.client_id, served.gateway_overrides
         async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:
             app = OAuthApp(gw.url, client_id, REDIRECT_URI)
             async with Browser(gw.url) as browser:

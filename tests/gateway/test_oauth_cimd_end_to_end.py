@@ -7,11 +7,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from aiohttp import web
-
 from gateway.storage import Storage
 from tests.support.gateway import running_gateway
-from tests.support.https_server import make_local_ca, serve_https
+from tests.support.https_server import serve_metadata_document
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_clients import (
     REDIRECT_URI,
@@ -28,25 +26,16 @@ WAIT = 30.0
 async def test_an_sdk_client_with_a_metadata_document_connects_without_registering(
     sqlite_storage: Storage, upstream: UpstreamProcess, tmp_path: Path
 ):
-    ca = make_local_ca(tmp_path / "tls")
-    document: dict[str, object] = {}
-
-    async def serve_document(request: web.Request) -> web.Response:
-        return web.json_response(document, headers={"Cache-Control": "max-age=300"})
-
-    app = web.Application()
-    app.router.add_get("/oauth/client.json", serve_document)
-    async with serve_https(app, ca) as https:
-        client_id = https.url("/oauth/client.json", host="localhost")
-        document.update(
-            client_id=client_id,
-            client_name="Metadata Document App",
-            redirect_uris=[REDIRECT_URI],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        )
-        overrides = {"oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(ca.ca_path)}}}
+    async with serve_metadata_document(
+        tmp_path,
+        client_name="Metadata Document App",
+        redirect_uris=[REDIRECT_URI],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    ) as served:
+        client_id = served.client_id
+        overrides = served.gateway_overrides
         async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:
             await gw.new_user("lin@example.com")
             storage = MemoryTokenStorage()

@@ -174,3 +174,35 @@ async def silent_tcp_server(host: str = "127.0.0.1") -> AsyncIterator[int]:
         for writer in writers:
             writer.transport.abort()
         await server.wait_closed()
+
+
+@dataclass
+class DocumentServer:
+    """A Client ID Metadata Document served over local HTTPS; ``client_id`` is its URL, ``document`` its body."""
+
+    client_id: str
+    document: dict[str, object]
+    ca: LocalCA
+
+    @property
+    def gateway_overrides(self) -> dict[str, object]:
+        """What a gateway needs to fetch it: private addresses allowed, the local CA trusted."""
+        return {"oauth": {"cimd": {"allow_private_addresses": True, "ca_file": str(self.ca.ca_path)}}}
+
+
+@contextlib.asynccontextmanager
+async def serve_metadata_document(tmp_path: Path, **fields: object) -> AsyncIterator[DocumentServer]:
+    """Serve ``{"client_id": <its own URL>, **fields}`` at ``https://localhost:<port>/oauth/client.json``
+    (cacheable for 300 s); change ``DocumentServer.document`` to change what later fetches see."""
+    ca = make_local_ca(tmp_path / "tls")
+    document: dict[str, object] = {}
+
+    async def serve_document(request: web.Request) -> web.Response:
+        return web.json_response(document, headers={"Cache-Control": "max-age=300"})
+
+    app = web.Application()
+    app.router.add_get("/oauth/client.json", serve_document)
+    async with serve_https(app, ca) as https:
+        client_id = https.url("/oauth/client.json", host="localhost")
+        document.update(client_id=client_id, **fields)
+        yield DocumentServer(client_id, document, ca)
