@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -15,11 +17,11 @@ from gateway.clock import ManualClock
 from gateway.revocation import Revocation
 from gateway.revocation_redis import RedisRevocationBus
 from gateway.storage import Storage
-from tests.support.gateway import running_gateway
+from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, bearer, obtain_tokens, post_mcp, register
 from tests.support.replicas import REDIS_URL
-from tests.support.tcp_proxy import tcp_proxy
+from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 from tests.support.upstream import UpstreamProcess
 
 
@@ -52,6 +54,30 @@ async def test_with_redis_unreachable_tokens_work_revocations_apply_at_once_and_
                 "status": "degraded",
                 "checks": {"storage": "ok", "upstream": "ok", "redis": "degraded"},
             }
+
+
+@contextlib.asynccontextmanager
+async def keyed_gateway_behind_a_cuttable_redis(
+    storage: Storage, upstream: UpstreamProcess, clock: ManualClock
+) -> AsyncIterator[tuple[GatewayHandle, TcpProxy, dict[str, str], str]]:
+    """A gateway subscribed to Redis through a proxy the test controls, with an API key that has just worked:
+    (gateway, proxy, the key's headers, the key's id)."""
+    redis = urlsplit(REDIS_URL)
+    async with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as network:
+        url = REDIS_URL.replace(redis.netloc, f"127.0.0.1:{network.port}")
+        overrides = {
+            "redis": {"url": url, "revocation_channel": f"gwt{secrets.token_hex(6)}:revocations"},
+            "quota": {"default_plan": "unlimited"},
+        }
+        async with running_gateway(
+            storage=storage, upstream_url=upstream.mcp_url, clock=clock, overrides=overrides
+        ) as gw:
+            user = await gw.new_user()
+            row, minted = await gw.accounts.create_key(user, name="k", expires_in=None)
+            headers = {"X-API-Key": minted.key}
+            await until_subscribed(gw.url)
+            assert (await post_mcp(gw.url, headers)).status == 200
+            yield gw, network, headers, row.id
 
 
 async def until_refused(url: str, headers: dict[str, str]) -> None:
@@ -102,51 +128,23 @@ async def test_an_announcement_from_another_replica_drops_the_cached_key_and_mal
 async def test_after_the_subscription_comes_back_the_validation_cache_is_flushed(
     sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock
 ):
-    redis = urlsplit(REDIS_URL)
-    async with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as cut_off:
-        url = REDIS_URL.replace(redis.netloc, f"127.0.0.1:{cut_off.port}")
-        overrides = {
-            "redis": {"url": url, "revocation_channel": f"gwt{secrets.token_hex(6)}:revocations"},
-            "quota": {"default_plan": "unlimited"},
-        }
-        async with running_gateway(
-            storage=sqlite_storage, upstream_url=upstream.mcp_url, clock=clock, overrides=overrides
-        ) as gw:
-            user = await gw.new_user()
-            row, minted = await gw.accounts.create_key(user, name="k", expires_in=None)
-            headers = {"X-API-Key": minted.key}
-            await until_subscribed(gw.url)
-            assert (await post_mcp(gw.url, headers)).status == 200
-            cut_off.cut()
-            await sqlite_storage.revoke_api_key(row.id, now=clock.now())  # its announcement would be lost
-            assert (await post_mcp(gw.url, headers)).status == 200  # still cached: this clock never moves
-            cut_off.restore()
-            await until_refused(gw.url, headers)
+    async with keyed_gateway_behind_a_cuttable_redis(sqlite_storage, upstream, clock) as (gw, cut_off, headers, key_id):
+        cut_off.cut()
+        await sqlite_storage.revoke_api_key(key_id, now=clock.now())  # its announcement would be lost
+        assert (await post_mcp(gw.url, headers)).status == 200  # still cached: this clock never moves
+        cut_off.restore()
+        await until_refused(gw.url, headers)
 
 
 @pytest.mark.redis
 async def test_a_silently_dead_subscription_is_noticed_and_the_cache_flushed_once_redis_answers_again(
     sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ):
-    redis = urlsplit(REDIS_URL)
-    async with tcp_proxy(redis.hostname or "127.0.0.1", redis.port or 6379) as network:
-        url = REDIS_URL.replace(redis.netloc, f"127.0.0.1:{network.port}")
-        overrides = {
-            "redis": {"url": url, "revocation_channel": f"gwt{secrets.token_hex(6)}:revocations"},
-            "quota": {"default_plan": "unlimited"},
-        }
-        async with running_gateway(
-            storage=sqlite_storage, upstream_url=upstream.mcp_url, clock=clock, overrides=overrides
-        ) as gw:
-            user = await gw.new_user()
-            row, minted = await gw.accounts.create_key(user, name="k", expires_in=None)
-            headers = {"X-API-Key": minted.key}
-            await until_subscribed(gw.url)
-            assert (await post_mcp(gw.url, headers)).status == 200
-            network.blackhole()  # no reset, no bytes: only the subscription's own PINGs can tell
-            await sqlite_storage.revoke_api_key(row.id, now=clock.now())
-            async with asyncio.timeout(15):
-                while "revocation subscription lost" not in caplog.text:
-                    await asyncio.sleep(0.1)
-            network.resume()
-            await until_refused(gw.url, headers)
+    async with keyed_gateway_behind_a_cuttable_redis(sqlite_storage, upstream, clock) as (gw, network, headers, key_id):
+        network.blackhole()  # no reset, no bytes: only the subscription's own PINGs can tell
+        await sqlite_storage.revoke_api_key(key_id, now=clock.now())
+        async with asyncio.timeout(15):
+            while "revocation subscription lost" not in caplog.text:
+                await asyncio.sleep(0.1)
+        network.resume()
+        await until_refused(gw.url, headers)
