@@ -73,7 +73,11 @@ async def run_apps(storage: Storage, accounts: Accounts, args: argparse.Namespac
         return
     if args.user is None and args.client is None:
         raise CommandError("name --user EMAIL, --client CLIENT_ID, or both")
-    users = [await accounts.require_user(args.user)] if args.user else await storage.list_users()
+    if args.user:
+        users = [await accounts.require_user(args.user)]
+    else:
+        found = [await storage.get_user(user_id) for user_id in await storage.users_of_client(args.client)]
+        users = [user for user in found if user is not None]
     revoked = 0
     for user in users:
         for app in await authorized_apps(user.id, consents=storage, grants=storage):

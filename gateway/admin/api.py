@@ -153,7 +153,10 @@ async def revoke_client(request: web.Request) -> web.Response:
     if not isinstance(client_id, str) or not client_id:
         raise InvalidRequest("client_id is required")
     storage, families = request.app[STORAGE], 0
-    for user in await storage.list_users():
+    for user_id in await storage.users_of_client(client_id):
+        user = await storage.get_user(user_id)
+        if user is None:
+            continue
         for app in await authorized_apps(user.id, consents=storage, grants=storage):
             if app.client_id == client_id:
                 families += len(await actions.revoke_app(user, app))

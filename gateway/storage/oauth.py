@@ -287,6 +287,11 @@ class ConsentStore(Protocol):
         """The user's remembered consents, oldest first."""
         ...
 
+    async def users_of_client(self, client_id: str) -> list[str]:
+        """Ids of the users holding a grant family (live or not) or a remembered consent of ``client_id``,
+        sorted: whom an operator's "revoke this client everywhere" has to visit."""
+        ...
+
     async def forget_consents(self, user_id: str, client_id: str, redirect_uri: str | None = None) -> int: ...
 
 

@@ -32,6 +32,14 @@ class PostgresAccountStores:
         )
         return [Consent(*row) for row in rows]
 
+    async def users_of_client(self, client_id: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT user_id FROM token_families WHERE client_id = $1 "
+            "UNION SELECT user_id FROM consents WHERE client_id = $1 ORDER BY 1",
+            client_id,
+        )
+        return [str(row[0]) for row in rows]
+
     async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
         if not counts:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.storage import Consent, Storage, User
-from tests.storage.test_oauth_conformance import OTHER_REDIRECT, REDIRECT, RESOURCE, T0, add_user
+from tests.storage.test_oauth_conformance import OTHER_REDIRECT, REDIRECT, RESOURCE, T0, add_grant, add_user
 from tests.support.databases import Backend
 
 
@@ -28,6 +28,18 @@ async def test_list_consents_returns_only_that_users_consents_oldest_first(stora
     await storage.save_consent(Consent(bob.id, "cli_a", REDIRECT, RESOURCE, "mcp", T0, T0))
     assert await storage.list_consents(ada.id) == [first, later]
     assert await storage.list_consents("usr_missing") == []
+
+
+async def test_users_of_a_client_are_those_with_a_grant_or_a_consent_of_it_each_once(storage: Storage) -> None:
+    granted, consented, both, other = [await add_user(storage) for _ in range(4)]
+    await add_grant(storage, granted, client_id="cli_x")
+    await storage.save_consent(Consent(consented.id, "cli_x", REDIRECT, RESOURCE, "mcp", T0, T0))
+    await add_grant(storage, both, client_id="cli_x")
+    await add_grant(storage, both, client_id="cli_x", redirect_uri=OTHER_REDIRECT)
+    await storage.save_consent(Consent(both.id, "cli_x", REDIRECT, RESOURCE, "mcp", T0, T0))
+    await add_grant(storage, other, client_id="cli_y")
+    assert await storage.users_of_client("cli_x") == sorted([granted.id, consented.id, both.id])
+    assert await storage.users_of_client("cli_missing") == []
 
 
 async def test_usage_batches_add_up_per_user_and_day(storage: Storage) -> None:
