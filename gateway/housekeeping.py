@@ -1,6 +1,6 @@
 """Periodic clean-up: expired tokens and codes, stale pending authorizations, forgotten MCP session bindings,
-and registered clients that never completed an authorization. Every replica may run it; each step is an
-idempotent bulk delete."""
+registered clients that never completed an authorization, and browser sign-in sessions that are over. Every
+replica may run it; each step is an idempotent bulk delete."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ async def sweep(app: web.Application) -> dict[str, int]:
         "tokens": await storage.purge_expired_tokens(before=now),
         "authorization_requests": await storage.purge_authorization_requests(expired_before=now),
         "clients": await reap_unused_clients(storage, clock, config.oauth.registration.unused_client_ttl),
+        "browser_sessions": await storage.purge_browser_sessions(
+            ended_before=now, idle_since=now - config.oauth.login_session_idle_ttl
+        ),
     }
 
 

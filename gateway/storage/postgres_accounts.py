@@ -32,6 +32,14 @@ class PostgresAccountStores:
         )
         return [Consent(*row) for row in rows]
 
+    async def purge_browser_sessions(self, *, ended_before: float, idle_since: float) -> int:
+        status = await self._execute(
+            "DELETE FROM browser_sessions WHERE expires_at < $1 OR revoked_at < $1 OR last_seen_at < $2",
+            ended_before,
+            idle_since,
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
     async def users_of_client(self, client_id: str) -> list[str]:
         rows = await self._fetch(
             "SELECT user_id FROM token_families WHERE client_id = $1 "

@@ -35,6 +35,12 @@ class SqliteAccountStores:
         )
         return [Consent(*row) for row in rows]
 
+    async def purge_browser_sessions(self, *, ended_before: float, idle_since: float) -> int:
+        return await self._execute(
+            "DELETE FROM browser_sessions WHERE expires_at < ? OR revoked_at < ? OR last_seen_at < ?",
+            (ended_before, ended_before, idle_since),
+        )
+
     async def users_of_client(self, client_id: str) -> list[str]:
         rows = await self._fetch(
             "SELECT user_id FROM token_families WHERE client_id = ? "

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.storage import Consent, Storage, User
-from tests.storage.test_oauth_conformance import OTHER_REDIRECT, REDIRECT, RESOURCE, T0, add_grant, add_user
+from gateway.storage import BrowserSession, Consent, Storage, User
+from tests.storage.test_oauth_conformance import (
+    DAY,
+    HOUR,
+    OTHER_REDIRECT,
+    REDIRECT,
+    RESOURCE,
+    T0,
+    add_grant,
+    add_user,
+    digest,
+)
 from tests.support.databases import Backend
 
 
@@ -66,3 +76,24 @@ async def test_concurrent_usage_batches_from_two_instances_are_all_counted(backe
         *[s.add_usage({(ada.id, "2026-11-21"): 1, (ada.id, "2026-11-22"): 2}) for s in [first, second] * 10]
     )
     assert await first.usage_history(ada.id, since_day="2026-11-01") == [("2026-11-21", 20), ("2026-11-22", 40)]
+
+
+async def test_purging_browser_sessions_removes_expired_revoked_and_idle_ones_only(storage: Storage) -> None:
+    user = await add_user(storage)
+    now, idle = T0 + 40 * DAY, 12 * HOUR
+
+    def session(*, last_seen: float, expires: float) -> BrowserSession:
+        return BrowserSession(digest(), user.id, created_at=T0, last_seen_at=last_seen, expires_at=expires)
+
+    live = session(last_seen=now - 60, expires=now + DAY)
+    expired = session(last_seen=now - 60, expires=now - 1)
+    idle_one = session(last_seen=now - idle - 1, expires=now + DAY)
+    revoked = session(last_seen=now - 60, expires=now + DAY)
+    for s in (live, expired, idle_one, revoked):
+        await storage.create_browser_session(s)
+    await storage.revoke_browser_session(revoked.session_hash, now=now - 5)
+    assert await storage.purge_browser_sessions(ended_before=now, idle_since=now - idle) == 3
+    assert await storage.get_browser_session(live.session_hash) == live
+    for gone in (expired, idle_one, revoked):
+        assert await storage.get_browser_session(gone.session_hash) is None
+    assert await storage.purge_browser_sessions(ended_before=now, idle_since=now - idle) == 0

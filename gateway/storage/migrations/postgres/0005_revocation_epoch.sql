@@ -34,3 +34,4 @@ EXECUTE FUNCTION bump_revocation_epoch();
 -- An operator revoking one client in every account finds its users without scanning.
 CREATE INDEX token_families_client_id_idx ON token_families (client_id);
 CREATE INDEX consents_client_id_idx ON consents (client_id);
+CREATE INDEX browser_sessions_expires_at_idx ON browser_sessions (expires_at);
