@@ -66,6 +66,11 @@ _AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,31}")
 _UNAVAILABLE = "Authorization service unavailable, retry shortly"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REPLAY_LOG = {
+    "code_reuse": "authorization code reuse detected",
+    "refresh_reuse": "refresh token reuse detected",
+    "client_mismatch": "refresh token presented by another client",
+}
 
 
 class RequestTooLarge(OAuthError):
@@ -172,10 +177,27 @@ class _Exchange:
         self.now = self.settings.clock.now()
         self.revocations = request.app[REVOCATIONS]
 
-    async def announce_revoked(self, user_id: str, family_id: str) -> None:
-        """After a family's revocation committed: every replica drops its tokens at once."""
+    async def revoke_replayed_family(self, user_id: str, client_id: str, family_id: str, reason: str) -> None:
+        """Revoke a family whose code or refresh token was replayed (``code_reuse``, ``refresh_reuse``) or
+        presented by another client (``client_mismatch``). Only the request whose revocation commits announces
+        it to every replica, logs it and records it."""
+        if not await self.grants.revoke_family(family_id, now=self.now, reason=reason):
+            return
         committed_at = self.settings.clock.now()
         await self.revocations.announce(Revocation(user_id, committed_at, family_ids=(family_id,), source="reuse"))
+        log.warning(_REPLAY_LOG[reason], extra={"event": f"{reason}_detected", "family_id": family_id})
+        if reason == "code_reuse":
+            revoked(
+                self.app,
+                source="reuse",
+                actor="system",
+                user_id=user_id,
+                client_id=client_id,
+                family_id=family_id,
+                reason=reason,
+            )
+        else:
+            reuse_detected(self.app, user_id=user_id, client_id=client_id, family_id=family_id, reason=reason)
 
     async def require_active_user(self, user_id: str) -> None:
         user = await self.users.get_user(user_id)
@@ -251,23 +273,8 @@ class _Exchange:
         return None
 
     async def _revoke_after_replay(self, row: AuthorizationCode) -> None:
-        if row.family_id is not None and await self.grants.revoke_family(
-            row.family_id, now=self.now, reason="code_reuse"
-        ):
-            await self.announce_revoked(row.user_id, row.family_id)
-            log.warning(
-                "authorization code reuse detected",
-                extra={"event": "code_reuse_detected", "family_id": row.family_id, "client_id": row.client_id},
-            )
-            revoked(
-                self.app,
-                source="reuse",
-                actor="system",
-                user_id=row.user_id,
-                client_id=row.client_id,
-                family_id=row.family_id,
-                reason="code_reuse",
-            )
+        if row.family_id is not None:
+            await self.revoke_replayed_family(row.user_id, row.client_id, row.family_id, "code_reuse")
 
     # refresh_token (RFC 6749 §6, OAuth 2.1 §4.3)
 
@@ -286,19 +293,8 @@ class _Exchange:
         # OAuth 2.1 §4.3.1: the token is bound to the client it was issued to.
         if family.client_id != self.client_id:
             # Policy (security-cases 58): a live refresh token in another client's hands has leaked.
-            if live and await self.grants.revoke_family(family.family_id, now=self.now, reason="client_mismatch"):
-                await self.announce_revoked(family.user_id, family.family_id)
-                log.warning(
-                    "refresh token presented by another client",
-                    extra={"event": "refresh_client_mismatch", "family_id": family.family_id},
-                )
-                reuse_detected(
-                    self.app,
-                    user_id=family.user_id,
-                    client_id=family.client_id,
-                    family_id=family.family_id,
-                    reason="client_mismatch",
-                )
+            if live:
+                await self.revoke_replayed_family(family.user_id, family.client_id, family.family_id, "client_mismatch")
             raise InvalidGrant("The refresh token is invalid")
         if not live:
             raise InvalidGrant("The refresh token is invalid")
@@ -359,19 +355,7 @@ class _Exchange:
             # Inside the window but past the replay budget: parallel refreshes, not an attack. Refuse this
             # one without revoking, so the sibling request that got the pair keeps working.
             raise InvalidGrant("The refresh token was already used")
-        if await self.grants.revoke_family(family.family_id, now=self.now, reason="refresh_reuse"):
-            await self.announce_revoked(family.user_id, family.family_id)
-            log.warning(
-                "refresh token reuse detected",
-                extra={"event": "refresh_reuse_detected", "family_id": family.family_id},
-            )
-            reuse_detected(
-                self.app,
-                user_id=family.user_id,
-                client_id=family.client_id,
-                family_id=family.family_id,
-                reason="refresh_reuse",
-            )
+        await self.revoke_replayed_family(family.user_id, family.client_id, family.family_id, "refresh_reuse")
         raise InvalidGrant("The refresh token is invalid")
 
     async def _is_current(self, successor: str, family_id: str) -> bool:
