@@ -31,6 +31,7 @@ from tests.support.oauth_flows import (
     sign_in_page,
     until_consent,
 )
+from tests.support.redirect_corpora import NOT_EXACTLY_REGISTERED, REGISTERED
 
 
 def assert_error_page(reply: Reply) -> None:
@@ -79,38 +80,17 @@ async def test_an_unknown_client_or_an_unregistered_redirect_uri_gets_an_error_p
         assert_error_page(await request("GET", url))
 
 
-@pytest.mark.parametrize(
-    "requested",
-    [
-        "https://c.example/cb123?x=1",
-        "https://c.example/cb/?x=1",
-        "https://c.example/CB?x=1",
-        "https://C.example/cb?x=1",
-        "https://c.example/cb?x=1&y=2",
-        "https://c.example/cb?x=2",
-        "https://c.example/cb",
-        "https://c.example/cb;evil=1?x=1",
-        "https://c.example/cb?x=1#f",
-        "https://c.example/cb/..;/admin?x=1",
-        "https://c.example/cb/%2e%2e/admin?x=1",
-        "https://c.example:444/cb?x=1",
-        "https://c.example:443/cb?x=1",
-        "http://c.example/cb?x=1",
-        "https://evil@c.example/cb?x=1",
-        "https://c.example.evil.com/cb?x=1",
-        "",
-    ],
-)
+@pytest.mark.parametrize("requested", NOT_EXACTLY_REGISTERED)
 async def test_a_redirect_uri_that_is_not_exactly_the_registered_one_gets_an_error_page(
     gateway: GatewayHandle, requested: str
 ):
     """Case 22: simple string comparison; no prefix, subset-of-query, case or path normalisation."""
-    app = await register(gateway.url, redirect_uris=["https://c.example/cb?x=1"])
+    app = await register(gateway.url, redirect_uris=[REGISTERED])
     assert_error_page(await request("GET", app.authorization_url(new_pkce(), redirect_uri=requested)))
 
 
 async def test_the_exact_registered_redirect_uri_with_its_query_is_accepted(gateway: GatewayHandle):
-    app = await register(gateway.url, redirect_uris=["https://c.example/cb?x=1"])
+    app = await register(gateway.url, redirect_uris=[REGISTERED])
     reply = await request("GET", app.authorization_url(new_pkce()))
     assert reply.status == 303
     assert reply.headers["Location"].startswith("/login?tx=")
