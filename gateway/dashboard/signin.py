@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 from aiohttp import web
 
-from gateway import security_events
-from gateway.accounts import AccountError, normalise_email
+from gateway.accounts import AccountError
 from gateway.audit import AUDIT
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, Dashboard
 from gateway.errors import NotFound, ServiceUnavailable
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
+from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.passwords import WeakPassword
 from gateway.storage.base import Conflict, StorageUnavailable
 from gateway.throttle.limits import PROTECTIVE_LIMITS
@@ -53,44 +52,29 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
     form = await dashboard.form(request)
     dashboard.check_browser_csrf(request, form)
     email, password = form.get("email", "").strip(), form.get("password", "")
-    account = email.lower()
     address = client_address(request, dashboard.trusted_proxies)
-    wait = await dashboard.throttle.login_wait(account, address)
-    if wait > 0:
+    try:
+        user = await check_sign_in(
+            request.app,
+            throttle=dashboard.throttle,
+            users=dashboard.accounts.users,
+            passwords=dashboard.passwords,
+            email=email,
+            password=password,
+            address=address,
+            client_id=None,
+            reason="dashboard",
+        )
+    except TooManySignIns as exc:
         response = _page(
             request, "account_login.html", status=429, email=email, error="Too many attempts. Wait and try again."
         )
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        security_events.login_failed(
-            request.app, user_id=None, email=email, client_id=None, throttled=True, reason="throttled"
-        )
+        response.headers["Retry-After"] = str(math.ceil(exc.wait))
         return response
-    try:
-        user = await dashboard.accounts.users.get_user_by_email(normalise_email(email))
-    except AccountError:
-        user = None
-    except StorageUnavailable as exc:
-        raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
-    valid = await dashboard.passwords.verify(user.password_hash if user is not None else None, password)
-    if user is None or not valid or not user.active:
-        await dashboard.throttle.login_failed(account, address)
-        reason = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
-        security_events.login_failed(
-            request.app,
-            user_id=user.id if user is not None else None,
-            email=email,
-            client_id=None,
-            throttled=False,
-            reason=reason,
-        )
+    if user is None:
         return _page(request, "account_login.html", status=401, email=email, error=GENERIC_FAILURE)
-    await dashboard.throttle.login_succeeded(account)
-    if dashboard.passwords.needs_rehash(user.password_hash):
-        with contextlib.suppress(StorageUnavailable):
-            await dashboard.accounts.users.set_password_hash(user.id, await dashboard.passwords.rehash(password))
     response = see_other(ACCOUNT_PATH)
     await dashboard.logins.start(request, response, user)
-    security_events.login_succeeded(request.app, user_id=user.id, client_id=None, reason="dashboard")
     return response
 
 

@@ -7,13 +7,11 @@ is being approved. Sign-in failures get one generic message and are throttled pe
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
 
 from aiohttp import web
 
-from gateway.accounts import AccountError, normalise_email
 from gateway.errors import ServiceUnavailable
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import browser_id
@@ -22,7 +20,8 @@ from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, is_loopback, redirect_host
 from gateway.oauth.scopes import describe
-from gateway.security_events import consent_decided, login_failed, login_succeeded
+from gateway.oauth.sign_in import TooManySignIns, check_sign_in
+from gateway.security_events import consent_decided
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import AuthorizationRequest, Consent
 from gateway.web_pages import check_same_origin_post, error_page, render, see_other
@@ -101,40 +100,24 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             client_name=await _client_name(flow, pending.client_id),
         )
 
-    account = email.lower()
     address = client_address(request, flow.settings.config.security.trusted_proxies)
-    wait = await flow.throttle.login_wait(account, address)
-    if wait > 0:
-        login_failed(
-            request.app, user_id=None, email=email, client_id=pending.client_id, throttled=True, reason="throttled"
-        )
-        response = await again("Too many attempts. Wait a moment and try again.", 429)
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
     try:
-        user = await flow.users.get_user_by_email(normalise_email(email))
-    except AccountError:
-        user = None
-    except StorageUnavailable as exc:
-        raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
-    valid = await flow.passwords.verify(user.password_hash if user is not None else None, password)
-    if user is None or not valid or not user.active:
-        await flow.throttle.login_failed(account, address)
-        reason = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
-        login_failed(
+        user = await check_sign_in(
             request.app,
-            user_id=user.id if user is not None else None,
+            throttle=flow.throttle,
+            users=flow.users,
+            passwords=flow.passwords,
             email=email,
+            password=password,
+            address=address,
             client_id=pending.client_id,
-            throttled=False,
-            reason=reason,
         )
+    except TooManySignIns as exc:
+        response = await again("Too many attempts. Wait a moment and try again.", 429)
+        response.headers["Retry-After"] = str(math.ceil(exc.wait))
+        return response
+    if user is None:
         return await again(GENERIC_FAILURE, 401)
-    await flow.throttle.login_succeeded(account)
-    login_succeeded(request.app, user_id=user.id, client_id=pending.client_id)
-    if flow.passwords.needs_rehash(user.password_hash):
-        with contextlib.suppress(StorageUnavailable):
-            await flow.users.set_password_hash(user.id, await flow.passwords.rehash(password))
     response = see_other(f"{CONSENT_PATH}?tx={request_id}")
     await flow.logins.start(request, response, user)
     await flow.requests.set_authorization_user(pending.request_hash, user.id)

@@ -240,6 +240,24 @@ async def test_sign_in_failures_on_two_replicas_lock_the_account_on_both(sqlite_
         assert int(locked.headers["Retry-After"]) >= 1
 
 
+async def test_look_alike_spellings_of_one_email_share_its_sign_in_budget(sqlite_storage: Storage, clock: ManualClock):
+    """Case 38: case and fullwidth letters (NFKC) reach the same account, so they count against the same budget."""
+    overrides = budgets(login_failures_per_account=3)
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        await gw.new_user("grace@example.com")
+        registered = await register(gw.url)
+        async with Browser(gw.url) as browser:
+            page = await sign_in_page(browser, registered.authorization_url(new_pkce()))
+            spellings = ["GRACE@example.com", "\uff47race@example.com", "gr\uff41ce@EXAMPLE.com"]
+            statuses = [(await login_post(browser, page, email, "wrong password!")).status for email in spellings]
+            assert statuses == [401, 401, 401]
+            locked = await login_post(browser, page, "grace@example.com", TEST_PASSWORD)
+        assert locked.status == 429
+        assert throttled(gw, "login") == 1
+
+
 async def test_an_address_presenting_refused_credentials_to_mcp_is_throttled_before_any_lookup_and_no_account_pays(
     sqlite_storage: Storage, upstream: UpstreamProcess, clock: ManualClock
 ):
