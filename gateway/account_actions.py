@@ -54,8 +54,8 @@ class AccountActions:
         families = await self.storage.revoke_user_families(
             user.id, now=now, reason=APP_REVOKED, client_id=app.client_id, redirect_uri=app.installation
         )
+        await self._announce(user.id, families=families)  # committed: announce before anything else can fail
         await self.storage.forget_consents(user.id, app.client_id, app.installation)
-        await self._announce(user.id, families=families)
         self.audit.record(
             "app.revoked",
             actor=self.actor,
@@ -71,9 +71,9 @@ class AccountActions:
         """Sign out everywhere: every app's grants and codes, every remembered consent."""
         now = self.clock.now()
         families = await self.storage.revoke_user_families(user.id, now=now, reason=APP_REVOKED)
+        await self._announce(user.id, families=families)  # committed: announce before anything else can fail
         for consent in await self.storage.list_consents(user.id):
             await self.storage.forget_consents(user.id, consent.client_id, consent.redirect_uri)
-        await self._announce(user.id, families=families)
         self.audit.record(
             "sessions.revoked", actor=self.actor, reason=self.source, user_id=user.id, families=len(families)
         )
@@ -105,10 +105,13 @@ class AccountActions:
         await self.storage.revoke_user_browser_sessions(user.id, now=now)
         if revoke_tokens:
             families = await self.storage.revoke_user_families(user.id, now=now, reason="password_changed")
-            keys = [k.id for k in await self.storage.list_api_keys(user.id) if k.revoked_at is None]
-            for key_id in keys:
-                await self.storage.revoke_api_key(key_id, now=now, user_id=user.id)
-            await self._announce(user.id, families=families, keys=keys, every=True)
+            keys: list[str] = []
+            try:
+                for key in await self.storage.list_api_keys(user.id):
+                    if key.revoked_at is None and await self.storage.revoke_api_key(key.id, now=now, user_id=user.id):
+                        keys.append(key.id)
+            finally:  # whatever committed is announced, even when a later write failed
+                await self._announce(user.id, families=families, keys=keys, every=True)
         self.audit.record(
             "password.changed", actor=self.actor, user_id=user.id, tokens_revoked=str(revoke_tokens).lower()
         )

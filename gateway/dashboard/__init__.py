@@ -47,13 +47,14 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def storage_down_is_503(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On the dashboard and the admin API an unreachable database is a 503 saying nothing was done."""
+    """On the dashboard and the admin API an unreachable database is a 503 asking to retry. Every action is safe
+    to repeat, and whatever it committed before the failure was already announced."""
     try:
         return await handler(request)
     except StorageUnavailable as exc:
         if not (is_dashboard_page(request.path) or request.path.startswith(ADMIN_PREFIX)):
             raise
-        raise ServiceUnavailable("The database is unreachable; nothing was changed. Retry shortly.") from exc
+        raise ServiceUnavailable("The database is unreachable; the change may be incomplete. Retry shortly.") from exc
 
 
 def setup_dashboard(app: web.Application) -> None:

@@ -7,11 +7,13 @@ and looked up only among the signed-in user's own apps and keys (anything else i
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway import security_events
 from gateway.accounts import AccountError
 from gateway.appkeys import CLOCK, STORAGE
 from gateway.audit import AUDIT
@@ -19,10 +21,13 @@ from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.net import client_address
+from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
 from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
+from gateway.throttle.limits import Throttled
 from gateway.usage_history import last_days
 from gateway.web_pages import STATIC, render, see_other
 
@@ -96,7 +101,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     days_field = form.get("expires_in_days", "").strip()
     expires_in: float | None = None
     if days_field:
-        if not days_field.isdigit() or not 1 <= int(days_field) <= MAX_KEY_DAYS:
+        if not (days_field.isascii() and days_field.isdecimal()) or not 1 <= int(days_field) <= MAX_KEY_DAYS:
             raise InvalidRequest(f"Expiry is a whole number of days from 1 to {MAX_KEY_DAYS}, or empty for none.")
         expires_in = int(days_field) * 86400.0
     request_id = form.get("request_id", "")
@@ -129,7 +134,16 @@ async def revoke_key(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
     user, form = await dashboard.signed_in_form(request)
+    # The current password is a guess like any sign-in: same budgets, same records.
+    account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
+    wait = await dashboard.throttle.login_wait(account, address)
+    if wait > 0:
+        raise Throttled("Too many attempts; try again later", retry_after=math.ceil(wait))
     if not await dashboard.passwords.verify(user.password_hash, form.get("current_password", "")):
+        await dashboard.throttle.login_failed(account, address)
+        security_events.login_failed(
+            request.app, user_id=user.id, email=user.email, client_id=None, throttled=False, reason="wrong_password"
+        )
         raise InvalidRequest("The current password is not right.")
     new = form.get("new_password", "")
     if new != form.get("new_password_again", ""):

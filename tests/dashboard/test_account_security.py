@@ -231,6 +231,30 @@ async def test_changing_the_password_ends_other_sessions_and_optionally_revokes_
     assert (await post_mcp(gateway.url, {"X-API-Key": key})).status == 401
 
 
+async def test_guessing_the_current_password_meets_the_sign_in_budget(
+    sqlite_storage: Storage, upstream: UpstreamProcess
+) -> None:
+    overrides = {"limits": {"protective": {"login_failures_per_account": 3}}}
+    async with running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw:
+        await gw.new_user("guessed@example.com")
+        async with Browser(gw.url) as browser:
+            listed = await sign_in(browser, "guessed@example.com")
+            fields = {"csrf": csrf(listed), "new_password": NEW_PASSWORD, "new_password_again": NEW_PASSWORD}
+            guesses = [
+                (await post(browser, "/account/password", {**fields, "current_password": f"guess {i}"})).status
+                for i in range(3)
+            ]
+            assert guesses == [400, 400, 400]
+            refused = await post(browser, "/account/password", {**fields, "current_password": TEST_PASSWORD})
+            assert refused.status == 429
+            assert int(refused.headers["Retry-After"]) >= 1
+        assert await gw.storage.get_user_by_email("guessed@example.com") is not None
+        async with Browser(gw.url) as fresh:
+            locked = page(await fresh.open(gw.url + "/account/login"))
+            reply = await fresh.submit(locked, "/account/login", email="guessed@example.com", password=TEST_PASSWORD)
+            assert page(reply).status == 429  # the same account budget as sign-in
+
+
 async def test_usage_shows_the_plan_current_counts_and_a_chart_of_recent_days(
     gateway: GatewayHandle, browser: Browser
 ) -> None:
