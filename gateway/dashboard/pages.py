@@ -136,15 +136,15 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     user, form = await dashboard.signed_in_form(request)
     # The current password is a guess like any sign-in: same budgets, same records.
     account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
-    wait = await dashboard.throttle.login_wait(account, address)
+    wait = await dashboard.throttle.login_attempt(account, address)
     if wait > 0:
         raise Throttled("Too many attempts; try again later", retry_after=math.ceil(wait))
     if not await dashboard.passwords.verify(user.password_hash, form.get("current_password", "")):
-        await dashboard.throttle.login_failed(account, address)
         security_events.login_failed(
             request.app, user_id=user.id, email=user.email, client_id=None, throttled=False, reason="wrong_password"
         )
         raise InvalidRequest("The current password is not right.")
+    await dashboard.throttle.login_succeeded(account, address)
     new = form.get("new_password", "")
     if new != form.get("new_password_again", ""):
         raise InvalidRequest("The two new passwords differ.")

@@ -28,14 +28,13 @@ class EndpointLimits(Protocol):
         """Count one metadata document fetch (a cache miss), per client address and per document."""
         ...
 
-    async def login_wait(self, account: str, address: str) -> float:
-        """Seconds until the next sign-in attempt for ``account`` from ``address`` is allowed (0: now)."""
+    async def login_attempt(self, account: str, address: str) -> float:
+        """Charge one sign-in attempt for ``account`` from ``address`` before the password is checked:
+        0 when allowed, else the seconds until the next attempt is (nothing charged)."""
         ...
 
-    async def login_failed(self, account: str, address: str) -> None: ...
-
-    async def login_succeeded(self, account: str) -> None:
-        """Forget the account's failures (its address's stay)."""
+    async def login_succeeded(self, account: str, address: str) -> None:
+        """The attempt succeeded: forget the account's failures and give back the address's unit."""
         ...
 
 

@@ -47,10 +47,11 @@ async def check_sign_in(
     client_id: str | None,
     reason: str | None = None,
 ) -> User | None:
-    """The active user these credentials belong to, or None (say only that sign-in failed). Raises
-    ``TooManySignIns`` before looking at the password once the budget is spent."""
+    """The active user these credentials belong to, or None (say only that sign-in failed). The attempt is
+    charged before the password is checked and given back on success; raises ``TooManySignIns`` without
+    looking at the password once the budget is spent."""
     account = throttled_account(email)
-    wait = await throttle.login_wait(account, address)
+    wait = await throttle.login_attempt(account, address)
     if wait > 0:
         login_failed(app, user_id=None, email=email, client_id=client_id, throttled=True, reason="throttled")
         raise TooManySignIns(wait)
@@ -62,7 +63,6 @@ async def check_sign_in(
         raise ServiceUnavailable("Sign-in service unavailable, retry shortly") from exc
     valid = await passwords.verify(user.password_hash if user is not None else None, password)
     if user is None or not valid or not user.active:
-        await throttle.login_failed(account, address)
         cause = "unknown_account" if user is None else "wrong_password" if not valid else "disabled"
         login_failed(
             app,
@@ -73,7 +73,7 @@ async def check_sign_in(
             reason=cause,
         )
         return None
-    await throttle.login_succeeded(account)
+    await throttle.login_succeeded(account, address)
     login_succeeded(app, user_id=user.id, client_id=client_id, reason=reason)
     if passwords.needs_rehash(user.password_hash):
         with contextlib.suppress(StorageUnavailable):

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -51,6 +51,10 @@ class Budgets(Protocol):
         """Forget the key's count (a successful sign-in clears its account's failures)."""
         ...
 
+    async def refund(self, key: str, cost: int = 1) -> None:
+        """Give back up to ``cost`` units charged to ``key`` (never below zero; its window is unchanged)."""
+        ...
+
 
 CHARGE_LUA: Final = """
 -- Protective budgets, all or none, on Redis time.
@@ -83,12 +87,22 @@ return 0
 """
 
 
+REFUND_LUA: Final = """
+-- Give back units of one protective counter, never below zero; the TTL (its window) is kept.
+-- KEYS[1] counter; ARGV[1] units
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECRBY', KEYS[1], math.min(n, tonumber(ARGV[1]))) end
+return 0
+"""
+
+
 class RedisBudgets:
     """Budgets every replica shares. Redis errors propagate (``FallbackBudgets`` handles them)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(CHARGE_LUA)
+        self._refund = redis.register_script(REFUND_LUA)
 
     async def charge(self, budgets: Sequence[Budget], cost: int = 1) -> float:
         if not budgets:
@@ -101,6 +115,9 @@ class RedisBudgets:
 
     async def clear(self, key: str) -> None:
         await self._redis.delete(key)
+
+    async def refund(self, key: str, cost: int = 1) -> None:
+        await self._refund(keys=[key], args=[cost])
 
 
 @dataclass(slots=True)
@@ -152,6 +169,11 @@ class MemoryBudgets:
     async def clear(self, key: str) -> None:
         self._counts.pop(key, None)
 
+    async def refund(self, key: str, cost: int = 1) -> None:
+        count = self._live(key, self._clock.monotonic())
+        if count is not None:
+            count.used = max(0, count.used - cost)
+
     def _live(self, key: str, now: float) -> _Count | None:
         count = self._counts.get(key)
         if count is not None and count.ends <= now:
@@ -195,11 +217,20 @@ class FallbackBudgets:
 
     async def clear(self, key: str) -> None:
         await self._local.clear(key)
+        await self._on_primary(self._primary.clear(key))
+
+    async def refund(self, key: str, cost: int = 1) -> None:
+        await self._local.refund(key, cost)
+        await self._on_primary(self._primary.refund(key, cost))
+
+    async def _on_primary(self, call: Coroutine[Any, Any, None]) -> None:
+        """Best effort on the shared counter (skipped while degraded: the local copy already has it)."""
         if self._degraded:
+            call.close()
             return
         try:
             async with asyncio.timeout(self._timeout):
-                await self._primary.clear(key)
+                await call
         except PRIMARY_ERRORS as exc:
             self._failed(exc)
 

@@ -117,19 +117,19 @@ class ProtectiveLimits:
             ],
         )
 
-    async def login_wait(self, account: str, address: str) -> float:
-        """Seconds until another sign-in attempt is allowed (0: now); counts it as throttled when > 0."""
-        wait = await self.budgets.charge(self._login_budgets(account, address), cost=0)
+    async def login_attempt(self, account: str, address: str) -> float:
+        """Charge one sign-in attempt, before the password is checked (so parallel guesses cannot all pass
+        one check): 0 when allowed, else the seconds to wait (nothing charged, counted as throttled)."""
+        wait = await self.budgets.charge(self._login_budgets(account, address))
         if wait > 0:
             self.metrics.throttled.labels(endpoint="login").inc()
         return wait
 
-    async def login_failed(self, account: str, address: str) -> None:
-        # All or none like every charge: when one of the two is already full, ``login_wait`` refuses anyway.
-        await self.budgets.charge(self._login_budgets(account, address))
-
-    async def login_succeeded(self, account: str) -> None:
-        await self.budgets.clear(self._login_budgets(account, "")[0].key)
+    async def login_succeeded(self, account: str, address: str) -> None:
+        """Only failures count: clear the account's, give the address its unit back."""
+        account_budget, address_budget = self._login_budgets(account, address)
+        await self.budgets.clear(account_budget.key)
+        await self.budgets.refund(address_budget.key)
 
     async def signup(self, address: str) -> float:
         """Count a sign-up attempt from ``address``: 0 when allowed, else the seconds to wait (nothing counted)."""

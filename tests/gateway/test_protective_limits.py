@@ -3,6 +3,7 @@ shared by the replicas through Redis, strict per replica while Redis is unreacha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,30 @@ async def test_look_alike_spellings_of_one_email_share_its_sign_in_budget(sqlite
             locked = await login_post(browser, page, "grace@example.com", TEST_PASSWORD)
         assert locked.status == 429
         assert throttled(gw, "login") == 1
+
+
+async def test_parallel_password_guesses_cannot_all_pass_the_budget_check(sqlite_storage: Storage, clock: ManualClock):
+    """Case 38 under concurrency: each attempt is charged before its (slow) password check."""
+    overrides = budgets(login_failures_per_account=3)
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        await gw.new_user("hopper@example.com")
+        registered = await register(gw.url)
+        async with Browser(gw.url) as browser:
+            page = await sign_in_page(browser, registered.authorization_url(new_pkce()))
+            start = asyncio.Event()
+
+            async def guess(i: int) -> int:
+                await start.wait()
+                return (await login_post(browser, page, "hopper@example.com", f"guess number {i}")).status
+
+            guesses = [asyncio.create_task(guess(i)) for i in range(20)]
+            await asyncio.sleep(0)
+            start.set()
+            statuses = await asyncio.wait_for(asyncio.gather(*guesses), 60)
+        assert statuses.count(401) == 3
+        assert statuses.count(429) == 17
 
 
 async def test_an_address_presenting_refused_credentials_to_mcp_is_throttled_before_any_lookup_and_no_account_pays(

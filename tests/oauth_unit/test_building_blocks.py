@@ -76,9 +76,20 @@ async def test_login_failures_lock_an_account_temporarily_and_the_lock_expires()
     clock = ManualClock()
     throttle = ProtectiveLimits(MemoryBudgets(clock), GatewayConfig(), Metrics(), "gw:q")
     for _ in range(5):
-        assert await throttle.login_wait("ada@example.com", "10.0.0.1") == 0
-        await throttle.login_failed("ada@example.com", "10.0.0.1")
-    assert await throttle.login_wait("ada@example.com", "10.0.0.2") > 0
-    assert await throttle.login_wait("bob@example.com", "10.0.0.2") == 0
+        assert await throttle.login_attempt("ada@example.com", "10.0.0.1") == 0  # each one fails
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.2") > 0
+    assert await throttle.login_attempt("bob@example.com", "10.0.0.2") == 0
+    await throttle.login_succeeded("bob@example.com", "10.0.0.2")
     clock.advance(901)
-    assert await throttle.login_wait("ada@example.com", "10.0.0.1") == 0
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.1") == 0
+
+
+async def test_successful_sign_ins_give_their_address_unit_back_and_clear_the_account():
+    throttle = ProtectiveLimits(MemoryBudgets(ManualClock()), GatewayConfig(), Metrics(), "gw:q")
+    for i in range(100):  # far more than the 30 failures an address may have: successes are free
+        assert await throttle.login_attempt(f"user{i}@example.com", "10.0.0.9") == 0
+        await throttle.login_succeeded(f"user{i}@example.com", "10.0.0.9")
+    for _ in range(5):
+        assert await throttle.login_attempt("ada@example.com", "10.0.0.9") == 0
+    await throttle.login_succeeded("ada@example.com", "10.0.0.9")
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.9") == 0
