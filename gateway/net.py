@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection
 
 from aiohttp import web
@@ -18,3 +19,17 @@ def client_address(request: web.Request, trusted_proxies: Collection[str]) -> st
         if hops:
             return hops[-1]
     return peer
+
+
+def address_bucket(address: str) -> str:
+    """The unit an address-based limit counts: an IPv4 address, or the /64 an IPv6 address belongs to (one
+    subscriber usually holds a whole /64, so counting single IPv6 addresses would be no limit at all)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

@@ -17,7 +17,11 @@ class EndpointLimits(Protocol):
         ...
 
     async def token(self, request: web.Request, client_id: str) -> None:
-        """Count one token request, per client address and per client."""
+        """Count one token request per client address; refuse a client whose failures spent its budget."""
+        ...
+
+    async def token_failed(self, client_id: str) -> None:
+        """A token request of ``client_id`` was refused (an OAuth error): count it against the client."""
         ...
 
     async def revoke(self, request: web.Request, client_id: str) -> None:

@@ -367,7 +367,17 @@ class _Exchange:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
-    await request.app[ENDPOINT_LIMITS].token(request, client_id)
+    limits = request.app[ENDPOINT_LIMITS]
+    await limits.token(request, client_id)
+    try:
+        return await _exchange(request, form, client_id)
+    except GatewayError as exc:
+        if 400 <= exc.status < 500 and exc.status != 429:
+            await limits.token_failed(client_id)
+        raise
+
+
+async def _exchange(request: web.Request, form: dict[str, str], client_id: str) -> web.Response:
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required")

@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.appkeys import CLOCK
 from gateway.authn import Principal
 from gateway.errors import JSONRPC_SERVER_ERROR, GatewayError, Unauthorized
-from gateway.net import client_address
+from gateway.net import address_bucket, client_address
 from gateway.proxy.context import PROXY
 from gateway.quota.headers import RETRY_AFTER
 from gateway.throttle.limits import PROTECTIVE_LIMITS
@@ -74,7 +74,7 @@ async def authenticate(request: web.Request) -> Principal:
     if limits is None:
         return await proxy.authn.authenticate(request)
     blocked, now = request.app[BLOCKED], request.app[CLOCK].monotonic()
-    address = client_address(request, proxy.trusted_proxies)
+    address = address_bucket(client_address(request, proxy.trusted_proxies))
     wait = blocked.wait(address, now)
     if wait > 0:
         limits.metrics.throttled.labels(endpoint="mcp").inc()

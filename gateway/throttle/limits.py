@@ -37,7 +37,7 @@ from aiohttp import web
 
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
-from gateway.net import client_address
+from gateway.net import address_bucket, client_address
 from gateway.oauth.errors import TooManyRequests
 from gateway.throttle.budgets import Budget, Budgets
 
@@ -72,14 +72,20 @@ class ProtectiveLimits:
         await self._charge("authorize", [budget])
 
     async def token(self, request: web.Request, client_id: str) -> None:
+        """Every request counts per address. Per client only failures count (``token_failed``): a metadata-
+        document client id is shared by every user of that app, so its successful refreshes must not spend a
+        budget that strangers could exhaust with bogus requests, and its legitimate traffic can't lock it out."""
         p = self.config.limits.protective
-        await self._charge(
-            "token",
-            [
-                self._budget("token", "a", self.address(request), p.token_per_address),
-                self._budget("token", "c", client_id, p.token_per_client),
-            ],
-        )
+        client = self._budget("token", "c", client_id, p.token_per_client)
+        wait = await self.budgets.charge([client], cost=0)
+        if wait > 0:
+            self.metrics.throttled.labels(endpoint="token").inc()
+            raise Throttled("Too many requests; try again later", retry_after=math.ceil(wait))
+        await self._charge("token", [self._budget("token", "a", self.address(request), p.token_per_address)])
+
+    async def token_failed(self, client_id: str) -> None:
+        p = self.config.limits.protective
+        await self.budgets.charge([self._budget("token", "c", client_id, p.token_per_client)])
 
     async def revoke(self, request: web.Request, client_id: str) -> None:
         p = self.config.limits.protective
@@ -160,6 +166,8 @@ class ProtectiveLimits:
         ]
 
     def _budget(self, endpoint: str, dimension: str, value: str, limit: int, window: float | None = None) -> Budget:
+        if dimension == "a":
+            value = address_bucket(value)
         return Budget(
             budget_key(self.prefix, endpoint, dimension, value),
             limit,

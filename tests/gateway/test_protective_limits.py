@@ -28,6 +28,7 @@ from tests.support.oauth_flows import (
     bearer,
     login_post,
     new_pkce,
+    obtain_tokens,
     post_mcp,
     query_url,
     register,
@@ -109,6 +110,27 @@ async def test_one_client_spread_over_many_addresses_meets_its_per_client_token_
     statuses = [(await token_request(limited, app.client_id, f"203.0.113.{i}")).status for i in range(6)]
     assert statuses == [400] * 5 + [429]
     assert (await token_request(limited, other.client_id, "203.0.113.1")).status == 400
+
+
+async def test_successful_refreshes_never_spend_the_per_client_budget_that_failures_do(
+    sqlite_storage: Storage, clock: ManualClock
+):
+    """A CIMD client id is shared by all its users: their refreshes must not lock the app out."""
+    overrides = budgets(token_per_client=3)
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        await gw.new_user(EMAIL)
+        app = await register(gw.url)
+        async with Browser(gw.url) as browser:
+            refresh_token = (await obtain_tokens(app, browser, EMAIL))["refresh_token"]
+        for _ in range(5):
+            reply = await app.refresh(refresh_token)
+            assert reply.status == 200, reply.text
+            refresh_token = reply.json()["refresh_token"]
+        statuses = [(await token_request(gw, app.client_id, f"198.51.100.{i}")).status for i in range(4)]
+        assert statuses == [400, 400, 400, 429]  # three refused requests spend it; the fourth is refused
+        assert (await app.refresh(refresh_token)).status == 429
 
 
 async def test_revocation_has_its_own_budget_and_answers_an_oauth_429(limited: GatewayHandle):
