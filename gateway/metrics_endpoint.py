@@ -16,6 +16,7 @@ from gateway.errors import Unauthorized
 from gateway.metrics import AUTH_FAILURE_REASONS, METRICS, REVOCATION_SOURCES, UPSTREAM_ERROR_KINDS, Metrics
 from gateway.request_metrics import STREAM_TRANSPORTS
 from gateway.security_events import GRANT_TYPES, LOGIN_OUTCOMES, REGISTRATION_KINDS
+from gateway.throttle.limits import ENDPOINTS as THROTTLED_ENDPOINTS
 
 METRICS_PATH = "/metrics"
 
@@ -47,6 +48,8 @@ def prime_label_sets(metrics: Metrics) -> None:
         metrics.registrations.labels(kind=registration)
     for transport in STREAM_TRANSPORTS.values():
         metrics.open_streams.labels(transport=transport)
+    for endpoint in THROTTLED_ENDPOINTS:
+        metrics.throttled.labels(endpoint=endpoint)
 
 
 def setup_metrics_endpoint(app: web.Application) -> None:

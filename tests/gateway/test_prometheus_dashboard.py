@@ -25,8 +25,6 @@ from tests.support.observed_flow import EMAIL, run_observed_flow, scrape
 from tests.support.upstream import UpstreamProcess
 
 DASHBOARD = Path(__file__).parent.parent.parent / "config" / "grafana" / "mcp-gateway.json"
-NOT_ON_DASHBOARD = {"gateway_throttled"}
-"""Per-endpoint protective limits: labelled by endpoint, exported only once one trips (not part of issue #6's list)."""
 _SUFFIXES = re.compile(r"_(total|bucket|count|sum|created)$")
 
 pytestmark = pytest.mark.prometheus
@@ -118,7 +116,7 @@ def test_the_dashboard_uses_exactly_the_gateway_series():
     used = {_SUFFIXES.sub("", name) for expr in dashboard_expressions() for name in re.findall(r"gateway_\w+", expr)}
     exported = {metric.name for metric in Metrics().registry.collect()}
     assert used <= exported, used - exported
-    assert exported - used == NOT_ON_DASHBOARD
+    assert exported == used
 
 
 async def test_a_real_prometheus_scrapes_a_full_flow_and_every_dashboard_expression_returns_data(
