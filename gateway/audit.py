@@ -68,11 +68,11 @@ class AuditLog:
     ) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
-        fields: dict[str, object] = {"audit": event, "actor": actor or "system"}
+        fields: dict[str, object] = {"audit": event, "actor": _safe(actor or "system")}
         if client_id is not None:
             fields["client_id"] = _safe(client_id)
         if reason is not None:
-            fields["reason"] = reason
+            fields["reason"] = _safe(reason)
         for key, value in ids.items():
             if key in _RESERVED:
                 raise ValueError(f"audit field {key!r} is reserved by logging")

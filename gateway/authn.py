@@ -311,10 +311,6 @@ class Authenticator:
                 if not digests:
                     del self._by_owner[owner]
 
-    def forget(self, digest: str) -> None:
-        """Drop a cached validation at once (a revocation in this process)."""
-        self._drop(digest)
-
     def on_revocation(self, revocation: Revocation) -> None:
         """A ``RevocationBus`` listener: drop every cached validation the revocation names."""
         owners = [*revocation.family_ids, *revocation.api_key_ids]
@@ -335,6 +331,12 @@ class Authenticator:
     def digest_of(self, request: web.Request) -> str:
         """The SHA-256 digest of the credential an authenticated ``request`` carried."""
         return secret_hash(extract_credential(request, self.challenge))
+
+    def under_current_watermark(self, digest: str) -> bool:
+        """The cached validation of ``digest`` was read under the revocation watermark last observed: a
+        revocation since then would move the watermark, so nothing needs re-reading until it does."""
+        cached = self._cache.get(digest)
+        return cached is not None and cached.epoch is not None and cached.epoch == self._epoch
 
     def expiry_of(self, digest: str) -> float | None:
         """When the cached credential ``digest`` expires (wall clock; None: never, or not cached)."""

@@ -24,8 +24,9 @@ METRICS_PATH = "/metrics"
 async def metrics(request: web.Request) -> web.Response:
     token = request.app[CONFIG].metrics.bearer_token
     if token:
-        sent = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+        presented = sent.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token.encode()):
             raise Unauthorized("The metrics bearer token is missing or wrong", headers={"WWW-Authenticate": "Bearer"})
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -54,7 +56,7 @@ class RedisRevocationBus:
     """True while the subscription is live (readiness reports ``degraded`` otherwise)."""
 
     async def announce(self, revocation: Revocation) -> None:
-        await deliver(self._listeners, revocation)
+        # Other replicas first: this replica's own listeners may wait on storage re-checks of open streams.
         payload = json.dumps(revocation.to_wire(), separators=(",", ":"), sort_keys=True)
         self._own.append(payload)
         try:
@@ -63,6 +65,7 @@ class RedisRevocationBus:
         except (RedisError, OSError, TimeoutError) as exc:
             # Committed already: other replicas drop it within the cache lifetime (one second) instead.
             log.warning("revocation announcement not published: %s", type(exc).__name__)
+        await deliver(self._listeners, revocation)
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -107,7 +110,9 @@ class RedisRevocationBus:
     async def _subscribe_forever(self) -> None:
         backoff, lost = BACKOFF_FIRST, False
         while True:
-            client = aioredis.from_url(self.url, socket_connect_timeout=1.0)
+            # No silent retries inside redis-py: a broken subscription must surface here, so the gap is noticed
+            # (announcements may have been lost) and the validation caches are flushed.
+            client = aioredis.from_url(self.url, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -116,10 +121,14 @@ class RedisRevocationBus:
                     if lost:
                         log.warning("revocation subscription restored; flushing validation caches")
                         self._gap()
+                        lost = False
                     await self._read(pubsub)
             except (RedisError, OSError) as exc:
                 if not lost:
                     log.warning("revocation subscription lost (%s); retrying", type(exc).__name__)
+                lost, self.subscribed = True, False
+            except Exception:  # never let the subscriber die: the next subscription flushes the caches
+                log.exception("revocation subscriber failed; retrying")
                 lost, self.subscribed = True, False
             finally:
                 self.subscribed = False

@@ -9,7 +9,6 @@ to its own ``/mcp/sse/messages``. An endpoint on another origin closes the strea
 from __future__ import annotations
 
 import contextlib
-import json
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import web
@@ -20,15 +19,11 @@ from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate
 from gateway.proxy.sessions import LEGACY_SSE
 from gateway.proxy.streamable import parse_message
-from gateway.proxy.upstream import EndStream
+from gateway.proxy.upstream import EndStream, error_event
 from gateway.quota.plans import STREAM_OPEN_COST
 
 MESSAGES_PATH = "/mcp/sse/messages"
 MAX_EVENT_BYTES = 1024 * 1024
-
-
-def _error_event(message: str) -> bytes:
-    return b"event: error\ndata: " + json.dumps({"error": message}).encode() + b"\n\n"
 
 
 class EndpointRewriter:
@@ -51,7 +46,7 @@ class EndpointRewriter:
             data, self._pending_cr = data[:-1], b"\r"
         self._buffer += data.replace(b"\r", b"\n")
         if len(self._buffer) > MAX_EVENT_BYTES:
-            raise EndStream(_error_event("upstream event too large"))
+            raise EndStream(error_event("upstream event too large"))
         out = b""
         while b"\n\n" in self._buffer:
             event, self._buffer = self._buffer.split(b"\n\n", 1)
@@ -75,10 +70,10 @@ class EndpointRewriter:
         target = urljoin(self._sse_url, data.strip())
         announced, expected = urlsplit(target), urlsplit(self._sse_url)
         if (announced.scheme, announced.netloc) != (expected.scheme, expected.netloc):
-            raise EndStream(_error_event("upstream announced an endpoint on another origin"))
+            raise EndStream(error_event("upstream announced an endpoint on another origin"))
         session_ids = parse_qs(announced.query).get("session_id")
         if not session_ids:
-            raise EndStream(_error_event("upstream endpoint has no session id"))
+            raise EndStream(error_event("upstream endpoint has no session id"))
         session_id = session_ids[0]
         await self._proxy.sessions.bind(session_id, self._principal, kind=LEGACY_SSE, upstream_path=announced.path)
         self.session_id = session_id

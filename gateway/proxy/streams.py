@@ -10,7 +10,7 @@ and a clean end of the response (the upstream request is cancelled as its connec
   watermark (``Storage.revocation_epoch``, raised by the database with every revocation) has moved and storage
   says the credential is no longer valid — this bounds a lost announcement to well under a second, while a quiet
   tick costs one small query per replica however many streams are open (a new stream is re-checked once on its
-  first tick, as its validation may come from the cache);
+  first tick unless its validation was read under the current watermark);
 - storage has been unable to confirm it for longer than the validation cache lifetime (one second);
 - the server shuts down.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from gateway.authn import MAX_CACHE_TTL, Authenticator, Principal
 from gateway.background import background
 from gateway.clock import Clock
 from gateway.errors import ServiceUnavailable
-from gateway.proxy.upstream import EVENT_STREAM, EndStream
+from gateway.proxy.upstream import EVENT_STREAM, EndStream, error_event
 from gateway.revocation import Revocation
 from gateway.storage.base import RevocationWatermark, StorageError
 
@@ -42,11 +41,6 @@ RECHECK_CONCURRENCY = 8
 REVOKED = "credential revoked or expired"
 UNAVAILABLE = "credential store unavailable"
 SHUTTING_DOWN = "server shutting down"
-
-
-def error_event(message: str) -> bytes:
-    """The last SSE event of a stream the gateway ends (clients reconnect, or re-authenticate on a 401)."""
-    return b"event: error\ndata: " + json.dumps({"error": message}).encode() + b"\n\n"
 
 
 @dataclass(eq=False)
@@ -75,6 +69,7 @@ class OpenStreams:
     interval: float
     _streams: set[_Stream] = field(default_factory=set)
     _epoch: int | None = None
+    _closing: str | None = None
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -89,7 +84,11 @@ class OpenStreams:
             return
         digest = self.authn.digest_of(request)
         stream = _Stream(principal, digest, upstream, self.clock.monotonic(), self.authn.expiry_of(digest))
+        # Validated under the watermark this checker last read: only a move of it calls for a re-check.
+        stream.checked = self.authn.under_current_watermark(digest)
         self._streams.add(stream)
+        if self._closing is not None:
+            stream.close(self._closing)
         try:
             yield
         finally:
@@ -102,6 +101,8 @@ class OpenStreams:
             await self._recheck(named)
 
     def close_all(self, reason: str) -> None:
+        """End every open stream, and every stream opened from now on (the server is shutting down)."""
+        self._closing = reason
         for stream in list(self._streams):
             stream.close(reason)
 
@@ -147,7 +148,10 @@ class OpenStreams:
                 try:
                     valid = await self.authn.revalidate(group[0].digest, group[0].principal)
                 except ServiceUnavailable:
-                    # Both the cache lifetime and the storage outage bound how long we keep trusting it.
+                    # Both the cache lifetime and the storage outage bound how long we keep trusting it; and
+                    # until a re-check succeeds, every tick tries again (the watermark may not move again).
+                    for stream in group:
+                        stream.checked = False
                     self._unconfirmed(group)
                     return
             now, expires_at = self.clock.monotonic(), self.authn.expiry_of(group[0].digest)

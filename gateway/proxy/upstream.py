@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,6 +32,11 @@ SMALL_BODY = 256 * 1024
 
 ChunkFilter = Callable[[bytes], Awaitable[bytes]]
 """Rewrites a stream chunk by chunk; may raise ``EndStream`` to finish the stream early."""
+
+
+def error_event(message: str) -> bytes:
+    """The last SSE event of a stream the gateway ends (clients reconnect, or re-authenticate on a 401)."""
+    return b"event: error\ndata: " + json.dumps({"error": message}).encode() + b"\n\n"
 
 
 class EndStream(Exception):
