@@ -93,7 +93,8 @@ def test_the_kubernetes_gateway_configuration_is_accepted_by_the_gateway_with_th
     docs = _kube_documents()
     env = dict(docs["Secret"]["stringData"])
     config = _gateway_config(docs["ConfigMap"]["data"]["gateway.yaml"], env)
-    assert config.redis.url and config.storage.url.startswith("postgresql://")
+    assert config.redis.url
+    assert config.storage.url.startswith("postgresql://")
     deployment = docs["Deployment"]["spec"]["template"]["spec"]
     container = deployment["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -157,7 +158,8 @@ def test_service_pdb_and_autoscaler_select_the_deployments_pods() -> None:
 def test_the_compose_gateway_configuration_is_accepted_and_trusts_only_the_load_balancer() -> None:
     compose = _compose()
     config = _gateway_config((COMPOSE_DIR / "compose" / "gateway.yaml").read_text(), _compose_gateway_env())
-    assert config.redis.url and config.storage.url.startswith("postgresql://gateway:")
+    assert config.redis.url
+    assert config.storage.url.startswith("postgresql://gateway:")
     lb_address = compose["services"]["lb"]["networks"]["backend"]["ipv4_address"]
     assert config.security.trusted_proxies == (lb_address,)
     mount = compose["x-gateway"]["volumes"][0].split(":")
@@ -196,9 +198,7 @@ def test_the_load_balancer_prometheus_and_grafana_point_at_the_compose_gateways(
         (COMPOSE_DIR / "compose" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
     )["datasources"][0]
     dashboard = json.loads((ROOT / "config" / "grafana" / "mcp-gateway.json").read_text())
-    panel_sources = {
-        p["datasource"]["uid"] for p in dashboard["panels"] if isinstance(p.get("datasource"), dict)
-    }
+    panel_sources = {p["datasource"]["uid"] for p in dashboard["panels"] if isinstance(p.get("datasource"), dict)}
     assert panel_sources == {datasource["uid"].replace("$$", "$")}
     grafana_mounts = dict(m.split(":")[:2][::-1] for m in services["grafana"]["volumes"])
     assert (COMPOSE_DIR / grafana_mounts["/var/lib/grafana/dashboards"]).resolve() == (ROOT / "config" / "grafana")
