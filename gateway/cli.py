@@ -50,7 +50,13 @@ def load(path: str | None) -> GatewayConfig:
 
 @contextlib.asynccontextmanager
 async def opened_storage(config: GatewayConfig, *, check: bool = True) -> AsyncIterator[Storage]:
-    storage = open_storage(config.storage.url, pool_min=1, pool_max=2, search_path=config.storage.schema)
+    storage = open_storage(
+        config.storage.url,
+        pool_min=1,
+        pool_max=2,
+        search_path=config.storage.schema,
+        pgbouncer=config.storage.pgbouncer,
+    )
     await storage.open()
     try:
         if check:

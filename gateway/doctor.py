@@ -347,7 +347,9 @@ class Doctor:
             if not await asyncio.to_thread(path.exists):
                 self._add("storage", "fail", f"no database at {path}", "run mcp-gateway migrate --config ...")
                 return
-        storage = open_storage(config.url, pool_min=1, pool_max=1, search_path=config.schema)
+        storage = open_storage(
+            config.url, pool_min=1, pool_max=1, search_path=config.schema, pgbouncer=config.pgbouncer
+        )
         try:
             async with asyncio.timeout(TIMEOUT):
                 await storage.open()
