@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -38,6 +39,8 @@ from gateway.storage.oauth import (
 
 UNAVAILABLE = "Authorization service unavailable, retry shortly"
 
+log = logging.getLogger("gateway.oauth")
+
 
 def csrf_token(request_id: str, browser: str) -> str:
     digest = hashlib.sha256(f"consent-csrf\x00{request_id}\x00{browser}".encode()).digest()
@@ -60,6 +63,7 @@ def storage_guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except StorageError as exc:
+            log.warning("%s %s -> 503: %s", request.method, request.path, exc)
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     return guarded

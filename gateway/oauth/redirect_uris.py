@@ -160,6 +160,15 @@ class RedirectReceiver:
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def on_this_computer(self) -> bool:
+        return self.kind is RedirectUriKind.LOOPBACK
+
+    @property
+    def app_scheme(self) -> bool:
+        """Any app on the device may claim a private-use scheme (RFC 8252 §8.1)."""
+        return self.kind is RedirectUriKind.PRIVATE_USE
+
 
 def redirect_receiver(uri: str) -> RedirectReceiver:
     """What really receives a code sent to ``uri``, for the consent page and Authorized Apps alike.
