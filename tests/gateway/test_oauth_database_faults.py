@@ -12,7 +12,16 @@ from gateway.storage.base import StorageError
 from tests.support.databases import postgres_behind_proxy
 from tests.support.gateway import TEST_PASSWORD, running_gateway
 from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import EMAIL, Reply, approve, browser_post, new_pkce, register, sign_in_page
+from tests.support.oauth_flows import (
+    EMAIL,
+    Reply,
+    approve,
+    browser_post,
+    new_pkce,
+    register,
+    sign_in_page,
+    until_consent,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 UNUSED_UPSTREAM = "http://127.0.0.1:9/mcp"
@@ -120,6 +129,28 @@ async def test_postgresql_cut_partway_through_the_sign_in_post_answers_the_503_p
             assert storage.cuts == 1
             proxy.restore()
             again = await browser.authorize(url, EMAIL)
+        assert "code" in again.params
+
+
+@pytest.mark.postgres
+async def test_postgresql_cut_partway_through_the_consent_post_answers_the_503_page_and_the_app_can_start_again():
+    """The decision is recorded (the pending request completed) and the database drops as the approval is saved:
+    nothing is redirected to the app, and its next attempt goes through."""
+    async with postgres_behind_proxy(connect_timeout=2) as (postgres, proxy):
+        storage = CutBeforeCall(postgres, proxy, "save_consent")
+        async with (
+            running_gateway(storage=storage, upstream_url=UNUSED_UPSTREAM) as gateway,  # type: ignore[arg-type]
+            Browser(gateway.url) as browser,
+        ):
+            await gateway.new_user(EMAIL)
+            app = await register(gateway.url)
+            consent = await until_consent(browser, app.authorization_url(new_pkce()), EMAIL)
+            storage.armed = True
+            fields = {**consent.hidden(), "decision": "approve"}
+            assert_unavailable_page(await browser_post(browser, "/consent", fields, Origin=gateway.url))
+            assert storage.cuts == 1
+            proxy.restore()
+            again = await browser.authorize(app.authorization_url(new_pkce()), EMAIL)
         assert "code" in again.params
 
 
