@@ -77,7 +77,8 @@ def test_the_receiver_of_a_redirect_uri_is_what_gets_the_code_not_the_authority_
     assert str(redirect_receiver("https://127.0.0.1.nip.io/cb")) == "127.0.0.1.nip.io"
     assert str(redirect_receiver("https://App.Example:8443/cb?x=1")) == "app.example:8443"
     assert redirect_receiver("https://App.Example/cb").kind is RedirectUriKind.HTTPS
-    assert evil.app_scheme and not evil.on_this_computer
+    assert evil.app_scheme
+    assert not evil.on_this_computer
     odd = redirect_receiver("not a redirect uri")  # no accepted shape: shown in full, no claim made
     assert (odd.kind, str(odd), odd.app_scheme, odd.on_this_computer) == (None, "not a redirect uri", False, False)
 
