@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
 
 from gateway.admin import setup_admin
 from gateway.apikeys import ApiKeyFormat
@@ -38,6 +37,7 @@ from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
 from gateway.quota.gate import QuotaGate
 from gateway.quota.streams import StreamSlots
+from gateway.redis_clients import RedisClient
 from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.revocation_redis import RedisRevocationBus
@@ -50,7 +50,7 @@ log = logging.getLogger("gateway.app")
 
 QUOTA_LIMITER = web.AppKey("quota_limiter", QuotaLimiter)
 STREAM_SLOTS = web.AppKey("stream_slots", StreamSlots)
-REDIS = web.AppKey("redis", Redis)
+REDIS = web.AppKey[RedisClient]("redis")
 """The Redis client of the quota and the protective limits; absent when ``redis.url`` is not set."""
 
 CleanupCtx = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
@@ -76,7 +76,9 @@ def create_app(
     app[AUDIT] = audit or AuditLog()
     redis_url = config.redis.url
     app[REVOCATIONS] = (
-        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+        RedisRevocationBus(redis_url, config.redis.revocation_channel, config.redis.cluster)
+        if redis_url
+        else LocalRevocationBus()
     )
     app[BLOCKED] = BlockedAddresses()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
@@ -156,7 +158,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.redis.url is None:
         yield
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     app[REDIS] = redis
     try:
         yield

@@ -76,7 +76,7 @@ def shard_of(client: RedisClient, key: str) -> str:
     return node.name if node is not None else UNKNOWN_SHARD
 
 
-def node_url(url: str, host: str, port: int) -> str:
+def node_url(url: str, host: str, port: str | int) -> str:
     """``url`` (credentials, TLS and options kept) pointed at one node of its cluster."""
     parts = urlsplit(url)
     credentials = parts.netloc.rpartition("@")[0]
