@@ -17,7 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 """What the quota, the stream leases, the protective limits and the revocation bus talk to."""
@@ -71,7 +71,7 @@ def shard_of(client: RedisClient, key: str) -> str:
         return SINGLE_SHARD
     try:
         node = client.get_node_from_key(key)
-    except RedisError:
+    except (RedisError, RedisClusterException):  # the slot is not (yet) known to be covered
         node = None
     return node.name if node is not None else UNKNOWN_SHARD
 

@@ -30,7 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.background import background
 from gateway.redis_clients import RedisClient, node_url, redis_client
@@ -75,7 +75,7 @@ class RedisRevocationBus:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._publish(payload)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             # Committed already: other replicas drop it within the cache lifetime (one second) instead.
             log.warning("revocation announcement not published: %s", type(exc).__name__)
         await deliver(self._listeners, revocation)
@@ -118,7 +118,7 @@ class RedisRevocationBus:
             try:
                 await client.execute_command("PUBLISH", self.channel, payload, target_nodes=node)
                 return
-            except (RedisError, OSError):
+            except (RedisError, RedisClusterException, OSError):
                 if i == len(primaries) - 1:
                     raise
 
@@ -173,7 +173,7 @@ class RedisRevocationBus:
                         self._gap()
                         lost = False
                     await self._read(pubsub)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 if not lost:
                     log.warning("revocation subscription lost (%s); retrying", type(exc).__name__)
                 lost, self.subscribed = True, False

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.clock import Clock
 from gateway.quota.limiter import Decision, QuotaLimiter, Usage
@@ -38,9 +38,10 @@ log = logging.getLogger("gateway.quota")
 
 DEFAULT_TIMEOUT: Final = 0.25
 DEFAULT_RETRY_INTERVAL: Final = 1.0
-PRIMARY_ERRORS: Final = (RedisError, OSError, TimeoutError)
+PRIMARY_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 """What puts the limiter in degraded mode (``redis.exceptions.ConnectionError``/``TimeoutError`` are
-``RedisError``s; ``OSError`` and ``TimeoutError`` cover the socket layer and our own deadline)."""
+``RedisError``s; ``RedisClusterException`` is what the cluster client raises for a slot no primary serves;
+``OSError`` and ``TimeoutError`` cover the socket layer and our own deadline)."""
 
 _T = TypeVar("_T")
 

@@ -11,7 +11,9 @@ Under CI=true a missing binary fails the test, like an unreachable Redis does.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,12 +25,12 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.support.replicas import free_port
-
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
+BUS_OFFSET = 10_000
+"""A cluster node also listens on its port + 10000 (the cluster bus)."""
 
 
 @dataclass
@@ -56,6 +58,7 @@ class RedisClusterNodes:
                 "--save", "",
                 "--appendonly", "no",
                 "--daemonize", "no",
+                "--logfile", str(self.directory / f"redis-{port}.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -117,6 +120,25 @@ class RedisClusterNodes:
         return "unknown"
 
 
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus port (+10000) is free too (and below 65536)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20_000, 50_000)
+        if port not in ports and _free(port) and _free(port + BUS_OFFSET):
+            ports.append(port)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _until_answering(port: int) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -134,7 +156,7 @@ def running_redis_cluster(primaries: int = 3) -> Iterator[RedisClusterNodes]:
         if not Path(binary).exists():
             pytest.fail(f"{binary} is not installed (apt-get install redis-server)", pytrace=False)
     directory = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
-    nodes = RedisClusterNodes(directory, [free_port() for _ in range(primaries)])
+    nodes = RedisClusterNodes(directory, _cluster_ports(primaries))
     try:
         for port in nodes.ports:
             nodes.start(port)
