@@ -10,14 +10,16 @@ degrade per shard (``gateway.quota.degrading``).
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from collections.abc import Sequence
+from hashlib import sha1
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 """What the quota, the stream leases, the protective limits and the revocation bus talk to."""
@@ -82,3 +84,24 @@ def node_url(url: str, host: str, port: str | int) -> str:
     credentials = parts.netloc.rpartition("@")[0]
     netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class LuaScript:
+    """A Lua script run by ``EVALSHA``, falling back to ``EVAL`` (which caches it) on the node that lacks it.
+
+    Called like redis-py's ``register_script`` objects (``await script(keys=[...], args=[...])``), but never
+    sends ``SCRIPT LOAD``: on a cluster redis-py sends that to every primary, so one dead primary would fail
+    the first call of a script for the accounts of every other shard too. ``EVALSHA`` and ``EVAL`` go to the
+    primary of the keys' slot only.
+    """
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self._client = client
+        self._source = source
+        self._sha = sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await self._client.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._client.execute_command("EVAL", self._source, len(keys), *keys, *args)

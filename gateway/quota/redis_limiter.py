@@ -23,7 +23,7 @@ from typing import Any, Final
 from gateway.quota.limiter import Decision, Usage, WindowState, account_key_part, check_cost, retry_after
 from gateway.quota.plans import Plan
 from gateway.quota.windows import WindowKind
-from gateway.redis_clients import RedisClient, shard_of
+from gateway.redis_clients import LuaScript, RedisClient, shard_of
 
 DEFAULT_PREFIX: Final = "gw:q"
 DEFAULT_KEY_MARGIN: Final = 60
@@ -167,8 +167,8 @@ class RedisLimiter:
         self._redis = redis
         self._prefix = prefix
         self._margin = key_margin
-        self._script = redis.register_script(ADMIT_LUA)
-        self._refund = redis.register_script(REFUND_LUA)
+        self._script = LuaScript(redis, ADMIT_LUA)
+        self._refund = LuaScript(redis, REFUND_LUA)
 
     def keys(self, account_id: str, plan: Plan) -> list[str]:
         """The Redis keys of the plan's capped windows for the account (in ``plan.limits()`` order)."""

@@ -26,7 +26,7 @@ from typing import Any, Final
 from gateway.clock import Clock
 from gateway.quota.degrading import PRIMARY_ERRORS
 from gateway.quota.limiter import account_key_part
-from gateway.redis_clients import RedisClient, shard_of
+from gateway.redis_clients import LuaScript, RedisClient, shard_of
 
 log = logging.getLogger("gateway.quota")
 
@@ -89,8 +89,8 @@ class StreamSlots:
         self._down: dict[str, float] = {}
         """Unreachable shards (one Redis: ``SINGLE_SHARD``) and when each may be probed again."""
         self._local: dict[str, dict[str, float]] = {}
-        self._acquire = redis.register_script(ACQUIRE_LUA) if redis is not None else None
-        self._refresh = redis.register_script(REFRESH_LUA) if redis is not None else None
+        self._acquire = LuaScript(redis, ACQUIRE_LUA) if redis is not None else None
+        self._refresh = LuaScript(redis, REFRESH_LUA) if redis is not None else None
 
     def key(self, account_id: str) -> str:
         return f"{self._prefix}:{{{account_key_part(account_id)}}}:s"

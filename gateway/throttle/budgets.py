@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 
 from gateway.clock import Clock
 from gateway.quota.degrading import PRIMARY_ERRORS
-from gateway.redis_clients import RedisClient
+from gateway.redis_clients import LuaScript, RedisClient
 
 log = logging.getLogger("gateway.throttle")
 
@@ -100,8 +100,8 @@ class RedisBudgets:
 
     def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._script = redis.register_script(CHARGE_LUA)
-        self._refund = redis.register_script(REFUND_LUA)
+        self._script = LuaScript(redis, CHARGE_LUA)
+        self._refund = LuaScript(redis, REFUND_LUA)
 
     async def charge(self, budgets: Sequence[Budget], cost: int = 1) -> float:
         if not budgets:

@@ -84,7 +84,9 @@ async def test_stream_leases_on_a_cluster_cap_an_account_across_two_replicas(
     redis_cluster: RedisClusterNodes, cluster_client: Clients
 ) -> None:
     space, clock = prefix(), ManualClock()
-    one, two = (StreamSlots(cluster_client(), clock=clock, prefix=space, lease_seconds=30) for _ in range(2))
+    one, two = (
+        StreamSlots(cluster_client(), clock=clock, prefix=space, lease_seconds=30, timeout=2.0) for _ in range(2)
+    )
     account = "usr_" + secrets.token_hex(8)
     first, second = await one.acquire(account, 2), await two.acquire(account, 2)
     assert first is not None
@@ -119,7 +121,7 @@ async def test_killing_one_primary_degrades_only_the_accounts_whose_keys_it_held
     one, two = replica(clients[0], changes.append), replica(clients[1])
     by_node = accounts_on_every_node(redis_cluster, RedisLimiter(clients[0], prefix=space), PLAN)
     dead, *alive = redis_cluster.ports
-    streams = StreamSlots(clients[0], clock=clock, prefix=space, lease_seconds=30, share=0.5)
+    streams = StreamSlots(clients[0], clock=clock, prefix=space, lease_seconds=30, share=0.5, timeout=2.0)
     for account in by_node.values():  # warm: every replica knows the cluster's layout
         assert (await one.admit(account, PLAN, 1)).allowed
         assert (await two.admit(account, PLAN, 1)).allowed
