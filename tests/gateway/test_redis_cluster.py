@@ -167,6 +167,40 @@ async def test_a_revocation_announced_on_one_replica_reaches_the_other_through_t
         assert (await post_mcp(two.url, {"Authorization": f"Bearer {tokens['access_token']}"}, INIT)).status == 401
 
 
+async def until(what: str, condition: Any) -> None:
+    deadline = time.monotonic() + GIVE_UP
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)  # pace the loop; the deadline bounds it
+
+
+async def test_revocations_still_reach_the_other_replica_after_the_primary_they_subscribed_on_dies(
+    sqlite_storage: Storage, upstream: UpstreamProcess, redis_cluster: RedisClusterNodes
+) -> None:
+    heard: list[Revocation] = []
+    gaps: list[None] = []
+    async with two_replicas(sqlite_storage, upstream, cluster_config(redis_cluster, per_day=100), heard) as (one, two):
+        await until_subscribed(one, two)
+        bus = two.app[REVOCATIONS]
+        assert isinstance(bus, RedisRevocationBus)
+        bus.listen_gaps(lambda: gaps.append(None))
+        await one.new_user(EMAIL)
+        app = await register(one.url)
+        async with Browser(one.url) as browser:
+            tokens = await obtain_tokens(app, browser, EMAIL)
+        # Both replicas subscribe first on the primary that sorts first by address.
+        first = min(redis_cluster.ports, key=lambda port: f"127.0.0.1:{port}")
+        redis_cluster.kill(first)
+        try:
+            await until("replica two never re-subscribed on another primary", lambda: gaps and bus.subscribed)
+            await until_subscribed(one)
+            assert (await app.revoke(tokens["refresh_token"])).status == 200
+            await until("replica two never heard the announcement", lambda: heard)
+            assert [r.source for r in heard] == ["rfc7009"]
+        finally:
+            redis_cluster.restart(first)
+
+
 async def users_by_node(gw: GatewayHandle, nodes: RedisClusterNodes, prefix: str, wanted: set[int]) -> dict[int, User]:
     found: dict[int, User] = {}
     while not wanted <= set(found):
