@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import ConfigError, parse_config
 from gateway.metrics import METRICS
 from gateway.quota.limiter import account_key_part
 from gateway.revocation import REVOCATIONS, Revocation
@@ -94,6 +95,35 @@ async def burst(calls: list[tuple[GatewayHandle, dict[str, str]]]) -> list[int]:
     await asyncio.sleep(0)
     start.set()
     return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+
+@pytest.mark.parametrize(
+    ("redis", "problem"),
+    [
+        ({"cluster": True}, "redis.cluster: needs redis.url (any one node of the cluster)"),
+        (
+            {"cluster": True, "url": "unix:///run/redis.sock"},
+            "redis.cluster: redis.url must be redis:// or rediss:// (a node's host and port)",
+        ),
+        (
+            {"cluster": True, "url": "redis://10.0.0.5:6379/3"},
+            "redis.cluster: a Redis Cluster has database 0 only (redis.url ending in /0 or no path)",
+        ),
+        ({"cluster": "yes", "url": "redis://10.0.0.5:6379"}, "redis.cluster: expected true or false"),
+    ],
+)
+def test_a_cluster_setting_without_a_node_url_on_database_0_is_refused_with_its_path(
+    redis: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"redis": redis})
+    assert problem in caught.value.problems
+
+
+def test_a_cluster_url_naming_one_node_is_accepted() -> None:
+    config = parse_config({"redis": {"url": "rediss://:${PW}@10.0.0.5:6379/0", "cluster": True}}, env={"PW": "x" * 24})
+    assert config.redis.cluster
+    assert config.redis.url == "rediss://:" + "x" * 24 + "@10.0.0.5:6379/0"
 
 
 async def test_two_replicas_on_a_redis_cluster_admit_exactly_the_quota_of_an_account(
