@@ -19,6 +19,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
 from gateway.dashboard import setup_dashboard
 from gateway.errors import error_middleware
+from gateway.flight.setup import setup_flight
 from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
@@ -89,6 +90,7 @@ def create_app(
     app.cleanup_ctx.append(_revocation_ctx)
     app.on_shutdown.append(_close_streams)
     app.cleanup_ctx.append(housekeeping_ctx)
+    setup_flight(app)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
     setup_request_metrics(app)

@@ -8,6 +8,7 @@ codes, keys, passwords or cookies, and values are checked here against the known
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -56,6 +57,11 @@ class AuditLog:
 
     def __init__(self, logger: logging.Logger = log) -> None:
         self._log = logger
+        self._listeners: list[Callable[[str, dict[str, object]], None]] = []
+
+    def listen(self, listener: Callable[[str, dict[str, object]], None]) -> None:
+        """Also hand every event (its name and its already-guarded fields) to ``listener``."""
+        self._listeners.append(listener)
 
     def record(
         self,
@@ -79,6 +85,8 @@ class AuditLog:
             if value is not None:
                 fields[key] = _safe(value)
         self._log.info("audit %s", event, extra=fields)
+        for listener in self._listeners:
+            listener(event, fields)
 
 
 AUDIT = web.AppKey("audit", AuditLog)

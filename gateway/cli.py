@@ -20,6 +20,7 @@ from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.flight.trace_cli import TraceError
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import make_limiter, quota_redis_client
@@ -239,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
     add_commands(users, sub, command)
+    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
+    p = command("trace", "a client's recent connection steps (the flight recorder), with what to change", clients)
+    p.add_argument("client_id", metavar="CLIENT_ID", help="a DCR client id or a CIMD client's URL")
+    p.add_argument("--user", metavar="EMAIL", help="only this account's steps (any client)")
+    p.add_argument("--json", action="store_true", help="JSON instead of lines")
     p = command("doctor", "check a deployment from outside and inside, and say what to fix")
     p.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
     return parser
@@ -270,6 +276,11 @@ async def dispatch(args: argparse.Namespace) -> None:
                 await run_apps(storage, accounts_for(config, storage), args, bus)
     elif args.command == "usage":
         await run_usage(config, args.email)
+    elif args.command == "clients":
+        from gateway.flight.trace_cli import run_trace
+
+        async with opened_storage(config) as storage:
+            await run_trace(config, storage, args)
     elif args.command == "quickstart":
         from gateway.quickstart import run_quickstart
 
@@ -283,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, CommandError, AccountError, WeakPassword) as exc:
+    except (CliError, CommandError, AccountError, WeakPassword, TraceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:

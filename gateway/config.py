@@ -91,6 +91,17 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class FlightRecorderConfig:
+    enabled: bool = True
+    retention: float = 86400.0
+    """Seconds a client's or an account's recent connection steps are kept."""
+    ring_size: int = 50
+    """Steps kept per client, per account and per address."""
+    anonymous_per_minute: int = 600
+    """Steps filed by address alone (no client or account known yet) per replica and minute; the rest are dropped."""
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
@@ -242,6 +253,7 @@ class GatewayConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
 
     @property
     def issuer(self) -> str:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.appkeys import STORAGE
 from gateway.errors import GatewayError
+from gateway.flight.setup import note
 from gateway.oauth import grace
 from gateway.oauth.context import OAUTH_SETTINGS, TOKEN_PATH, OAuthSettings
 from gateway.oauth.errors import (
@@ -367,6 +368,7 @@ class _Exchange:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    note(request, client_id=client_id, grant_type=form.get("grant_type"))
     limits = request.app[ENDPOINT_LIMITS]
     await limits.token(request, client_id)
     try:

@@ -19,6 +19,7 @@ from gateway.storage.oauth import (
     ConsentStore,
     GrantStore,
 )
+from gateway.storage.trail import TrailStore
 
 ROLES = ("user", "admin")
 
@@ -199,6 +200,7 @@ class Storage(
     GrantStore,
     ConsentStore,
     BrowserSessionStore,
+    TrailStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""
