@@ -52,7 +52,13 @@ def create_app(
     metrics: Metrics | None = None,
     audit: AuditLog | None = None,
 ) -> web.Application:
-    """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
+    """Build the gateway. Collaborators passed in are used as they are and not closed by the app.
+
+    One way in for every feature: the shared collaborators (config, clock, metrics, audit, storage, Redis, the
+    upstream session, the revocation bus) are published under typed app keys first; then each feature's
+    ``setup_x(app)`` appends a cleanup context that reads those keys (and the contexts of features set up before
+    it) and publishes its own context under its own key — quota → ``QUOTA_GATE``, credentials →
+    ``AUTHENTICATOR``, proxy → ``PROXY``, dashboard → ``DASHBOARD`` — and registers its routes."""
     app = web.Application(
         middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
         client_max_size=config.limits.max_body_bytes,
@@ -70,6 +76,7 @@ def create_app(
     app.cleanup_ctx.append(_storage_ctx(storage))
     app.cleanup_ctx.append(_upstream_ctx(upstream_session))
     app.cleanup_ctx.append(_redis_ctx)
+    # Features, in dependency order (a context may read only the keys published above it).
     setup_quota(app)
     setup_throttle(app, REDIS)
     setup_credentials(app)
