@@ -58,7 +58,7 @@ def create_app(
     upstream session, the revocation bus) are published under typed app keys first; then each feature's
     ``setup_x(app)`` appends a cleanup context that reads those keys (and the contexts of features set up before
     it) and publishes its own context under its own key — quota → ``QUOTA_GATE``, credentials →
-    ``AUTHENTICATOR``, proxy → ``PROXY``, dashboard → ``DASHBOARD`` — and registers its routes."""
+    ``AUTHENTICATOR``, proxy → ``PROXY``, dashboard → ``DASHBOARD``. No feature builds another's collaborators."""
     app = web.Application(
         middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
         client_max_size=config.limits.max_body_bytes,

@@ -102,7 +102,7 @@ async def _close_streams(app: web.Application) -> None:
 
 
 def setup_proxy(app: web.Application) -> None:
-    """The MCP endpoints' shared context (``PROXY``), after the credentials and the quota; ``setup_streamable``
-    and ``setup_legacy_sse`` add the routes."""
+    """The MCP endpoints' shared context (``PROXY``), built after the credentials and the quota (the MCP routes
+    are registered separately)."""
     app.cleanup_ctx.append(_proxy_ctx)
     app.on_shutdown.append(_close_streams)
