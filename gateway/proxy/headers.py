@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.credentials import Principal
+from gateway.authn import Principal
 
 IDENTITY_PREFIX = "x-gateway-"
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import web
 
-from gateway.credentials import Principal
+from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from gateway.authn import Principal
 from gateway.background import background
-from gateway.credentials import Principal
 from gateway.errors import UpstreamNoAnswer, UpstreamRefused
 from gateway.metrics import Metrics
 from gateway.quota.config import QuotaConfig
