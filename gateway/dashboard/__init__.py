@@ -1,6 +1,6 @@
 """The dashboard people use in the browser: accounts (sign-up, sign-in, password), Authorized Apps, API keys
 and usage. ``setup_dashboard`` wires its pages into the app (after ``setup_oauth``, whose sign-in sessions,
-password hasher, throttle and client resolver it reuses)."""
+password hasher, throttle and client resolver it reuses, and after ``setup_quota``, whose gate shows the usage)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gateway.dashboard.pages import setup_pages
 from gateway.dashboard.signin import setup_signin
 from gateway.errors import Handler, ServiceUnavailable
 from gateway.oauth.flow import AUTHORIZATION_FLOW
+from gateway.quota.setup import QUOTA_GATE
 from gateway.storage.base import StorageUnavailable
 from gateway.web_pages import is_dashboard_page
 
@@ -41,6 +42,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=config.accounts,
         public_origin=flow.settings.public_origin,
         trusted_proxies=config.security.trusted_proxies,
+        quota=app[QUOTA_GATE],
     )
     yield
 

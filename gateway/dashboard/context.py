@@ -28,6 +28,7 @@ from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.limits import EndpointLimits
 from gateway.passwords import Passwords
+from gateway.quota.gate import QuotaGate
 from gateway.revocation import REVOCATIONS
 from gateway.storage.base import User
 from gateway.web_pages import check_same_origin_post
@@ -51,7 +52,8 @@ class Dashboard:
     settings: AccountsConfig
     public_origin: str
     trusted_proxies: tuple[str, ...]
-    """Sign-up attempts per client address (per replica)."""
+    quota: QuotaGate
+    """The account's plan and current usage (the same gate the MCP endpoints charge)."""
 
     async def client_name(self, client_id: str) -> str | None:
         """The client's self-asserted name (shown escaped), or None when unknown or its document fails."""

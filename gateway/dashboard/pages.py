@@ -28,7 +28,6 @@ from gateway.flight.steps import Record
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
-from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.throttle.limits import Throttled
@@ -49,7 +48,7 @@ def when(ts: float | None) -> str:
 
 async def _usage(request: web.Request, user: User) -> Usage:
     """Current window counts (with Redis down, the degrading limiter answers from this replica's share)."""
-    gate = request.app[PROXY].quota
+    gate = request.app[DASHBOARD].quota
     return await gate.limiter.usage(user.id, gate.config.plan_for(user.plan))
 
 
@@ -95,7 +94,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         keys=keys,
         now=now,
         when=when,
-        plan=request.app[PROXY].quota.config.plan_for(user.plan),
+        plan=dashboard.quota.config.plan_for(user.plan),
         usage=await _usage(request, user),
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
