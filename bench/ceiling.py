@@ -163,7 +163,8 @@ def wrk(
     script.write_text("\n".join(lines) + "\n")
     before = cpu_seconds(server_pids)
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script), url],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency"]
+        + ["-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,

@@ -10,7 +10,7 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, STORAGE
+from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
 from gateway.audit import AUDIT
 from gateway.errors import GatewayError, Handler
 from gateway.flight.backend import trail_backend
@@ -144,8 +144,6 @@ def _audit_listener(app: web.Application) -> None:
 
 @contextlib.asynccontextmanager
 async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
-    from gateway.app import REDIS  # the app's shared Redis client, present when redis.url is set
-
     config = app[CONFIG].flight_recorder
     recorder = app[FLIGHT] = FlightRecorder(
         trail_backend(app[CONFIG], app.get(REDIS), app[STORAGE]),
