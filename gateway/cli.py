@@ -63,6 +63,11 @@ def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
     )
 
 
+def audit_log(config: GatewayConfig) -> AuditLog:
+    """The CLI's audit events go to stderr, with keys of the configured prefix redacted like the server's."""
+    return AuditLog(api_key_prefix=config.api_keys.prefix)
+
+
 def read_password(from_stdin: bool) -> str:
     if from_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
@@ -100,7 +105,7 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.users_command == "create":
             password = read_password(args.password_stdin)
             user = await accounts.create_user(args.email, password)
-            AuditLog().record("user.created", actor="cli", user_id=user.id)
+            audit_log(config).record("user.created", actor="cli", user_id=user.id)
             print(f"created user {escape_unsafe(user.email)} ({user.id})")
         elif args.users_command == "list":
             print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
@@ -113,11 +118,11 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
                 raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
-            AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
+            audit_log(config).record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
             print(f"{escape_unsafe(user.email)} is now on plan {escape_unsafe(args.plan)}")
         else:
             async with announcements(config) as bus:
-                await run_user_admin(storage, accounts, args, bus)
+                await run_user_admin(storage, accounts, args, bus, audit_log(config))
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -151,7 +156,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
-            AuditLog().record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
+            audit_log(config).record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(
                 f"created key {row.id} for {escape_unsafe(user.email)}; copy it now, it will not be shown again:",
                 file=sys.stderr,
@@ -171,7 +176,7 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                 )
         elif args.keys_command == "revoke":
             async with announcements(config) as bus:
-                await run_key_revoke(storage, args.id, bus)
+                await run_key_revoke(storage, args.id, bus, audit_log(config))
 
 
 @contextlib.asynccontextmanager
@@ -249,7 +254,7 @@ async def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "apps":
         async with opened_storage(config) as storage:
             async with announcements(config) as bus:
-                await run_apps(storage, accounts_for(config, storage), args, bus)
+                await run_apps(storage, accounts_for(config, storage), args, bus, audit_log(config))
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":

@@ -30,11 +30,11 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def cli_actions(storage: Storage, bus: RevocationBus) -> AccountActions:
+def cli_actions(storage: Storage, bus: RevocationBus, audit: AuditLog) -> AccountActions:
     return AccountActions(
         storage=storage,
         bus=bus,
-        audit=AuditLog(),
+        audit=audit,
         metrics=Metrics(),
         clock=SystemClock(),
         source="cli",
@@ -42,10 +42,12 @@ def cli_actions(storage: Storage, bus: RevocationBus) -> AccountActions:
     )
 
 
-async def run_user_admin(storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus) -> None:
+async def run_user_admin(
+    storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus, audit: AuditLog
+) -> None:
     """``users disable|enable|set-role``."""
     user = await accounts.require_user(args.email)
-    actions = cli_actions(storage, bus)
+    actions = cli_actions(storage, bus, audit)
     if args.users_command == "disable":
         await actions.disable_user(user)
         print(f"disabled {escape_unsafe(user.email)}: its keys, tokens and sign-ins are refused")
@@ -60,8 +62,10 @@ async def run_user_admin(storage: Storage, accounts: Accounts, args: argparse.Na
         print(f"{escape_unsafe(user.email)} is now {args.role}")
 
 
-async def run_apps(storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus) -> None:
-    actions = cli_actions(storage, bus)
+async def run_apps(
+    storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus, audit: AuditLog
+) -> None:
+    actions = cli_actions(storage, bus, audit)
     if args.apps_command == "list":
         user = await accounts.require_user(args.user)
         print(f"{'APP ID':<34} {'CLIENT':<40} {'FIRST APPROVED':<21} {'LAST USED':<21} SCOPES")
@@ -88,9 +92,9 @@ async def run_apps(storage: Storage, accounts: Accounts, args: argparse.Namespac
     print(f"revoked {revoked} app(s)")
 
 
-async def run_key_revoke(storage: Storage, key_id: str, bus: RevocationBus) -> None:
+async def run_key_revoke(storage: Storage, key_id: str, bus: RevocationBus, audit: AuditLog) -> None:
     key = await storage.get_api_key(key_id)
-    if key is None or not await cli_actions(storage, bus).revoke_key(key.user_id, key_id):
+    if key is None or not await cli_actions(storage, bus, audit).revoke_key(key.user_id, key_id):
         raise CommandError(f"no active key with id {escape_unsafe(key_id)}")
     print(f"revoked key {escape_unsafe(key_id)}")
 
