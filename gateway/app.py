@@ -67,7 +67,7 @@ def create_app(
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics or Metrics()
-    app[AUDIT] = audit or AuditLog()
+    app[AUDIT] = audit or AuditLog(api_key_prefix=config.api_keys.prefix)
     redis_url = config.redis.url
     app[REVOCATIONS] = (
         RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()

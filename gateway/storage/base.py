@@ -32,6 +32,10 @@ class StorageUnavailable(StorageError):
     """The backend could not be reached or timed out; callers answer 503, never 401."""
 
 
+class Contention(StorageUnavailable):
+    """A deadlock or serialization failure rolled the work back; running it again may succeed (else 503)."""
+
+
 class Conflict(StorageError):
     """A uniqueness rule was violated (for example, an email already registered)."""
 

@@ -165,7 +165,7 @@ class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore):
     async def touch_api_keys(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
             return
-        rows = [(used_at, key_id, used_at) for key_id, used_at in last_used.items()]
+        rows = [(used_at, key_id, used_at) for key_id, used_at in sorted(last_used.items())]
 
         async def touch(conn: aiosqlite.Connection) -> None:
             await conn.executemany(
