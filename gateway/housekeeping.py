@@ -35,6 +35,11 @@ async def sweep(app: web.Application) -> dict[str, int]:
     }
 
 
+def interval(app: web.Application) -> float:
+    """Hourly, or more often when unused clients must go sooner (a quarter of ``unused_client_ttl``, >= 60 s)."""
+    return min(INTERVAL, max(60.0, app[CONFIG].oauth.registration.unused_client_ttl / 4))
+
+
 async def _run(app: web.Application) -> None:
     while True:
         try:
@@ -43,7 +48,7 @@ async def _run(app: web.Application) -> None:
                 log.info("housekeeping removed rows", extra={"removed": removed})
         except StorageError as exc:
             log.warning("housekeeping failed: %s", type(exc).__name__)
-        await asyncio.sleep(INTERVAL)
+        await asyncio.sleep(interval(app))
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,11 @@ The fetch is the gateway's one outbound request chosen by strangers, so it is SS
 
 Valid documents are cached per HTTP caching (``Cache-Control``/``Expires``, clamped to
 ``[cache_min_ttl, cache_max_ttl]``; ``no-store`` is not cached); failures are never cached (§5.2).
-Concurrent fetches of one URL share one request.
+Concurrent fetches of one URL share one request. A refresh (a flow the cached copy does not satisfy, such as an
+unlisted ``redirect_uri``) re-fetches a document at most once per ``cache_min_ttl`` and replaces the cached
+copy only when it succeeds: strangers can neither make the gateway fetch for them at will nor spend the
+document's fetch budget and turn the app's sign-in into a 429. An expired copy is kept (up to ``cache_max_ttl``
+more) to serve while the fetch budget is spent; a failed fetch of an expired document drops it.
 """
 
 from __future__ import annotations
@@ -250,8 +254,11 @@ class _PinnedResolver(AbstractResolver):
 @dataclass(frozen=True, slots=True)
 class _Entry:
     metadata: ClientMetadata
+    fetched_at: float
     expires_at: float
     """On the clock's monotonic scale."""
+    stale_until: float
+    """Until when the copy may still serve while fetches are refused (``fetch(network=False)``)."""
 
 
 class CimdFetcher:
@@ -277,17 +284,23 @@ class CimdFetcher:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[ClientMetadata]] = {}
 
-    async def fetch(self, client_id: str, *, refresh: bool = False) -> ClientMetadata:
-        """The validated document at ``client_id``, from the cache while fresh; ``refresh`` skips (and drops)
-        the cached copy, for a flow the cached copy no longer satisfies. Raises ``CimdError``."""
-        if refresh:
-            self._cache.pop(client_id, None)
-        else:
-            entry = self._cache.get(client_id)
-            if entry is not None and entry.expires_at > self._clock.monotonic():
-                self._cache.move_to_end(client_id)
-                return entry.metadata
-            self._cache.pop(client_id, None)
+    async def fetch(self, client_id: str, *, refresh: bool = False, network: bool = True) -> ClientMetadata:
+        """The validated document at ``client_id``, from the cache while fresh; ``refresh`` fetches again a
+        copy the flow no longer matches (unless it was fetched less than ``cache_min_ttl`` ago); ``network``
+        False answers from the cache only, even an expired copy (a fetch budget is spent). Raises
+        ``CimdError``."""
+        now = self._clock.monotonic()
+        entry = self._cache.get(client_id)
+        if entry is not None and now >= entry.stale_until:
+            del self._cache[client_id]
+            entry = None
+        if not network:
+            if entry is None:
+                raise CimdError("the metadata document cannot be fetched right now; try again later")
+            return entry.metadata
+        if entry is not None and self._serves(entry, now, refresh=refresh):
+            self._cache.move_to_end(client_id)
+            return entry.metadata
         task = self._inflight.get(client_id)
         if task is None:
             task = asyncio.create_task(self._load(client_id), name="cimd-fetch")
@@ -296,11 +309,21 @@ class CimdFetcher:
         # A caller that goes away does not cancel the fetch others wait for (it ends by its own timeout).
         return await asyncio.shield(task)
 
-    def cached(self, client_id: str) -> bool:
+    def cached(self, client_id: str, *, refresh: bool = False) -> bool:
         """True when ``fetch`` would answer from the cache (or join a fetch already under way)."""
         entry = self._cache.get(client_id)
-        fresh = entry is not None and entry.expires_at > self._clock.monotonic()
+        fresh = entry is not None and self._serves(entry, self._clock.monotonic(), refresh=refresh)
         return fresh or client_id in self._inflight
+
+    def has_copy(self, client_id: str) -> bool:
+        """True when ``fetch(network=False)`` would answer (a copy, fresh or kept past its expiry)."""
+        entry = self._cache.get(client_id)
+        return entry is not None and self._clock.monotonic() < entry.stale_until
+
+    def _serves(self, entry: _Entry, now: float, *, refresh: bool) -> bool:
+        if now >= entry.expires_at:
+            return False
+        return not refresh or now - entry.fetched_at < self._config.cache_min_ttl
 
     def forget(self, client_id: str) -> None:
         self._cache.pop(client_id, None)
@@ -327,18 +350,29 @@ class CimdFetcher:
                 metadata, ttl = await self._download(client_id, target)
         except CimdError as exc:
             log.info("metadata document refused: %s", exc.reason, extra={"event": "cimd_failed", "host": target.host})
+            self._drop_expired(client_id)
             raise
         except TimeoutError as exc:
             log.info("metadata document fetch timed out", extra={"event": "cimd_failed", "host": target.host})
+            self._drop_expired(client_id)
             raise CimdError("fetching the metadata document timed out") from exc
-        if ttl is not None:
-            self._cache[client_id] = _Entry(metadata, self._clock.monotonic() + ttl)
+        now = self._clock.monotonic()
+        if ttl is None:
+            self._cache.pop(client_id, None)
+        else:
+            self._cache[client_id] = _Entry(metadata, now, now + ttl, now + ttl + self._config.cache_max_ttl)
             self._cache.move_to_end(client_id)
             while len(self._cache) > MAX_CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         if self._on_fetched is not None:
             self._on_fetched(metadata.client_id)
         return metadata
+
+    def _drop_expired(self, client_id: str) -> None:
+        """A failed fetch leaves a fresh copy alone (valid until it expires anyway) but ends an expired one."""
+        entry = self._cache.get(client_id)
+        if entry is not None and self._clock.monotonic() >= entry.expires_at:
+            del self._cache[client_id]
 
     async def _addresses(self, target: _Target) -> list[str]:
         if target.literal is not None:
