@@ -192,7 +192,7 @@ class ProtectiveLimits:
         return self._budget(endpoint, "ca", f"{client_id}\n{address_bucket(self.address(request))}", limit)
 
     def _budget(self, endpoint: str, dimension: str, value: str, limit: int, window: float | None = None) -> Budget:
-        if dimension == "a":
+        if dimension in ("a", "b"):
             value = address_bucket(value)
         return Budget(
             budget_key(self.prefix, endpoint, dimension, value),
