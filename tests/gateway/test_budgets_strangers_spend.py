@@ -16,6 +16,9 @@ import pytest
 from aiohttp import web
 
 from gateway.clock import ManualClock
+from gateway.config import GatewayConfig
+from gateway.housekeeping import interval as housekeeping_interval
+from gateway.housekeeping import sweep
 from gateway.storage import Storage
 from tests.gateway.test_protective_limits import REDIS_URL, shared, throttled, token_request
 from tests.support.gateway import TEST_PASSWORD, UNUSED_UPSTREAM, GatewayHandle, running_gateway
@@ -40,7 +43,6 @@ from tests.support.oauth_flows import (
 
 STRANGER = "198.51.100.66"
 VICTIM = "192.0.2.10"
-pytestmark = pytest.mark.redis
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +67,7 @@ async def post_from(url: str, fields: dict[str, str], address: str) -> Reply:
 # --- /token and /revoke: a public client id is no budget strangers can spend ---
 
 
+@pytest.mark.redis
 async def test_a_stranger_spending_a_public_clients_token_failures_gets_429_while_its_users_still_exchange_and_refresh(
     sqlite_storage: Storage, quota_prefix: str
 ):
@@ -100,6 +103,7 @@ async def test_a_stranger_spending_a_public_clients_token_failures_gets_429_whil
         assert throttled(one, "token") + throttled(two, "token") == 3
 
 
+@pytest.mark.redis
 async def test_a_stranger_spending_a_clients_revocation_budget_gets_429_while_its_users_still_revoke(
     sqlite_storage: Storage, quota_prefix: str
 ):
@@ -127,6 +131,7 @@ async def test_a_stranger_spending_a_clients_revocation_budget_gets_429_while_it
 # --- /login: five wrong passwords lock the stranger's address, not the account ---
 
 
+@pytest.mark.redis
 async def test_a_strangers_wrong_passwords_lock_only_their_address_and_the_owner_still_signs_in(
     sqlite_storage: Storage, quota_prefix: str
 ):
@@ -153,6 +158,7 @@ async def test_a_strangers_wrong_passwords_lock_only_their_address_and_the_owner
         assert signed_in.headers["Location"].startswith("/consent?")
 
 
+@pytest.mark.redis
 async def test_guesses_from_many_addresses_slow_to_one_per_address_but_never_lock_the_owner_out(
     sqlite_storage: Storage, quota_prefix: str
 ):
@@ -182,6 +188,7 @@ async def test_guesses_from_many_addresses_slow_to_one_per_address_but_never_loc
         assert signed_in.status == 303, signed_in.text
 
 
+@pytest.mark.redis
 async def test_the_dashboard_sign_in_locks_a_strangers_address_and_not_the_account(
     sqlite_storage: Storage, quota_prefix: str
 ):
@@ -227,6 +234,7 @@ async def registration(
         yield one, two
 
 
+@pytest.mark.redis
 async def test_strangers_spending_the_overall_registration_budget_do_not_close_registration_for_a_newcomer(
     registration: tuple[GatewayHandle, GatewayHandle],
 ):
@@ -247,6 +255,7 @@ async def test_strangers_spending_the_overall_registration_budget_do_not_close_r
     assert (await register_from(one, "2001:db8:1:3::1", "v6 c")).status == 201
 
 
+@pytest.mark.redis
 async def test_identical_registrations_return_the_same_client(registration: tuple[GatewayHandle, GatewayHandle]):
     one, two = registration
     first, second = await register_from(one, VICTIM, "Same app"), await register_from(two, VICTIM, "Same app")
@@ -268,6 +277,7 @@ def document(url: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.redis
 async def test_unlisted_redirect_uris_force_no_refetch_and_a_spent_fetch_budget_still_serves_the_cached_document(
     sqlite_storage: Storage, quota_prefix: str, tmp_path: Path
 ):
@@ -318,3 +328,30 @@ async def test_unlisted_redirect_uris_force_no_refetch_and_a_spent_fetch_budget_
             page = await stranger(99)
             assert page.status == 400
             assert "not registered" in page.text
+
+
+# --- the reaper: a stranger's registrations that never authorize go soon ---
+
+
+async def test_registrations_that_never_authorize_are_swept_after_the_short_unused_client_ttl(
+    sqlite_storage: Storage,
+):
+    clock = ManualClock()
+    overrides = {"oauth": {"registration": {"unused_client_ttl": 600}}}
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        assert housekeeping_interval(gw.app) == 150  # a quarter of the TTL, so a client lives at most 1.25 TTL
+        await gw.new_user(EMAIL)
+        used = await register(gw.url)
+        unused = [(await register(gw.url, client_name=f"flood {i}")).client_id for i in range(3)]
+        async with Browser(gw.url) as browser:
+            await obtain_tokens(used, browser, EMAIL)
+        clock.advance(601)
+        assert (await sweep(gw.app))["clients"] == 3
+        assert all([await sqlite_storage.get_client(client_id) is None for client_id in unused])
+        assert await sqlite_storage.get_client(used.client_id) is not None
+
+
+def test_the_default_unused_client_ttl_is_a_day():
+    assert GatewayConfig().oauth.registration.unused_client_ttl == 24 * 3600
