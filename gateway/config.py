@@ -121,7 +121,7 @@ class ProtectiveLimitsConfig:
     login_failures_per_account: int = 5
     """Failed sign-ins to one account from one client address; past it, that address waits for the window."""
     login_failures_per_address: int = 30
-    login_failures_per_account_total: int = 50
+    login_failures_per_account_total: int = 10
     """Failed sign-ins to one account from all addresses; past it, each address gets one attempt per window for
     that account (slows distributed guessing, never locks the account)."""
     signups_per_address: int = 10
