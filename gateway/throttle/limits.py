@@ -29,7 +29,13 @@ mcp            refused credentials (401) on the MCP        ``mcp_auth_failures_p
                endpoints: never an account's quota
 =============  ==========================================  ===========================================
 
-Keys are ``<prefix>:t:<endpoint>:<a|c|u|ca|ua|b|all>:<32 hex of SHA-256>``: bounded, no request input in them.
+Failure budgets (token and revoke per client and address, sign-in per account and address and per address)
+grow: ``limit`` per window, twice that per 4 windows, four times per 16 windows, so a guesser who waits out one
+window meets a longer one (15 min, then up to 1 h, then up to 4 h by default); a success clears sign-in's.
+
+Keys are ``<prefix>:t:<endpoint>:<dimension>[2|3]:<32 hex of SHA-256>`` (dimensions ``a`` address, ``c``
+client, ``u`` account, ``ca``/``ua`` client/account and address, ``b`` when busy, ``all``): bounded, no request
+input in them.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from gateway.oauth.errors import TooManyRequests
 from gateway.throttle.budgets import Budget, Budgets
 
 REGISTRATION_WINDOW: Final = 3600.0
+GROWTH: Final = 4
+"""Failure budgets have tiers of 1, ``GROWTH`` and ``GROWTH``² windows (15 min, 1 h, 4 h by default)."""
 ENDPOINTS: Final = frozenset({"authorize", "token", "revoke", "register", "cimd", "login", "signup", "mcp"})
 """The ``endpoint`` label values of ``gateway_throttled``."""
 
@@ -88,7 +96,7 @@ class ProtectiveLimits:
         address's failures for this client answer 429 instead of their OAuth error; successes never do, and
         other addresses (the app's real users) are untouched."""
         p = self.config.limits.protective
-        await self._charge("token", [self._pair_budget("token", client_id, request, p.token_per_client)])
+        await self._charge("token", self._pair_budgets("token", client_id, request, p.token_per_client))
 
     async def revoke(self, request: web.Request) -> None:
         """Every revocation request counts against its client address (refused up front)."""
@@ -98,7 +106,7 @@ class ProtectiveLimits:
     async def revoke_failed(self, request: web.Request, client_id: str) -> None:
         """A revocation revoked nothing: count it per (client, address); past that budget, 429."""
         p = self.config.limits.protective
-        await self._charge("revoke", [self._pair_budget("revoke", client_id, request, p.revoke_per_client)])
+        await self._charge("revoke", self._pair_budgets("revoke", client_id, request, p.revoke_per_client))
 
     async def check(self, address: str) -> None:
         """``registration.RegistrationThrottle``: one registration from ``address``."""
@@ -149,7 +157,7 @@ class ProtectiveLimits:
         total = self._budget("login", "u", account, p.login_failures_per_account_total)
         crowded = await self.budgets.charge([total], cost=0) > 0
         pair = self._login_pair(account, address, 1 if crowded else p.login_failures_per_account)
-        wait = await self.budgets.charge([pair, self._budget("login", "a", address, p.login_failures_per_address)])
+        wait = await self.budgets.charge([*pair, *self._login_address(address)])
         if wait > 0:
             self.metrics.throttled.labels(endpoint="login").inc()
             return wait
@@ -160,8 +168,10 @@ class ProtectiveLimits:
     async def login_succeeded(self, account: str, address: str) -> None:
         """Only failures count: clear the account's failures from this address, give the units back."""
         p = self.config.limits.protective
-        await self.budgets.clear(self._login_pair(account, address, p.login_failures_per_account).key)
-        await self.budgets.refund(self._budget("login", "a", address, p.login_failures_per_address).key)
+        for budget in self._login_pair(account, address, p.login_failures_per_account):
+            await self.budgets.clear(budget.key)
+        for budget in self._login_address(address):
+            await self.budgets.refund(budget.key)
         await self.budgets.refund(self._budget("login", "u", account, p.login_failures_per_account_total).key)
 
     async def signup(self, address: str) -> float:
@@ -185,11 +195,25 @@ class ProtectiveLimits:
     def _mcp_auth_budget(self, address: str) -> Budget:
         return self._budget("mcp", "a", address, self.config.limits.protective.mcp_auth_failures_per_address)
 
-    def _login_pair(self, account: str, address: str, limit: int) -> Budget:
-        return self._budget("login", "ua", f"{account}\n{address_bucket(address)}", limit)
+    def _login_pair(self, account: str, address: str, limit: int) -> list[Budget]:
+        return self._growing("login", "ua", f"{account}\n{address_bucket(address)}", limit)
 
-    def _pair_budget(self, endpoint: str, client_id: str, request: web.Request, limit: int) -> Budget:
-        return self._budget(endpoint, "ca", f"{client_id}\n{address_bucket(self.address(request))}", limit)
+    def _login_address(self, address: str) -> list[Budget]:
+        p = self.config.limits.protective
+        return self._growing("login", "a", address_bucket(address), p.login_failures_per_address)
+
+    def _pair_budgets(self, endpoint: str, client_id: str, request: web.Request, limit: int) -> list[Budget]:
+        return self._growing(endpoint, "ca", f"{client_id}\n{address_bucket(self.address(request))}", limit)
+
+    def _growing(self, endpoint: str, dimension: str, value: str, limit: int) -> list[Budget]:
+        """A failure budget whose wait grows as failures go on: ``limit`` per window, twice that per
+        ``GROWTH`` windows, four times per ``GROWTH``² windows (checked and charged together), so a guesser
+        who waits out one window meets a longer one. Keys differ by tier (``a``, ``a2``, ``a3``)."""
+        window = self.config.limits.protective.window
+        return [
+            Budget(budget_key(self.prefix, endpoint, dimension + suffix, value), limit * factor, window * span)
+            for suffix, factor, span in (("", 1, 1), ("2", 2, GROWTH), ("3", 4, GROWTH * GROWTH))
+        ]
 
     def _budget(self, endpoint: str, dimension: str, value: str, limit: int, window: float | None = None) -> Budget:
         if dimension in ("a", "b"):

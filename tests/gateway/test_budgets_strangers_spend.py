@@ -19,8 +19,10 @@ from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
 from gateway.housekeeping import interval as housekeeping_interval
 from gateway.housekeeping import sweep
+from gateway.metrics import Metrics
 from gateway.storage import Storage
-from tests.gateway.test_protective_limits import REDIS_URL, shared, throttled, token_request
+from gateway.throttle import MemoryBudgets, ProtectiveLimits
+from tests.gateway.test_protective_limits import PROXY_PEER, REDIS_URL, shared, throttled, token_request
 from tests.support.gateway import TEST_PASSWORD, UNUSED_UPSTREAM, GatewayHandle, running_gateway
 from tests.support.https_server import make_local_ca, serve_https
 from tests.support.oauth_browser import Browser
@@ -355,3 +357,54 @@ async def test_registrations_that_never_authorize_are_swept_after_the_short_unus
 
 def test_the_default_unused_client_ttl_is_a_day():
     assert GatewayConfig().oauth.registration.unused_client_ttl == 24 * 3600
+
+
+# --- growing delays: a guesser who waits out one window meets a longer one ---
+
+
+async def test_a_guessers_wait_grows_from_the_window_to_four_then_sixteen_windows_and_a_success_clears_it():
+    clock = ManualClock()
+    limits = ProtectiveLimits(MemoryBudgets(clock), GatewayConfig(), Metrics(), "gw:t")
+
+    async def guesses(n: int) -> list[float]:
+        return [await limits.login_attempt("ada@example.com", STRANGER) for _ in range(n)]
+
+    assert await guesses(6) == [0] * 5 + [900]
+    clock.advance(900)
+    waits = await guesses(6)
+    assert waits[:5] == [0] * 5
+    assert waits[5] == 3600 - 900  # ten in the hour: wait for the hour to end
+    clock.advance(2700)
+    assert await guesses(6) == [0] * 5 + [900]
+    clock.advance(900)
+    waits = await guesses(6)
+    assert waits[:5] == [0] * 5
+    assert waits[5] == 14_400 - 4500  # twenty in four hours: wait for the four hours to end
+    assert await limits.login_attempt("ada@example.com", VICTIM) == 0  # the owner, from their address
+    await limits.login_succeeded("ada@example.com", VICTIM)
+    # A success clears the account's failures from its address, every tier: the owner's typos never add up.
+    for _ in range(3):
+        for _ in range(4):
+            assert await limits.login_attempt("grace@example.com", VICTIM) == 0  # four typos
+        assert await limits.login_attempt("grace@example.com", VICTIM) == 0
+        await limits.login_succeeded("grace@example.com", VICTIM)  # then the right password
+    assert await guesses(1) != [0]
+
+
+async def test_refused_token_requests_from_one_address_wait_longer_after_each_window(
+    sqlite_storage: Storage,
+):
+    clock = ManualClock()
+    overrides = {**PROXY_PEER, "limits": {"protective": {"token_per_client": 2, "token_per_address": 1000}}}
+    async with running_gateway(
+        storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides, clock=clock
+    ) as gw:
+        app = await register(gw.url)
+        replies = [await token_request(gw, app.client_id, STRANGER) for _ in range(3)]
+        assert [reply.status for reply in replies] == [400, 400, 429]
+        assert int(replies[2].headers["Retry-After"]) == 900
+        clock.advance(900)
+        replies = [await token_request(gw, app.client_id, STRANGER) for _ in range(3)]
+        assert [reply.status for reply in replies] == [400, 400, 429]
+        assert int(replies[2].headers["Retry-After"]) == 2700
+        assert (await token_request(gw, app.client_id, VICTIM)).status == 400
