@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from gateway.clock import ManualClock
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LimitsConfig, ProtectiveLimitsConfig
 from gateway.housekeeping import interval as housekeeping_interval
 from gateway.housekeeping import sweep
 from gateway.metrics import Metrics
@@ -364,7 +364,8 @@ def test_the_default_unused_client_ttl_is_a_day():
 
 async def test_a_guessers_wait_grows_from_the_window_to_four_then_sixteen_windows_and_a_success_clears_it():
     clock = ManualClock()
-    limits = ProtectiveLimits(MemoryBudgets(clock), GatewayConfig(), Metrics(), "gw:t")
+    config = GatewayConfig(limits=LimitsConfig(protective=ProtectiveLimitsConfig(login_failures_per_account_total=100)))
+    limits = ProtectiveLimits(MemoryBudgets(clock), config, Metrics(), "gw:t")
 
     async def guesses(n: int) -> list[float]:
         return [await limits.login_attempt("ada@example.com", STRANGER) for _ in range(n)]
