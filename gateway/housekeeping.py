@@ -41,8 +41,13 @@ async def sweep(app: web.Application) -> dict[str, int]:
     }
 
 
+def interval(app: web.Application) -> float:
+    """Hourly, or more often when unused clients must go sooner (a quarter of ``unused_client_ttl``, >= 60 s)."""
+    return min(INTERVAL, max(60.0, app[CONFIG].oauth.registration.unused_client_ttl / 4))
+
+
 async def run_housekeeping(app: web.Application, *, wait: Wait = asyncio.sleep) -> None:
-    """Sweep now and every ``INTERVAL``; a failed sweep (any error) is logged and retried after ``RETRY``."""
+    """Sweep now and every ``interval``; a failed sweep (any error) is logged and retried after ``RETRY``."""
 
     async def step() -> bool:
         try:
@@ -54,7 +59,7 @@ async def run_housekeeping(app: web.Application, *, wait: Wait = asyncio.sleep) 
             log.info("housekeeping removed rows", extra={"removed": removed})
         return True
 
-    await repeat(step, name="housekeeping", interval=INTERVAL, backoff=RETRY, wait=wait, wait_first=False)
+    await repeat(step, name="housekeeping", interval=interval(app), backoff=RETRY, wait=wait, wait_first=False)
 
 
 @contextlib.asynccontextmanager

@@ -54,10 +54,12 @@ class RedirectError(Exception):
 async def _client(
     request: web.Request, flow: AuthorizationFlow, client_id: str, *, refresh: bool = False
 ) -> RegisteredClient | web.Response:
+    network = True
     if flow.clients.would_fetch(client_id, refresh=refresh):
-        await flow.throttle.cimd_fetch(request, client_id)
+        # A spent fetch budget serves the cached copy when there is one (429 only without one).
+        network = await flow.throttle.cimd_fetch(request, client_id, have_copy=flow.clients.has_copy(client_id))
     try:
-        client = await flow.clients.resolve(client_id, refresh=refresh)
+        client = await flow.clients.resolve(client_id, refresh=refresh, network=network)
     except CimdError as exc:
         record_request(request, "authorize", "failed", "invalid_client", detail=str(exc), client_id=client_id)
         return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")

@@ -47,9 +47,10 @@ async def _form(request: web.Request, flow: AuthorizationFlow) -> dict[str, str]
 
 
 async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | None:
-    """The client of a pending request; None when it is gone or its metadata document no longer loads."""
+    """The client of a pending request; None when it is gone or its metadata document no longer loads. A
+    metadata document's cached copy serves even past its expiry: /authorize already checked it (and its budget)."""
     try:
-        return await flow.clients.resolve(client_id)
+        return await flow.clients.resolve(client_id, network=not flow.clients.has_copy(client_id))
     except CimdError:
         return None
 

@@ -42,7 +42,8 @@ MAX_TOKEN_CHARS = 4096
 async def revoke(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
-    await request.app[ENDPOINT_LIMITS].revoke(request, client_id)
+    limits = request.app[ENDPOINT_LIMITS]
+    await limits.revoke(request)
     token = form.get("token")
     if token is None:
         raise InvalidRequest("token is required")
@@ -55,7 +56,10 @@ async def revoke(request: web.Request) -> web.Response:
     except StorageUnavailable as exc:
         # RFC 7009 §2.2.1: 503 tells the client the token may still be valid and to retry.
         raise ServiceUnavailable("Revocation service unavailable, retry shortly") from exc
-    if revoked_own is not None:
+    if revoked_own is None:
+        # Only requests that revoke nothing count per (client, address): a client's own revocation always works.
+        await limits.revoke_failed(request, client_id)
+    else:
         user_id, family_id = revoked_own
         await request.app[REVOCATIONS].announce(Revocation(user_id, clock.now(), family_ids=(family_id,)))
         revoked(

@@ -370,12 +370,14 @@ async def token(request: web.Request) -> web.Response:
     client_id = public_client_id(request, form)
     note(request, client_id=client_id, grant_type=form.get("grant_type"))
     limits = request.app[ENDPOINT_LIMITS]
-    await limits.token(request, client_id)
+    await limits.token(request)
     try:
         return await _exchange(request, form, client_id)
     except GatewayError as exc:
         if 400 <= exc.status < 500 and exc.status != 429:
-            await limits.token_failed(client_id)
+            # Counted per (client, address) and only after the exchange: a valid code or refresh token is
+            # never refused by a budget that strangers naming this (public) client id could spend.
+            await limits.token_failed(request, client_id)
         raise
 
 
