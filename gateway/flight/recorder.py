@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
@@ -27,6 +28,7 @@ log = logging.getLogger("gateway.flight")
 
 FLUSH_INTERVAL: Final = 0.5
 MAX_PENDING: Final = 1000
+SEEN_CREDENTIALS: Final = 100_000
 CLIENT, ACCOUNT, ADDRESS = "c:", "a:", "i:"
 
 
@@ -59,6 +61,7 @@ class FlightRecorder:
         self.dropped = 0
         self._pending: dict[tuple[object, ...], Record] = {}
         self._subjects: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
         self._anonymous_minute = -1
         self._anonymous_used = 0
 
@@ -101,6 +104,15 @@ class FlightRecorder:
             account_id=account_id,
         )
         self._subjects[key] = subjects
+
+    def first_seen(self, credential_id: str) -> bool:
+        """True the first time this replica sees a credential (among the last ``SEEN_CREDENTIALS``)."""
+        if credential_id in self._seen:
+            return False
+        self._seen[credential_id] = None
+        if len(self._seen) > SEEN_CREDENTIALS:
+            self._seen.popitem(last=False)
+        return True
 
     def _anonymous_allowed(self) -> bool:
         minute = int(self.clock.now() // 60)

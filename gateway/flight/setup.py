@@ -71,6 +71,14 @@ def record_request(
     )
 
 
+def first_call(request: web.Request, credential_id: str, *, client_id: str | None, account_id: str) -> None:
+    """An authenticated MCP request: a step only the first time this replica sees the credential (afterwards a
+    set lookup, nothing measurable on the hot path)."""
+    recorder = flight_of(request.app)
+    if recorder is not None and recorder.first_seen(credential_id):
+        recorder.record("mcp", "ok", "first_call", client_id=client_id, account_id=account_id)
+
+
 async def _discovery_and_unserved_paths(request: web.Request, response: web.StreamResponse) -> None:
     """Discovery documents fetched (or not), and 404s for paths no route serves: a client looking in the wrong
     place. Filed by the caller's address (no client is known yet)."""

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.clock import ManualClock
 from gateway.flight.setup import FLIGHT
 from tests.support.dashboard import account, sign_in
 from tests.support.gateway import GatewayHandle
 from tests.support.mcp_clients import stateless_client
 from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import is_error_page, new_pkce, obtain_tokens, register
+from tests.support.oauth_flows import bearer, is_error_page, new_pkce, obtain_tokens, post_mcp, register
 
 EMAIL = "ada@example.com"
 
@@ -132,3 +133,21 @@ async def test_the_recorder_keeps_no_secret_and_coalesces_a_client_retrying_in_a
     assert len(failed) == 1
     assert failed[0]["count"] == 20
     assert "gwrt_" not in json.dumps(steps)
+
+
+async def test_an_expired_token_resent_to_mcp_is_recorded_for_its_client_and_person_after_the_first_call(
+    gateway: GatewayHandle, person: str, clock: ManualClock
+):
+    app = await register(gateway.url)
+    async with Browser(gateway.url) as browser:
+        tokens = await obtain_tokens(app, browser, person)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        clock.advance(tokens["expires_in"] + 1)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 401
+        page = await account(browser)
+    await flushed(gateway)
+    steps = json.loads(await trace(gateway, app.client_id, "--json"))
+    mcp = [(s["outcome"], s["reason"]) for s in steps if s["step"] == "mcp"]
+    assert mcp == [("failed", "expired"), ("ok", "first_call")]
+    assert "The access token expired and the client did not refresh it" in page.text
