@@ -22,13 +22,15 @@ from typing import Final, Protocol
 
 from gateway.background import background
 from gateway.clock import Clock
-from gateway.flight.steps import Outcome, Record, Step, clean
+from gateway.flight.steps import REASONS, STEPS, Outcome, Record, Step, clean
+from gateway.metrics import Metrics, bounded
 
 log = logging.getLogger("gateway.flight")
 
 FLUSH_INTERVAL: Final = 0.5
 MAX_PENDING: Final = 1000
 SEEN_CREDENTIALS: Final = 100_000
+STEP_SET: Final = frozenset(STEPS)
 CLIENT, ACCOUNT, ADDRESS = "c:", "a:", "i:"
 
 
@@ -52,12 +54,14 @@ class FlightRecorder:
         ring_size: int = 50,
         anonymous_per_minute: int = 600,
         enabled: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock
         self.ring_size = ring_size
         self.anonymous_per_minute = anonymous_per_minute
         self.enabled = enabled
+        self.metrics = metrics
         self.dropped = 0
         self._pending: dict[tuple[object, ...], Record] = {}
         self._subjects: dict[tuple[object, ...], tuple[str, ...]] = {}
@@ -79,6 +83,9 @@ class FlightRecorder:
         """Note one step; never raises, never waits."""
         if not self.enabled:
             return
+        if self.metrics is not None:
+            labels = {"step": bounded(step, STEP_SET), "outcome": outcome, "reason": bounded(reason, REASONS)}
+            self.metrics.connection_steps.labels(**labels).inc()
         subjects = tuple(s for s in (client_id and CLIENT + client_id, account_id and ACCOUNT + account_id) if s) or (
             (ADDRESS + address,) if address else ()
         )

@@ -16,6 +16,7 @@ from gateway.errors import GatewayError, Handler
 from gateway.flight.backend import trail_backend
 from gateway.flight.recorder import FlightRecorder
 from gateway.flight.steps import Outcome, Step
+from gateway.metrics import METRICS
 from gateway.net import address_bucket, client_address
 
 FLIGHT = web.AppKey("flight_recorder", FlightRecorder)
@@ -159,6 +160,7 @@ async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
         ring_size=config.ring_size,
         anonymous_per_minute=config.anonymous_per_minute,
         enabled=config.enabled,
+        metrics=app[METRICS],
     )
     async with recorder.running():
         yield
