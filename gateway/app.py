@@ -10,7 +10,6 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from gateway.admin import setup_admin
 from gateway.apikeys import ApiKeyFormat
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
@@ -18,8 +17,6 @@ from gateway.authn import Authenticator, Challenge
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
 from gateway.dashboard import setup_dashboard
-from gateway.errors import error_middleware
-from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.last_used import LastUsedRecorder
 from gateway.metrics import METRICS, Metrics
@@ -30,9 +27,7 @@ from gateway.oauth.metadata import resource_metadata_url
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
-from gateway.proxy.legacy_sse import setup_legacy_sse
 from gateway.proxy.sessions import SessionBindings
-from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream, new_client_session
 from gateway.quota import QuotaLimiter, make_limiter, quota_redis_client
@@ -41,10 +36,10 @@ from gateway.quota.streams import StreamSlots
 from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.revocation_redis import RedisRevocationBus
+from gateway.routes import error_middleware, setup_routes
 from gateway.storage import Storage, open_storage
 from gateway.throttle import setup_throttle
 from gateway.usage_history import USAGE_HISTORY, UsageRecorder
-from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
 
@@ -67,7 +62,7 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. Collaborators passed in are used as they are and not closed by the app."""
     app = web.Application(
-        middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
+        middlewares=[request_metrics, cors_middleware, error_middleware],
         client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
@@ -92,14 +87,10 @@ def create_app(
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
     setup_request_metrics(app)
-    setup_health(app)
     setup_metrics_endpoint(app)
-    setup_pages(app)
     setup_oauth(app)
     setup_dashboard(app)
-    setup_admin(app)
-    setup_streamable(app)
-    setup_legacy_sse(app)
+    setup_routes(app)
     return app
 
 

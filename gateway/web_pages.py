@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from gateway.errors import Forbidden, GatewayError, Handler
+from gateway.errors import Forbidden, GatewayError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -94,35 +94,13 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
         raise Forbidden("Cross-site request refused")
 
 
-# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module) and the
-# dashboard's (gateway.dashboard), whose error pages link back to the account page.
-OAUTH_PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
-DASHBOARD_PAGE_PATHS = frozenset({"/signup", "/logout", "/account"})
-DASHBOARD_PAGE_PREFIX = "/account/"
-
-
-def is_dashboard_page(path: str) -> bool:
-    return path in DASHBOARD_PAGE_PATHS or path.startswith(DASHBOARD_PAGE_PREFIX)
-
-
-@web.middleware
-async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_response(exc: GatewayError, *, back: str | None = None) -> web.Response:
     """On pages a person sees, errors are pages too (a 503 says to retry), never a JSON body."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        dashboard = is_dashboard_page(request.path)
-        if not dashboard and request.path not in OAUTH_PAGE_PATHS:
-            raise
-        title = "Please try again shortly" if exc.status >= 500 else "Request refused"
-        response = error_page(title, exc.description, status=exc.status, back="/account" if dashboard else None)
-        response.headers.update(exc.headers)
-        return response
+    title = "Please try again shortly" if exc.status >= 500 else "Request refused"
+    response = error_page(title, exc.description, status=exc.status, back=back)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def stylesheet(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "gateway.css", headers={"Cache-Control": "public, max-age=3600"})
-
-
-def setup_pages(app: web.Application) -> None:
-    app.router.add_get("/static/gateway.css", stylesheet)

@@ -169,14 +169,3 @@ async def revoke_key(request: web.Request) -> web.Response:
     if key is None or not await actions.revoke_key(key.user_id, key.id):
         raise NotFound("No such active key")
     return _ok({"revoked": key.id})
-
-
-def setup_admin_api(app: web.Application) -> None:
-    app.router.add_get(f"{PREFIX}/users", list_users)
-    app.router.add_get(f"{PREFIX}/users/{{user_id}}", show_user)
-    app.router.add_post(f"{PREFIX}/users/{{user_id}}/disable", disable_user)
-    app.router.add_post(f"{PREFIX}/users/{{user_id}}/enable", enable_user)
-    app.router.add_post(f"{PREFIX}/users/{{user_id}}/revoke", revoke_user)
-    app.router.add_post(f"{PREFIX}/users/{{user_id}}/apps/{{app_id}}/revoke", revoke_user_app)
-    app.router.add_post(f"{PREFIX}/clients/revoke", revoke_client)
-    app.router.add_post(f"{PREFIX}/keys/{{key_id}}/revoke", revoke_key)

@@ -197,10 +197,3 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
     consent_decided(request.app, granted=True, user_id=user.id, client_id=pending.client_id, scope=scope)
     code = await flow.issue_code(user.id, pending)
     return see_other(flow.respond(pending, code=code))
-
-
-def setup_interaction(app: web.Application) -> None:
-    app.router.add_get(LOGIN_PATH, login_page)
-    app.router.add_post(LOGIN_PATH, login_submit)
-    app.router.add_get(CONSENT_PATH, consent_page)
-    app.router.add_post(CONSENT_PATH, consent_submit)

@@ -95,13 +95,3 @@ async def preflight(request: web.Request) -> web.Response:
         status=204,
         headers={**PUBLIC_CORS, "Access-Control-Allow-Headers": "MCP-Protocol-Version, Content-Type"},
     )
-
-
-def setup_metadata(app: web.Application) -> None:
-    for path in (AS_METADATA_PATH, OIDC_DISCOVERY_PATH):
-        app.router.add_get(path, as_metadata)
-        app.router.add_route("OPTIONS", path, preflight)
-    app.router.add_get(PRM_PATH, prm)
-    app.router.add_get(PRM_PATH + "/{tail:.+}", prm)
-    app.router.add_route("OPTIONS", PRM_PATH, preflight)
-    app.router.add_route("OPTIONS", PRM_PATH + "/{tail:.+}", preflight)

@@ -74,8 +74,3 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
             return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
-
-
-def setup_streamable(app: web.Application) -> None:
-    for method in ("POST", "GET", "DELETE"):
-        app.router.add_route(method, "/mcp", handle_mcp)
