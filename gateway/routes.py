@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import health, metrics_endpoint, web_pages
 from gateway.admin import api as admin
@@ -23,6 +24,7 @@ from gateway.errors import (
     ErrorStyle,
     GatewayError,
     Handler,
+    InvalidRequest,
     PayloadTooLarge,
     ServiceUnavailable,
     from_http_exception,
@@ -134,6 +136,12 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
         return exc
     if isinstance(exc, web.HTTPException):
         return from_http_exception(exc)
+    if isinstance(exc, RequestPayloadError):
+        return InvalidRequest("The request body could not be read (does its Content-Encoding match it?)")
+    if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        # Undecodable bytes in a header, cookie or path arrive as surrogates: the client's fault, never a 500.
+        log.warning("undecodable bytes on %s %s", request.method, request.path, exc_info=exc)
+        return InvalidRequest("The request holds bytes that are not valid UTF-8")
     if isinstance(exc, StorageUnavailable):
         # Every action is safe to repeat, and whatever it committed before the failure was already announced.
         return ServiceUnavailable(STORAGE_DOWN)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jinja2
 from aiohttp import web
 
-from gateway.errors import Forbidden, GatewayError
+from gateway.errors import BadForm, Forbidden, GatewayError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -83,6 +84,30 @@ def set_cookie(response: web.StreamResponse, name: str, value: str, *, max_age: 
 
 def clear_cookie(response: web.StreamResponse, name: str) -> None:
     response.del_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
+
+
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 32
+MAX_FIELD = 1024
+
+
+async def read_form(request: web.Request, public_origin: str) -> dict[str, str]:
+    """A same-origin form post's fields, the last of a repeated name winning (longer values dropped).
+
+    The pages' forms are URL-encoded UTF-8 (what browsers send without ``enctype``); anything else (multipart,
+    another charset, undecodable bytes or percent-escapes, too many fields) is a 400 page, never a 500. The
+    body is already bounded by the route's cap (``limits.max_form_bytes``: 413 above it)."""
+    check_same_origin_post(request, public_origin)
+    if request.content_type != FORM_MEDIA_TYPE:
+        raise BadForm(f"The form must be sent as {FORM_MEDIA_TYPE}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadForm("The form must be encoded in UTF-8")
+    body = await request.read()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BadForm("The form is not valid UTF-8 form data") from exc
+    return {name: value for name, value in pairs if len(value) <= MAX_FIELD}
 
 
 def check_same_origin_post(request: web.Request, public_origin: str) -> None:

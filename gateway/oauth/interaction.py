@@ -24,11 +24,10 @@ from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.security_events import consent_decided
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import AuthorizationRequest, Consent
-from gateway.web_pages import check_same_origin_post, error_page, render, see_other
+from gateway.web_pages import error_page, read_form, render, see_other
 
 GENERIC_FAILURE = "Invalid email or password."
 EXPIRED = "This sign-in link has expired or was already used. Start again from your application."
-MAX_FIELD = 1024
 
 
 async def _pending_from(request: web.Request, request_id: str) -> AuthorizationRequest | None:
@@ -42,9 +41,7 @@ def _csrf_ok(request: web.Request, request_id: str, submitted: str) -> bool:
 
 
 async def _form(request: web.Request, flow: AuthorizationFlow) -> dict[str, str]:
-    check_same_origin_post(request, flow.settings.public_origin)
-    data = await request.post()
-    return {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
+    return await read_form(request, flow.settings.public_origin)
 
 
 async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | None:
