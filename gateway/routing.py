@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractResource
+from aiohttp.web_urldispatcher import AbstractRoute
 
 from gateway.errors import ErrorStyle, Handler
 
@@ -65,28 +65,31 @@ UNROUTED = Route("", (), _not_found, "other")
 
 
 class RouteIndex:
-    """The declarations of an app's routes, by aiohttp resource (matched requests) and by path (the rest)."""
+    """The declarations of an app's routes, by aiohttp route (matched requests) and by path (the rest)."""
 
     def __init__(self) -> None:
-        self._by_resource: dict[AbstractResource, Route] = {}
+        self._by_route: dict[AbstractRoute, Route] = {}
         self._routes: list[Route] = []
 
     def add(self, app: web.Application, route: Route) -> None:
         methods = route.methods + (("HEAD",) if "GET" in route.methods and "HEAD" not in route.methods else ())
         for method in methods:
-            resource = app.router.add_route(method, route.path, route.handler).resource
-            if resource is not None:
-                self._by_resource[resource] = route
+            self._by_route[app.router.add_route(method, route.path, route.handler)] = route
         self._routes.append(route)
 
     @property
     def routes(self) -> tuple[Route, ...]:
         return tuple(self._routes)
 
+    def declaration(self, route: AbstractRoute) -> Route | None:
+        """The table line that registered ``route`` (None: registered outside the table)."""
+        return self._by_route.get(route)
+
     def find(self, request: web.Request) -> Route:
-        resource = request.match_info.route.resource
-        if resource is not None and resource in self._by_resource:
-            return self._by_resource[resource]
+        declared = self._by_route.get(request.match_info.route)
+        if declared is not None:
+            return declared
+        # No route (404), or none for this method (405): the first line for the path shows the error.
         path = request.path
         return next((route for route in self._routes if route.pattern.fullmatch(path)), UNROUTED)
 
