@@ -132,10 +132,7 @@ def _capped(request: web.Request, route: Route) -> web.Request:
 
 
 def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, web.HTTPException):
-        return from_http_exception(exc)
+    """What the client is told about an exception that is not one of the gateway's error classes."""
     if isinstance(exc, RequestPayloadError):
         return InvalidRequest("The request body could not be read (does its Content-Encoding match it?)")
     if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
@@ -152,8 +149,6 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
 def respond(request: web.Request, exc: GatewayError) -> web.Response:
     """``exc`` as the response its route's ``ErrorStyle`` asks for."""
     style = route_of(request).errors
-    if exc.status >= 500:
-        log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.description)
     if style.is_page:
         return web_pages.error_response(exc, back=ACCOUNT_PATH if style is ErrorStyle.ACCOUNT_PAGE else None)
     return render(exc, style)
@@ -168,5 +163,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return respond(request, from_http_exception(exc))
+    except GatewayError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.description)
+        return respond(request, exc)
     except Exception as exc:
         return respond(request, _as_gateway_error(request, exc))
