@@ -9,6 +9,7 @@ its body before anything is buffered and to render whatever the handler raises i
 from __future__ import annotations
 
 import logging
+import traceback
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -137,7 +138,8 @@ def _as_gateway_error(request: web.Request, exc: Exception) -> GatewayError:
         return InvalidRequest("The request body could not be read (does its Content-Encoding match it?)")
     if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
         # Undecodable bytes in a header, cookie or path arrive as surrogates: the client's fault, never a 500.
-        log.warning("undecodable bytes on %s %s", request.method, request.path, exc_info=exc)
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        log.warning("undecodable bytes refused on %s %s (at %s)", request.method, request.path, where and where[:2])
         return InvalidRequest("The request holds bytes that are not valid UTF-8")
     if isinstance(exc, StorageUnavailable):
         # Every action is safe to repeat, and whatever it committed before the failure was already announced.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ HEADS: list[bytes] = [
 ]
 QUERIES = [b"?a=%ff%fe&tx=%00&client_id=%c3%28&redirect_uri=\xff", b"?\xff\xfe=\xc3\x28&%%%=%", b"/%ff%2e%2e%00"]
 WRONG_METHODS = ("PUT", "PATCH", "TRACE")
+RANDOM_PER_ROUTE = 8
+RANDOM_SLOTS = (b"query", b"Cookie", b"X-API-Key", b"Mcp-Session-Id", b"Content-Type", b"body")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,22 @@ def probes(routes: tuple[Route, ...]) -> list[Probe]:
             found.extend(Probe(route, method, target, head) for head in HEADS)
             found.extend(Probe(route, method, target + query, b"") for query in QUERIES)
         found.extend(Probe(route, method, target, b"", b"a=b") for method in WRONG_METHODS)
+        found.extend(random_probes(route, target, random.Random(route.path + route.methods[0])))
+    return found
+
+
+def random_probes(route: Route, target: bytes, rng: random.Random) -> list[Probe]:
+    """Random bytes (any of 256) in one place of the request: the same ones on every run (seeded by route)."""
+    found = []
+    for _ in range(RANDOM_PER_ROUTE):
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        slot, method = rng.choice(RANDOM_SLOTS), route.methods[0]
+        if slot == b"query":
+            found.append(Probe(route, method, target + b"?" + noise.replace(b" ", b"%20"), b""))
+        elif slot == b"body":
+            found.append(Probe(route, method, target, b"Content-Type: " + FORM + b"\r\n", noise))
+        else:
+            found.append(Probe(route, method, target, slot + b": " + noise.replace(b"\r\n", b"") + b"\r\n", b"x=1"))
     return found
 
 
