@@ -147,6 +147,8 @@ class ProtectiveLimitsConfig:
 class LimitsConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = 8190
+    max_form_bytes: int = 16 * 1024
+    """Largest body of an HTML form post and of an admin API call (413 above it, checked before buffering)."""
     session_max_age: float = DEFAULT_SESSION_MAX_AGE
     """Seconds after which a forgotten MCP session binding is purged."""
     protective: ProtectiveLimitsConfig = field(default_factory=ProtectiveLimitsConfig)
@@ -340,6 +342,7 @@ def _check(c: GatewayConfig) -> list[str]:
         ("upstream.max_connections", c.upstream.max_connections, 1),
         ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
         ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
+        ("limits.max_form_bytes", c.limits.max_form_bytes, 1024),
         ("storage.pool_min", c.storage.pool_min, 1),
         ("storage.pool_max", c.storage.pool_max, 1),
     ]:

@@ -167,10 +167,7 @@ async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_flight(app: web.Application) -> None:
-    from gateway.flight.views import setup_flight_views
-
     app.cleanup_ctx.append(_flight_ctx)
-    setup_flight_views(app)
     app.on_response_prepare.append(_discovery_and_unserved_paths)
     app.middlewares.append(flight_middleware)
     _audit_listener(app)

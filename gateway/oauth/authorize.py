@@ -28,8 +28,8 @@ from gateway.flight.setup import record_request
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
-from gateway.oauth.context import AUTHORIZE_PATH, CONSENT_PATH, LOGIN_PATH
-from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, storage_guarded, with_params
+from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, with_params
 from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirect_uris import redirect_receiver, redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
@@ -242,7 +242,3 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     if new_browser:
         bind_browser(response, browser)
     return response
-
-
-def setup_authorize(app: web.Application) -> None:
-    app.router.add_get(AUTHORIZE_PATH, storage_guarded(handle_authorize))
