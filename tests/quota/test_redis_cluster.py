@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from gateway.clock import ManualClock
@@ -55,8 +56,7 @@ def accounts_on_every_node(nodes: RedisClusterNodes, limiter: RedisLimiter, plan
 
 
 def test_an_accounts_quota_windows_and_stream_leases_hash_to_one_cluster_slot() -> None:
-    limiter = RedisLimiter.__new__(RedisLimiter)  # keys only: no client needed
-    limiter._prefix = "gw:q"
+    limiter = RedisLimiter(Redis(), prefix="gw:q")  # key names only: never connects
     slots = StreamSlots(None, clock=ManualClock(), prefix="gw:q", lease_seconds=30)
     monthly = Plan("all", per_minute=5, per_day=50, per_month=500)
     for account in ("usr_abc", "x{y}z", "}{", "{}", "a b*\n" + "x" * 2048, "h_0123"):
