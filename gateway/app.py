@@ -226,6 +226,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
+        forward_headers=config.upstream.forward_headers,
         quota=QuotaGate(app[QUOTA_LIMITER], config.quota, app[STREAM_SLOTS], app[METRICS], on_admit=usage.record),
         streams=streams,
     )

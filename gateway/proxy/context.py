@@ -31,6 +31,8 @@ class ProxyContext:
     identity_headers: bool
     quota: QuotaGate
     streams: OpenStreams
+    forward_headers: tuple[str, ...] = ()
+    """``upstream.forward_headers``: request fields forwarded besides the MCP ones."""
 
     @property
     def public_origin(self) -> str:
@@ -56,6 +58,7 @@ class ProxyContext:
             public_scheme=parts.scheme,
             public_host=parts.netloc,
             identity=self.identity_headers,
+            forward=self.forward_headers,
         )
 
 

@@ -16,9 +16,10 @@ from aiohttp import web
 from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
 from gateway.proxy.context import PROXY, ProxyContext
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.guard import authenticate
+from gateway.proxy.headers import refuse_repeats
 from gateway.proxy.sessions import LEGACY_SSE
-from gateway.proxy.streamable import parse_message
 from gateway.proxy.upstream import EndStream, error_event
 from gateway.quota.plans import STREAM_OPEN_COST
 
@@ -85,6 +86,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
+    refuse_repeats(request.headers)
     sse_url = proxy.upstream_sse_url
     if sse_url is None:
         raise web.HTTPNotFound()
@@ -112,8 +114,9 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     session_id = request.query.get("session_id")
     if session_id is None:
         raise SessionNotFound("Session not found")
+    refuse_repeats(request.headers)
     session = await proxy.sessions.require(session_id, principal, kind=LEGACY_SSE)
-    body = await request.read()
+    body = await read_body(request)
     message = parse_message(body)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")
@@ -126,5 +129,6 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
 
 
 def setup_legacy_sse(app: web.Application) -> None:
-    app.router.add_get("/mcp/sse", handle_sse)
+    # No HEAD: a header-only answer would still open (and charge) an upstream stream.
+    app.router.add_get("/mcp/sse", handle_sse, allow_head=False)
     app.router.add_post(MESSAGES_PATH, handle_message)
