@@ -15,8 +15,8 @@ from aiohttp import web
 
 from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
-from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.body import parse_message, read_body
+from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate
 from gateway.proxy.headers import refuse_repeats
 from gateway.proxy.sessions import LEGACY_SSE

@@ -7,8 +7,8 @@ whatever client or replica they come through. Nothing is charged for unauthentic
 What is refunded: only a request that provably never reached the upstream (no connection: refused or
 timed out, or no request headers written; ``NEVER_REACHED``) gets its units back. A request the upstream
 received stays charged whatever followed (an answer, an error, a 504 for a late answer, a broken
-connection): the tool may have run. A standalone stream (``stream=True``) also holds a lease (``streams.py``) from admission until it
-ends; it is charged once, at open, and never cut by the quota afterwards.
+connection): the tool may have run. A standalone stream (``stream=True``) also holds a lease
+(``streams.py``) from admission until it ends; it is charged once, at open, and never cut by the quota afterwards.
 """
 
 from __future__ import annotations
