@@ -121,7 +121,7 @@ def refuse_repeats(incoming: CIMultiDictProxy[str]) -> None:
     for name in SINGLE_VALUED:
         if len(incoming.getall(name, ())) > 1:
             raise RepeatedHeader(f"{name} header repeated")
-    params = [name.lower() for name in incoming if name.lower().startswith(MCP_PARAM_PREFIX)]
+    params = [name.lower() for name, _ in incoming.items() if name.lower().startswith(MCP_PARAM_PREFIX)]
     if len(params) != len(set(params)):
         raise RepeatedHeader("Mcp-Param header repeated")
 
