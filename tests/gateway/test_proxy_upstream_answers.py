@@ -50,20 +50,20 @@ async def test_a_chunked_json_answer_streams_to_the_client_chunk_by_chunk_instea
     ):
         key = await gw.new_key(await gw.new_user())
         headers = {**MCP_HEADERS, "X-API-Key": key}
+        received = bytearray()
         async with (
+            asyncio.timeout(WAIT),
             aiohttp.ClientSession() as http,
             http.post(gw.mcp_url, data=jsonrpc("tools/call", {"name": "dump"}), headers=headers) as response,
         ):
             assert response.status == 200
             assert "Content-Length" not in response.headers
-            received = bytearray()
-            async with asyncio.timeout(WAIT):
-                for n in range(1, CHUNKS + 1):
-                    while len(received) < n * CHUNK:
-                        received += await response.content.readany()
-                    # The gateway holds at most the chunk in flight: the client already has all the others.
-                    consumed.put_nowait(n)
-                received += await response.content.read()
+            for n in range(1, CHUNKS + 1):
+                while len(received) < n * CHUNK:
+                    received += await response.content.readany()
+                # The gateway holds at most the chunk in flight: the client already has all the others.
+                consumed.put_nowait(n)
+            received += await response.content.read()
     assert len(json.loads(received)["result"]["blob"]) == CHUNKS * CHUNK
 
 
