@@ -22,6 +22,7 @@ from gateway.errors import JSONRPC_INVALID_REQUEST, BadJsonRpc, GatewayError
 DECODED_CODINGS: Final = frozenset({"gzip", "deflate"})
 """Codings aiohttp decodes as the body arrives (it reads only the first ``Content-Encoding`` line)."""
 JSONRPC_PARSE_ERROR: Final = -32700
+UNREADABLE = web.RequestKey("body_unreadable", bool)
 
 
 class UnsupportedContentEncoding(GatewayError):
@@ -62,7 +63,22 @@ async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except RequestPayloadError as exc:
+        # The connection's framing is lost: answer, then close it (and do not let aiohttp drain the broken
+        # body afterwards, which would log an unhandled exception).
+        request.content.feed_eof()
+        request[UNREADABLE] = True
         raise UndecodableBody("Request body could not be read: it does not match its Content-Encoding") from exc
+
+
+async def close_after_unreadable_body(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the answer to an unreadable body is the connection's last."""
+    if request.get(UNREADABLE):
+        response.force_close()
+
+
+def setup_body_reading(app: web.Application) -> None:
+    if close_after_unreadable_body not in app.on_response_prepare:
+        app.on_response_prepare.append(close_after_unreadable_body)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -21,6 +24,7 @@ from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.scripted_upstream import ScriptedUpstream, json_ok, jsonrpc, opens_session, scripted_upstream
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+WAIT = 10.0
 BATCH = json.dumps([json.loads(jsonrpc("tools/list", id_=n)) for n in range(1, 4)]).encode()
 
 
@@ -46,6 +50,19 @@ async def post(
     ):
         text = await response.text()
         return response.status, json.loads(text) if text.startswith("{") else {}, CIMultiDict(response.headers)
+
+
+async def exchange_until_closed(gw: GatewayHandle, request: bytes) -> bytes:
+    """Everything the gateway answers on one connection until it closes it (bounded by ``WAIT``)."""
+    parts = urlsplit(gw.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 def remaining(headers: CIMultiDict[str]) -> int:
@@ -85,12 +102,24 @@ async def test_a_doubly_gzipped_batch_is_a_parse_error_and_never_reaches_the_ups
         assert upstream.requests == []
 
 
-async def test_a_body_that_does_not_match_its_content_encoding_gets_400_not_500(sqlite_storage: Storage):
+async def test_a_body_that_does_not_match_its_content_encoding_gets_400_not_500_and_closes_the_connection(
+    sqlite_storage: Storage, caplog: pytest.LogCaptureFixture
+):
     async with scripted_upstream(json_ok) as upstream, gateway_before(upstream, sqlite_storage) as (gw, key):
         status, body, _ = await post(gw, key, BATCH, [("Content-Encoding", "gzip")])
         assert status == 400
         assert body["jsonrpc"] == "2.0"
+        pipelined = (
+            b"POST /mcp HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"X-API-Key: {key}\r\nContent-Length: {len(BATCH)}\r\n\r\n".encode()
+            + BATCH
+            + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+        )
+        answer = await exchange_until_closed(gw, pipelined)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert answer.count(b"HTTP/1.1") == 1  # the framing is lost: nothing after the body is read as a request
         assert upstream.requests == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_bodies_that_parsers_could_read_differently_are_refused_before_the_upstream(sqlite_storage: Storage):
