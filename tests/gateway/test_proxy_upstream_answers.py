@@ -13,7 +13,7 @@ from gateway.storage import Storage
 from tests.gateway.test_quota import plan_overrides
 from tests.support.gateway import running_gateway
 from tests.support.oauth_flows import INIT, post_mcp, request
-from tests.support.scripted_upstream import Behaviour, json_ok, jsonrpc, scripted_upstream, sse_endpoint
+from tests.support.scripted_upstream import Behaviour, json_ok, jsonrpc, scripted_upstream, slow_stream, sse_endpoint
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 WAIT = 10.0
@@ -141,3 +141,29 @@ async def test_a_tools_call_without_an_id_is_charged_and_a_real_notification_is_
             assert last.status == 200
         assert len(upstream.requests) == 5
     assert last.headers["RateLimit"].split(",")[0].split(";r=")[1].split(";")[0] == "1"  # 5 - (1 + 1 + 1 + 0 + 1)
+
+
+async def streams_on_get(request: web.Request) -> web.StreamResponse:
+    return await (slow_stream(b"event: message\ndata: {}\n\n") if request.method == "GET" else json_ok)(request)
+
+
+async def test_a_504_for_a_request_that_never_left_the_gateway_is_refunded(sqlite_storage: Storage):
+    overrides = {**plan_overrides(5), "upstream": {"max_connections": 1, "first_byte_timeout": 0.3}}
+    async with (
+        scripted_upstream(streams_on_get) as upstream,
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url, overrides=overrides) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        key = {"X-API-Key": await gw.new_key(await gw.new_user())}
+        async with http.get(gw.mcp_url, headers={**key, "Accept": "text/event-stream"}) as stream:
+            assert await asyncio.wait_for(stream.content.readuntil(b"\n\n"), WAIT)
+            # The only upstream connection is taken: the POST waits for one and never gets to send.
+            waited = await asyncio.wait_for(post_mcp(gw.url, key, INIT), WAIT)
+            assert waited.status == 504
+            assert [r.method for r in upstream.requests] == ["GET"]
+        upstream.behaviour = json_ok
+        async with asyncio.timeout(WAIT):
+            while (reply := await post_mcp(gw.url, key, INIT)).status == 504:  # until the stream's connection is free
+                pass
+    assert reply.status == 200
+    assert reply.headers["RateLimit"].split(",")[0].split(";r=")[1].split(";")[0] == "3"  # 5 - stream - INIT
