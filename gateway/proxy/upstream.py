@@ -48,7 +48,7 @@ NEVER_REACHED = (UpstreamUnreachable, UpstreamConnectTimeout)
 
 
 class _Delivery:
-    """Whether the request headers were written to the upstream (known only through ``DELIVERY_TRACE``)."""
+    """Whether the request headers were written to the upstream (known only through ``delivery_trace``)."""
 
     def __init__(self) -> None:
         self.tracked = False
