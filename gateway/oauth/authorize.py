@@ -2,12 +2,17 @@
 
 Phase one settles the client and the redirect URI. Until both are known good, every error is a page in
 the browser and nothing is redirected (OAuth 2.1 §4.1.2.1: never redirect to an unverified URI). Phase
-two checks the rest (response type, PKCE, resource, scope); its errors go back to the client's redirect
-URI with ``error``, ``state`` and ``iss``. A valid request becomes a pending authorization bound to this
-browser, and the user is sent to sign in, then to the consent page — or straight back with a code when
-they are signed in and already approved exactly this (same client, redirect URI, resource, scope ⊆).
-``prompt=none`` that cannot get a code is redirected with an error only for a client the user approved;
-anything else is a page, so the gateway never bounces people to a URI nobody trusted.
+two checks the rest (response type, PKCE, resource, scope). A registered redirect URI is not a trusted one
+(anyone can register a client), so a phase-two error goes back by redirect, with ``error``, ``state`` and
+``iss``, only when the signed-in user already approved this client at this redirect URI; anyone else gets
+a page naming the error and what would receive it, with a link that delivers the error if they choose to
+(RFC 9700 §4.11.2, OAuth 2.1 §7.13.2: the gateway's origin is no open redirector).
+
+A valid request becomes a pending authorization bound to this browser, and the user is sent to sign in,
+then to the consent page — or straight back with a code when they are signed in and already approved
+exactly this (same client, redirect URI, resource, scope ⊆). ``prompt=none`` that cannot get a code is
+redirected with an error only for a client the user approved; anything else is a page, so the gateway
+never bounces people to a URI nobody trusted.
 """
 
 from __future__ import annotations
@@ -19,19 +24,20 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import InvalidRequest
+from gateway.flight.setup import note, record_request
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
-from gateway.oauth.context import AUTHORIZE_PATH, CONSENT_PATH, LOGIN_PATH
+from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, with_params
 from gateway.oauth.pkce import validate_challenge
-from gateway.oauth.redirect_uris import redirect_uri_matches
+from gateway.oauth.redirect_uris import redirect_receiver, redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.secrets_hashing import secret_hash
 from gateway.security_events import consent_decided
 from gateway.storage.base import User
 from gateway.storage.oauth import AuthorizationRequest
-from gateway.web_pages import error_page, found, see_other
+from gateway.web_pages import error_page, found, render, see_other
 
 MAX_STATE_LENGTH = 2048
 SINGLE = ("client_id", "redirect_uri", "response_type", "state", "code_challenge", "code_challenge_method", "scope")
@@ -48,13 +54,19 @@ class RedirectError(Exception):
 async def _client(
     request: web.Request, flow: AuthorizationFlow, client_id: str, *, refresh: bool = False
 ) -> RegisteredClient | web.Response:
+    network = True
     if flow.clients.would_fetch(client_id, refresh=refresh):
-        await flow.throttle.cimd_fetch(request, client_id)
+        # A spent fetch budget serves the cached copy when there is one (429 only without one).
+        network = await flow.throttle.cimd_fetch(request, client_id, have_copy=flow.clients.has_copy(client_id))
     try:
-        client = await flow.clients.resolve(client_id, refresh=refresh)
-    except CimdError:
+        client = await flow.clients.resolve(client_id, refresh=refresh, network=network)
+    except CimdError as exc:
+        record_request(request, "authorize", "failed", "invalid_client", detail=str(exc), client_id=client_id)
         return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")
     if client is None:
+        record_request(
+            request, "authorize", "failed", "invalid_client", detail="client_id is not registered", client_id=client_id
+        )
         return error_page("Unknown application", "This application is not registered with the gateway.")
     return client
 
@@ -91,7 +103,10 @@ def _phase_two(flow: AuthorizationFlow, query: MultiMapping[str]) -> tuple[str, 
     resource = flow.settings.resource
     # RFC 8707 §2: the resource must be this MCP server (trailing slash and case of scheme/host forgiven).
     if resources and canonical_resource(resources[0]) != resource:
-        raise RedirectError("invalid_target", "The requested resource is not served here")
+        raise RedirectError(
+            "invalid_target",
+            f"The client asked for resource {resources[0][:200]!r} but this server is {flow.settings.resource}",
+        )
     scope = flow.settings.scopes.settle(query.get("scope"))
     if scope is None:
         raise RedirectError("invalid_scope", "Unknown scope requested")
@@ -104,18 +119,43 @@ async def _without_interaction(
     """``prompt=none`` that cannot be answered with a code. The error goes back by redirect only to a client
     this user already approved at this redirect URI: otherwise anyone who registers a client could use the
     gateway to bounce people to their own site (RFC 9700 §4.11.2, security-cases 37)."""
-    approved = user is not None and (
-        await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource) is not None
-    )
-    if not approved:
+    if user is None or not await flow.approved(user.id, pending.client_id, pending.redirect_uri):
         return error_page("Sign-in required", "Sign in and approve this application from the application itself.")
     error = "login_required" if "login" in prompt else "consent_required"
     return found(flow.respond(pending, error=error))
 
 
+async def _refused(
+    request: web.Request,
+    flow: AuthorizationFlow,
+    client: RegisteredClient,
+    redirect_uri: str,
+    exc: RedirectError,
+    location: str,
+) -> web.Response:
+    """A phase-two error: redirected only to a client the signed-in user approved at this redirect URI;
+    otherwise a page, whose link carries the same error, ``state`` and ``iss`` if the person follows it."""
+    user = await flow.logins.current_user(request)
+    if user is not None and await flow.approved(user.id, client.client_id, redirect_uri):
+        return found(location)
+    return render(
+        "authorize_error.html",
+        status=400,
+        client_name=client.client_name or client.client_id,
+        verified=client.verified,
+        error=exc.error,
+        description=exc.description,
+        receiver=redirect_receiver(redirect_uri),
+        location=location,
+    )
+
+
 async def handle_authorize(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
     await flow.throttle.authorize(request)
+    user = await flow.logins.current_user(request)
+    if user is not None:
+        note(request, account_id=user.id)  # the person's own attempts list this one, whatever becomes of it
     query = request.query
     client_id = query.get("client_id")
     if not client_id or len(query.getall("client_id")) > 1:
@@ -133,6 +173,15 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
             return refreshed
         client, settled = refreshed, _redirect_uri(refreshed, query.get("redirect_uri"))
     if settled is None:
+        record_request(
+            request,
+            "authorize",
+            "failed",
+            "invalid_redirect_uri",
+            detail=f"redirect_uri {query.get('redirect_uri')!r} is not one of the registered "
+            f"{', '.join(client.redirect_uris)}",
+            client_id=client.client_id,
+        )
         return error_page("Invalid redirect", "The redirect URI is not registered for this application.")
     redirect_uri, given = settled
     state = query.get("state")
@@ -142,8 +191,10 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     try:
         challenge, scope, resource = _phase_two(flow, query)
     except RedirectError as exc:
+        record_request(request, "authorize", "failed", exc.error, detail=exc.description, client_id=client.client_id)
         location = with_params(redirect_uri, {"error": exc.error, "error_description": exc.description})
-        return found(with_params(location, {"state": state, "iss": iss}))
+        location = with_params(location, {"state": state, "iss": iss})
+        return await _refused(request, flow, client, redirect_uri, exc, location)
 
     browser = browser_id(request)
     new_browser = browser is None
@@ -165,7 +216,6 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         created_at=now,
         expires_at=now + flow.settings.config.oauth.authorization_request_ttl,
     )
-    user = await flow.logins.current_user(request)
     prompt = set(query.get("prompt", "").split())
     if (
         user is not None
@@ -185,6 +235,7 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         return found(flow.respond(pending, code=code))
     if "none" in prompt:
         return await _without_interaction(flow, user, pending, prompt)
+    record_request(request, "authorize", "ok", "ok", client_id=client.client_id, account_id=user.id if user else None)
     await flow.create_pending(pending)
     if user is not None and "login" not in prompt:
         await flow.requests.set_authorization_user(pending.request_hash, user.id)
@@ -193,7 +244,3 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     if new_browser:
         bind_browser(response, browser)
     return response
-
-
-def setup_authorize(app: web.Application) -> None:
-    app.router.add_get(AUTHORIZE_PATH, handle_authorize)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -35,7 +36,9 @@ from gateway.storage.oauth import (
     GrantStore,
 )
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "::1", "localhost"})
+UNAVAILABLE = "Authorization service unavailable, retry shortly"
+
+log = logging.getLogger("gateway.oauth")
 
 
 def csrf_token(request_id: str, browser: str) -> str:
@@ -48,16 +51,6 @@ def with_params(uri: str, params: dict[str, str | None]) -> str:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     separator = "&" if urlsplit(uri).query else ("" if uri.endswith("?") else "?")
     return f"{uri}{separator}{query}"
-
-
-def redirect_host(uri: str) -> str:
-    parts = urlsplit(uri)
-    return parts.netloc or f"{parts.scheme}:"
-
-
-def is_loopback(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ class AuthorizationFlow:
         try:
             await self.requests.create_authorization_request(pending)
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def load_pending(self, request_id: str, browser: str | None) -> AuthorizationRequest | None:
         """The pending request, if it exists, is unexpired and uncompleted, and belongs to this browser."""
@@ -90,7 +83,7 @@ class AuthorizationFlow:
         try:
             pending = await self.requests.get_authorization_request(secret_hash(request_id))
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         if (
             pending is None
             or pending.completed_at is not None
@@ -99,6 +92,12 @@ class AuthorizationFlow:
         ):
             return None
         return pending
+
+    async def approved(self, user_id: str, client_id: str, redirect_uri: str) -> bool:
+        """This user once approved this client at this redirect URI (for this server): the only redirect URIs
+        the gateway trusts enough to send a browser to without a click (RFC 9700 §4.11.2)."""
+        consent = await self.consents.get_consent(user_id, client_id, redirect_uri, self.settings.resource)
+        return consent is not None
 
     async def remembered(self, user_id: str, pending: AuthorizationRequest) -> bool:
         """A prior approval covers this request: same user, client, redirect URI and resource, scope ⊆ approved."""
@@ -125,7 +124,7 @@ class AuthorizationFlow:
             )
             await self.client_store.mark_client_used(pending.client_id, now)
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         return code
 
 

@@ -17,11 +17,11 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from gateway.errors import JSONRPC_INVALID_REQUEST, BadJsonRpc, GatewayError
+from gateway import jsonsafe
+from gateway.errors import JSONRPC_INVALID_REQUEST, BadJsonRpc, GatewayError, InvalidJson
 
 DECODED_CODINGS: Final = frozenset({"gzip", "deflate"})
 """Codings aiohttp decodes as the body arrives (it reads only the first ``Content-Encoding`` line)."""
-JSONRPC_PARSE_ERROR: Final = -32700
 UNREADABLE = web.RequestKey("body_unreadable", bool)
 
 
@@ -35,12 +35,6 @@ class UnsupportedContentEncoding(GatewayError):
 
 class UndecodableBody(BadJsonRpc):
     """The body could not be read: it does not match its ``Content-Encoding``, or its framing is broken."""
-
-
-class ParseError(BadJsonRpc):
-    """The body is not one JSON text in UTF-8 (JSON-RPC 2.0 §5.1: -32700)."""
-
-    jsonrpc_code = JSONRPC_PARSE_ERROR
 
 
 def check_content_encoding(request: web.Request) -> None:
@@ -76,11 +70,6 @@ async def close_after_unreadable_body(request: web.Request, response: web.Stream
         response.force_close()
 
 
-def setup_body_reading(app: web.Application) -> None:
-    if close_after_unreadable_body not in app.on_response_prepare:
-        app.on_response_prepare.append(close_after_unreadable_body)
-
-
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -93,8 +82,13 @@ def _constant(name: str) -> Any:
 
 
 def parse_message(body: bytes) -> object:
-    """The JSON-RPC message (or batch) in a POST body, or ``ParseError`` (400, -32700)."""
+    """The JSON-RPC message (or batch) in a POST body, or ``InvalidJson`` (400, JSON-RPC -32700)."""
     try:
-        return json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ParseError("Parse error: the body is not a JSON text in UTF-8") from exc
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_constant)
+    except RecursionError as exc:
+        raise InvalidJson(jsonsafe.TOO_DEEP) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise InvalidJson("Parse error: the body is not one JSON text in UTF-8") from exc
+    if jsonsafe.depth(value) > jsonsafe.MAX_DEPTH:
+        raise InvalidJson(jsonsafe.TOO_DEEP)
+    return value

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import BadJsonRpc
+from gateway.text_safety import has_unsafe_characters
 
 if TYPE_CHECKING:  # config validation imports this module: keep it light
     from gateway.authn import Principal
@@ -169,7 +170,8 @@ def upstream_request_headers(
             out.add(name, value)
     if identity:
         out["X-Gateway-User-Id"] = principal.user_id
-        out["X-Gateway-User-Email"] = principal.email
+        if not has_unsafe_characters(principal.email):  # a row stored before addresses were checked
+            out["X-Gateway-User-Email"] = principal.email
         out["X-Gateway-Auth-Method"] = principal.method
         out["X-Gateway-Credential-Id"] = principal.credential_id
         if principal.client_id is not None:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
-from gateway.proxy.body import parse_message, read_body, setup_body_reading
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate
 from gateway.proxy.headers import refuse_repeats
@@ -83,6 +83,8 @@ class EndpointRewriter:
 
 
 async def handle_sse(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":  # a header-only answer would still open (and charge) an upstream stream
+        raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
@@ -126,10 +128,3 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     headers = proxy.upstream_headers(request, principal)
     async with admission.around(proxy.upstream.open("POST", url, headers=headers, body=body)) as upstream:
         return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
-
-
-def setup_legacy_sse(app: web.Application) -> None:
-    setup_body_reading(app)
-    # No HEAD: a header-only answer would still open (and charge) an upstream stream.
-    app.router.add_get("/mcp/sse", handle_sse, allow_head=False)
-    app.router.add_post(MESSAGES_PATH, handle_message)

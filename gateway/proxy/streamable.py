@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import HeaderMismatch
-from gateway.proxy.body import parse_message, read_body, setup_body_reading
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
 from gateway.proxy.headers import refuse_repeats
@@ -68,9 +68,3 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
             return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
-
-
-def setup_streamable(app: web.Application) -> None:
-    setup_body_reading(app)
-    for method in ("POST", "GET", "DELETE"):
-        app.router.add_route(method, "/mcp", handle_mcp)

@@ -19,6 +19,7 @@ from gateway.storage.oauth import (
     ConsentStore,
     GrantStore,
 )
+from gateway.storage.trail import TrailStore
 
 ROLES = ("user", "admin")
 
@@ -29,6 +30,10 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or timed out; callers answer 503, never 401."""
+
+
+class Contention(StorageUnavailable):
+    """A deadlock or serialization failure rolled the work back; running it again may succeed (else 503)."""
 
 
 class Conflict(StorageError):
@@ -199,6 +204,7 @@ class Storage(
     GrantStore,
     ConsentStore,
     BrowserSessionStore,
+    TrailStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

@@ -18,6 +18,7 @@ import asyncpg
 from gateway.storage.base import (
     ApiKey,
     Conflict,
+    Contention,
     McpSession,
     StorageError,
     StorageUnavailable,
@@ -26,6 +27,7 @@ from gateway.storage.base import (
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
+from gateway.storage.postgres_trail import PostgresTrailStore
 
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
@@ -51,13 +53,28 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
 )
 
+# Raised when PostgreSQL rolls a statement back to break a deadlock or keep transactions serializable.
+_CONTENTION: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
+
+class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
-    tables can live in a dedicated schema. ``connect_timeout`` bounds opening a connection and waiting for
-    a free one in the pool; ``command_timeout`` bounds each statement (migrations get ``migration_timeout``).
+    tables can live in a dedicated schema.
+
+    ``pgbouncer``: the server is reached through PgBouncer in transaction pooling mode, where consecutive
+    statements of one client may run on different server connections. Then no statement is prepared by name
+    (asyncpg's statement cache is off), and every operation runs inside one transaction, which pins one server
+    connection for its whole length (asyncpg's unnamed statements are parsed and executed in separate round
+    trips); ``search_path`` is set for that transaction only (``set_config(..., true)``), since a connection
+    setting would stay on whichever server connection happened to receive it.
+
+    ``connect_timeout`` bounds opening a connection and waiting for a free one in the pool; ``command_timeout``
+    bounds each statement (migrations get ``migration_timeout``).
     """
 
     def __init__(
@@ -70,6 +87,7 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         migration_timeout: float = 600.0,
+        pgbouncer: bool = False,
     ) -> None:
         if not 0 <= pool_min <= pool_max or pool_max < 1:
             raise ValueError(f"need 0 <= pool_min <= pool_max and pool_max >= 1, got {pool_min}, {pool_max}")
@@ -80,6 +98,7 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.migration_timeout = migration_timeout
+        self.pgbouncer = pgbouncer
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -93,7 +112,8 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
                 max_size=self.pool_max,
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
-                server_settings=server_settings,
+                server_settings=None if self.pgbouncer else server_settings,
+                statement_cache_size=0 if self.pgbouncer else 100,
             )
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL unreachable: {_describe(exc)}") from exc
@@ -218,12 +238,17 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
     async def touch_api_keys(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
             return
-        await self._execute(
-            "UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, v.used_at) "
-            "FROM unnest($1::text[], $2::double precision[]) AS v(id, used_at) "
-            "WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.used_at)",
-            list(last_used.keys()),
-            list(last_used.values()),
+        # The locking sub-select takes the row locks in id order, so two replicas' batches cannot deadlock.
+        ids = sorted(last_used)
+        await self._execute_retrying(
+            "UPDATE api_keys AS k SET last_used_at = s.used_at FROM ("
+            "SELECT t.id, v.used_at FROM api_keys AS t "
+            "JOIN unnest($1::text[], $2::double precision[]) AS v(id, used_at) ON t.id = v.id "
+            "WHERE t.last_used_at IS NULL OR t.last_used_at < v.used_at "
+            "ORDER BY t.id FOR NO KEY UPDATE OF t) AS s "
+            "WHERE k.id = s.id AND (k.last_used_at IS NULL OR k.last_used_at < s.used_at)",
+            ids,
+            [last_used[key_id] for key_id in ids],
         )
 
     async def bind_session(self, session: McpSession) -> None:
@@ -252,9 +277,17 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
             raise RuntimeError("PostgresStorage is not open; await open() first")
         try:
             async with pool.acquire(timeout=self.connect_timeout) as conn:
-                yield conn
+                if not self.pgbouncer:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    if self.search_path is not None:
+                        await conn.execute("SELECT set_config('search_path', $1, true)", self.search_path)
+                    yield conn
         except asyncpg.exceptions.UniqueViolationError as exc:
             raise Conflict(_describe(exc)) from exc
+        except _CONTENTION as exc:
+            raise Contention(_describe(exc)) from exc
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
         except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
@@ -264,6 +297,14 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
         async with self._connection() as conn:
             status: str = await conn.execute(sql, *args)
             return status
+
+    async def _execute_retrying(self, sql: str, *args: Any) -> str:
+        """``_execute`` for one self-contained statement that is safe to run twice: a deadlock or serialization
+        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller."""
+        try:
+            return await self._execute(sql, *args)
+        except Contention:
+            return await self._execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._connection() as conn:
