@@ -147,6 +147,7 @@ class GuardedRequestHandler(web.RequestHandler):
         self._head_started = False
         self._head_deadline: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
+        self._unread_body: StreamReader | None = None  # answered before its body arrived: still draining
         self._body_due = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_timed_out = False
@@ -172,6 +173,8 @@ class GuardedRequestHandler(web.RequestHandler):
         if data:
             if self._in_request:
                 self._body_due = self._loop.time() + self._table.limits.body_timeout
+            elif self._unread_body is not None and not self._unread_body.is_eof():
+                pass  # the rest of an answered request's body (aiohttp drains it for lingering_time at most)
             elif not self._head_started:
                 self._head_started = True
                 if self._head_deadline is None:
@@ -205,6 +208,7 @@ class GuardedRequestHandler(web.RequestHandler):
         result = await super().finish_response(request, resp, start_time)
         self._in_request = False
         self._head_started = False
+        self._unread_body = None if request.content.is_eof() else request.content
         self._body = None
         if self._body_timer is not None:
             self._body_timer.cancel()
