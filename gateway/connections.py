@@ -7,7 +7,8 @@ Every accepted connection is a ``GuardedRequestHandler`` (aiohttp's ``RequestHan
   when part of a head had arrived);
 - a request body that makes no progress for ``body_timeout`` seconds while the gateway is reading ends the request
   with 408 and closes the connection (time the gateway itself stops reading, under flow control, does not count);
-- ``ConnectionTable`` counts open connections per client address (IPv6 by /64) and overall. Past the per-address
+- ``ConnectionTable`` counts open connections per client address (IPv6 by /64; trusted proxies uncapped) and
+  overall. Past the per-address
   cap a new connection is closed at once; past the overall cap the oldest connection still waiting for a request
   head (a slow or idle client) is closed to make room, and only when every connection is busy is the new one closed.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -27,6 +27,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
+
+from gateway.net import address_bucket
 
 log = logging.getLogger("gateway.connections")
 
@@ -46,22 +48,14 @@ class ConnectionLimits:
     """Open client connections at most (at least 1)."""
     max_per_address: int
     """Open connections per client address at most; 0: no per-address cap."""
+    uncapped_peers: frozenset[str] = frozenset()
+    """Peers the per-address cap does not apply to: trusted front proxies, which carry every client's traffic."""
 
 
-def address_key(peername: object) -> str:
-    """The address a per-address cap counts: IPv4 as is, IPv6 by its /64, anything else (Unix socket) as one."""
+def peer_host(peername: object) -> str:
+    """The peer's address as ``request.remote`` spells it; ``local`` for a Unix socket."""
     host = peername[0] if isinstance(peername, tuple) and peername else peername
-    if not isinstance(host, str) or not host:
-        return "local"
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    return host if isinstance(host, str) and host else "local"
 
 
 class QuietLog:
@@ -100,7 +94,7 @@ class ConnectionTable:
 
     def admit(self, conn: GuardedRequestHandler) -> bool:
         """Count ``conn`` in, making room if needed; False: it must be closed unserved."""
-        cap = self.limits.max_per_address
+        cap = 0 if conn.peer in self.limits.uncapped_peers else self.limits.max_per_address
         if cap and self._by_address.get(conn.address, 0) >= cap:
             self._refusals.warning("refusing connections from %s: %d already open", conn.address, cap)
             return False
@@ -141,7 +135,7 @@ class GuardedRequestHandler(web.RequestHandler):
     def __init__(self, manager: web.Server, *, table: ConnectionTable, loop: asyncio.AbstractEventLoop, **kw: Any):
         super().__init__(manager, loop=loop, **kw)
         self._table = table
-        self.address = "local"
+        self.peer = self.address = "local"
         self._admitted = False
         self._in_request = False
         self._head_started = False
@@ -154,7 +148,8 @@ class GuardedRequestHandler(web.RequestHandler):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.address = address_key(transport.get_extra_info("peername"))
+        self.peer = peer_host(transport.get_extra_info("peername"))
+        self.address = address_bucket(self.peer)
         if not self._table.admit(self):
             transport.close()
             return

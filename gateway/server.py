@@ -57,6 +57,7 @@ def connection_limits(config: GatewayConfig, open_files: int | None = None) -> C
         body_timeout=server.body_timeout,
         max_connections=maximum,
         max_per_address=server.max_connections_per_address,
+        uncapped_peers=frozenset(config.security.trusted_proxies),
     )
 
 

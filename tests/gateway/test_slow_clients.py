@@ -9,14 +9,14 @@ import errno
 import logging
 import resource
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gateway.connections import AcceptFailures, QuietLog, address_key
+from gateway.connections import AcceptFailures, QuietLog
 from gateway.storage import Storage
 from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
 from tests.support.upstream import REPO_ROOT
@@ -66,8 +66,9 @@ async def healthz(url: str, opened: list[Connection], *, source: str | None = No
 
 @pytest.fixture
 async def gateway_with(sqlite_storage: Storage) -> Any:
-    def start(server: Mapping[str, Any]) -> Any:
-        return running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides={"server": server})
+    def start(server: Mapping[str, Any], trusted_proxies: Sequence[str] = ()) -> Any:
+        overrides = {"server": server, "security": {"trusted_proxies": list(trusted_proxies)}}
+        return running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides)
 
     return start
 
@@ -161,10 +162,14 @@ async def test_at_the_connection_cap_the_longest_waiting_connection_makes_room_f
         assert await until_closed(oldest[0]) == b""
 
 
-def test_per_address_caps_count_an_ipv6_client_by_its_64_and_a_mapped_ipv4_client_as_ipv4() -> None:
-    assert address_key(("2001:db8:1:2::1", 1, 0, 0)) == address_key(("2001:db8:1:2:ffff::9", 1, 0, 0))
-    assert address_key(("2001:db8:1:2::1", 1, 0, 0)) != address_key(("2001:db8:1:3::1", 1, 0, 0))
-    assert address_key(("::ffff:192.0.2.7", 1, 0, 0)) == address_key(("192.0.2.7", 1)) == "192.0.2.7"
+async def test_a_trusted_front_proxy_is_not_held_to_the_per_address_cap(
+    gateway_with: Any, open_connections: list[Connection]
+) -> None:
+    async with gateway_with({"max_connections_per_address": 3, "header_timeout": 60}, ["127.0.0.1"]) as gw:
+        for _ in range(3):
+            await slow_connection(gw.url, open_connections, source="127.0.0.1")
+        served = await healthz(gw.url, open_connections, source="127.0.0.1")
+    assert served.startswith(b"HTTP/1.1 200 ")
 
 
 class FakeClock:
