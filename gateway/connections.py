@@ -9,14 +9,16 @@ Every accepted connection is a ``GuardedRequestHandler`` (aiohttp's ``RequestHan
   with 408 and closes the connection (time the gateway itself stops reading, under flow control, does not count);
 - ``ConnectionTable`` counts open connections per client address (IPv6 by /64; trusted proxies uncapped) and
   overall. Past the per-address
-  cap a new connection is closed at once; past the overall cap the oldest connection still waiting for a request
-  head (a slow or idle client) is closed to make room, and only when every connection is busy is the new one closed.
+  cap a new connection is closed at once; past the overall cap the longest-waiting connection (slow or idle, no
+  request in progress) of an address holding at least as many connections as the newcomer's is closed to make room;
+  when there is none, the new one is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -36,6 +38,8 @@ REQUEST_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
 )
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+EVICTION_SCAN = 64
+"""Waiting connections looked at, oldest first, for one to close at the overall cap (bounds the work per accept)."""
 QUIET_LOG_INTERVAL = 10.0
 """At most one log line per this many seconds about refused connections, and one about failing ``accept()``."""
 
@@ -99,15 +103,24 @@ class ConnectionTable:
             self._refusals.warning("refusing connections from %s: %d already open", conn.address, cap)
             return False
         if len(self._open) >= self.limits.max_connections:
-            if not self._waiting:
-                self._refusals.warning("refusing connections: %d open and all busy", len(self._open))
+            victim = self._victim_for(conn.address)
+            if victim is None:
+                self._refusals.warning("refusing connections: %d open, none idle to make room", len(self._open))
                 return False
-            oldest = next(iter(self._waiting))
-            self.release(oldest)
-            oldest.force_close()
+            self.release(victim)
+            victim.force_close()
         self._open.add(conn)
         self._by_address[conn.address] = self._by_address.get(conn.address, 0) + 1
         return True
+
+    def _victim_for(self, address: str) -> GuardedRequestHandler | None:
+        """The longest-waiting connection of an address holding at least as many as ``address`` does: a burst
+        from busy addresses displaces their own kind, never a light address's fresh connection."""
+        floor = self._by_address.get(address, 0)
+        for conn in itertools.islice(self._waiting, EVICTION_SCAN):
+            if self._by_address[conn.address] >= floor:
+                return conn
+        return None
 
     def release(self, conn: GuardedRequestHandler) -> None:
         if conn not in self._open:

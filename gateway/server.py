@@ -26,6 +26,9 @@ from gateway.connections import (
 from gateway.connections import log as connections_log
 from gateway.logs import AccessLogger
 
+LISTEN_BACKLOG = 1024
+"""Connections the kernel holds for ``accept()``: room for a burst, so a new client's SYN is not dropped while
+the gateway works through a flood (the kernel caps it at ``net.core.somaxconn``)."""
 FD_RESERVE = 64
 """Descriptors kept free beyond the upstream and storage pools: listening sockets, Redis, logs, files."""
 
@@ -120,7 +123,7 @@ async def serve(
     factory = protocol_factory(runner.server, table, handler_args)
     try:
         with AcceptFailures(loop, QuietLog(connections_log, QUIET_LOG_INTERVAL, loop.time)):
-            site = GuardedSite(runner, factory, host, port, sock)
+            site = GuardedSite(runner, factory, host, port, sock, backlog=LISTEN_BACKLOG)
             await site.start()
             bound_port = int(runner.addresses[0][1]) if runner.addresses else port
             yield Running(runner=runner, host=host, port=bound_port, connections=table)

@@ -162,6 +162,20 @@ async def test_at_the_connection_cap_the_longest_waiting_connection_makes_room_f
         assert await until_closed(oldest[0]) == b""
 
 
+async def test_at_the_connection_cap_an_address_holding_many_connections_makes_room_not_a_light_one(
+    gateway_with: Any, open_connections: list[Connection]
+) -> None:
+    limits = {"max_connections": 3, "max_connections_per_address": 0, "header_timeout": 60}
+    async with gateway_with(limits) as gw:
+        light = await slow_connection(gw.url, open_connections, source="127.0.0.1")
+        heavy_oldest = await slow_connection(gw.url, open_connections, source="127.0.0.2")
+        await slow_connection(gw.url, open_connections, source="127.0.0.2")
+        await slow_connection(gw.url, open_connections, source="127.0.0.2")
+        assert await until_closed(heavy_oldest[0]) == b""
+        light[1].write(b"1\r\nConnection: close\r\n\r\n")  # the light client finishes its head: still served
+        assert (await until_closed(light[0])).startswith(b"HTTP/1.1 200 ")
+
+
 async def test_a_trusted_front_proxy_is_not_held_to_the_per_address_cap(
     gateway_with: Any, open_connections: list[Connection]
 ) -> None:
