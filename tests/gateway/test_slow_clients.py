@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.config import ConfigError, parse_config
 from gateway.connections import AcceptFailures, QuietLog
+from gateway.server import FD_RESERVE, connection_limits
 from gateway.storage import Storage
 from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
 from tests.support.upstream import REPO_ROOT
@@ -184,6 +186,21 @@ async def test_a_trusted_front_proxy_is_not_held_to_the_per_address_cap(
             await slow_connection(gw.url, open_connections, source="127.0.0.1")
         served = await healthz(gw.url, open_connections, source="127.0.0.1")
     assert served.startswith(b"HTTP/1.1 200 ")
+
+
+def test_read_timeouts_must_be_positive_and_connection_caps_not_negative() -> None:
+    server = {"header_timeout": 0, "body_timeout": -1, "keepalive_timeout": 0, "max_connections": -1}
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"server": {**server, "max_connections_per_address": -1}})
+    for key in [*server, "max_connections_per_address"]:
+        assert any(problem.startswith(f"server.{key}:") for problem in raised.value.problems), key
+
+
+def test_the_automatic_connection_cap_leaves_the_gateways_own_descriptors_free() -> None:
+    config = parse_config({"upstream": {"max_connections": 100}, "storage": {"pool_max": 10}})
+    assert connection_limits(config, open_files=1024).max_connections == 1024 - 100 - 10 - FD_RESERVE
+    explicit = parse_config({"server": {"max_connections": 50}})
+    assert connection_limits(explicit, open_files=1024).max_connections == 50
 
 
 class FakeClock:
