@@ -8,10 +8,9 @@ Every accepted connection is a ``GuardedRequestHandler`` (aiohttp's ``RequestHan
 - a request body that makes no progress for ``body_timeout`` seconds while the gateway is reading ends the request
   with 408 and closes the connection (time the gateway itself stops reading, under flow control, does not count);
 - ``ConnectionTable`` counts open connections per client address (IPv6 by /64; trusted proxies uncapped) and
-  overall. Past the per-address
-  cap a new connection is closed at once; past the overall cap the longest-waiting connection (slow or idle, no
-  request in progress) of an address holding at least as many connections as the newcomer's is closed to make room;
-  when there is none, the new one is closed.
+  overall. Past the per-address cap a new connection is closed at once. Past the overall cap the longest-waiting
+  connection (slow or idle: no request in progress) of an address holding at least as many connections as the
+  newcomer's is closed to make room; when there is none, the new one is closed.
 """
 
 from __future__ import annotations
@@ -148,6 +147,8 @@ class GuardedRequestHandler(web.RequestHandler):
     def __init__(self, manager: web.Server, *, table: ConnectionTable, loop: asyncio.AbstractEventLoop, **kw: Any):
         super().__init__(manager, loop=loop, **kw)
         self._table = table
+        self._clock = loop.time
+        self._call_at = loop.call_at
         self.peer = self.address = "local"
         self._admitted = False
         self._in_request = False
@@ -180,7 +181,7 @@ class GuardedRequestHandler(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data:
             if self._in_request:
-                self._body_due = self._loop.time() + self._table.limits.body_timeout
+                self._body_due = self._clock() + self._table.limits.body_timeout
             elif self._unread_body is not None and not self._unread_body.is_eof():
                 pass  # the rest of an answered request's body (aiohttp drains it for lingering_time at most)
             elif not self._head_started:
@@ -195,7 +196,7 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         self._paused = False
-        self._body_due = self._loop.time() + self._table.limits.body_timeout
+        self._body_due = self._clock() + self._table.limits.body_timeout
         super().resume_reading(resume_parser)
 
     def request_started(self, payload: StreamReader) -> None:
@@ -207,8 +208,8 @@ class GuardedRequestHandler(web.RequestHandler):
             self._head_deadline = None
         if not payload.is_eof():
             self._body = payload
-            self._body_due = self._loop.time() + self._table.limits.body_timeout
-            self._body_timer = self._loop.call_at(self._body_due, self._check_body)
+            self._body_due = self._clock() + self._table.limits.body_timeout
+            self._body_timer = self._call_at(self._body_due, self._check_body)
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -228,7 +229,7 @@ class GuardedRequestHandler(web.RequestHandler):
         return result
 
     def _arm_head_deadline(self) -> None:
-        self._head_deadline = self._loop.call_later(self._table.limits.header_timeout, self._head_timed_out)
+        self._head_deadline = self._call_at(self._clock() + self._table.limits.header_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
@@ -243,11 +244,11 @@ class GuardedRequestHandler(web.RequestHandler):
         body = self._body
         if body is None or body.is_eof():
             return
-        now = self._loop.time()
+        now = self._clock()
         if self._paused:  # the gateway is not reading: the client is not the one stalling
             self._body_due = now + self._table.limits.body_timeout
         if now < self._body_due:
-            self._body_timer = self._loop.call_at(self._body_due, self._check_body)
+            self._body_timer = self._call_at(self._body_due, self._check_body)
             return
         self._body_timed_out = True
         body.set_exception(web.HTTPRequestTimeout(text="The request body did not arrive in time."))
