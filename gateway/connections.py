@@ -16,10 +16,8 @@ Every accepted connection is a ``GuardedRequestHandler`` (aiohttp's ``RequestHan
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +34,6 @@ log = logging.getLogger("gateway.connections")
 REQUEST_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
 )
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 EVICTION_SCAN = 64
 """Waiting connections looked at, oldest first, for one to close at the overall cap (bounds the work per accept)."""
 QUIET_LOG_INTERVAL = 10.0
@@ -258,33 +255,6 @@ class GuardedRequestHandler(web.RequestHandler):
             if timer is not None:
                 timer.cancel()
         self._head_deadline = self._body_timer = None
-
-
-class AcceptFailures:
-    """The loop's exception handler while serving: running out of file descriptors in ``accept()`` is logged
-    once per interval instead of once per attempt (asyncio retries every second per listening socket, and a
-    traceback each time floods the log). Everything else goes to the previous handler."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, log_: QuietLog) -> None:
-        self._loop = loop
-        self._log = log_
-        self._previous = loop.get_exception_handler()
-
-    def __enter__(self) -> AcceptFailures:
-        self._loop.set_exception_handler(self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.set_exception_handler(self._previous)
-
-    def _handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS and "accept" in context.get("message", ""):
-            self._log.warning("cannot accept connections: %s; retrying", os.strerror(exc.errno or 0))
-        elif self._previous is not None:
-            self._previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
 
 
 RequestFactory = Callable[

@@ -17,13 +17,13 @@ from gateway.appkeys import CONFIG
 from gateway.config import GatewayConfig
 from gateway.connections import (
     QUIET_LOG_INTERVAL,
-    AcceptFailures,
     ConnectionLimits,
     ConnectionTable,
     QuietLog,
     protocol_factory,
 )
 from gateway.connections import log as connections_log
+from gateway.listener import Listener, listening_socket
 from gateway.logs import AccessLogger
 
 LISTEN_BACKLOG = 1024
@@ -65,21 +65,22 @@ def connection_limits(config: GatewayConfig, open_files: int | None = None) -> C
 
 
 class GuardedSite(web.BaseSite):
-    """A listening socket whose connections are ``GuardedRequestHandler``s."""
+    """A listening socket whose connections are ``GuardedRequestHandler``s, accepted by a ``Listener``."""
 
-    __slots__ = ("_factory", "_host", "_port", "_sock")
+    __slots__ = ("_factory", "_failures", "_host", "_port", "_sock")
 
     def __init__(
         self,
         runner: web.AppRunner,
         factory: Callable[[], asyncio.Protocol],
+        failures: QuietLog,
         host: str,
         port: int,
         sock: socket.socket | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, **kwargs)
-        self._factory = factory
+        self._factory, self._failures = factory, failures
         self._host, self._port, self._sock = host, port, sock
 
     @property
@@ -88,13 +89,8 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        loop = asyncio.get_running_loop()
-        if self._sock is not None:
-            self._server = await loop.create_server(self._factory, sock=self._sock, backlog=self._backlog)
-        else:
-            self._server = await loop.create_server(
-                self._factory, self._host, self._port, backlog=self._backlog, reuse_address=True
-            )
+        sock = self._sock if self._sock is not None else listening_socket(self._host, self._port)
+        self._server = Listener(sock, self._factory, backlog=self._backlog, failures=self._failures)
 
 
 @contextlib.asynccontextmanager
@@ -121,11 +117,11 @@ async def serve(
     table = ConnectionTable(connection_limits(config), QuietLog(connections_log, QUIET_LOG_INTERVAL, loop.time))
     assert runner.server is not None
     factory = protocol_factory(runner.server, table, handler_args)
+    failures = QuietLog(connections_log, QUIET_LOG_INTERVAL, loop.time)
     try:
-        with AcceptFailures(loop, QuietLog(connections_log, QUIET_LOG_INTERVAL, loop.time)):
-            site = GuardedSite(runner, factory, host, port, sock, backlog=LISTEN_BACKLOG)
-            await site.start()
-            bound_port = int(runner.addresses[0][1]) if runner.addresses else port
-            yield Running(runner=runner, host=host, port=bound_port, connections=table)
+        site = GuardedSite(runner, factory, failures, host, port, sock, backlog=LISTEN_BACKLOG)
+        await site.start()
+        bound_port = int(runner.addresses[0][1]) if runner.addresses else port
+        yield Running(runner=runner, host=host, port=bound_port, connections=table)
     finally:
         await runner.cleanup()

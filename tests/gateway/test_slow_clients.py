@@ -5,7 +5,6 @@ open-file limit."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import resource
 import sys
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, parse_config
-from gateway.connections import AcceptFailures, QuietLog
+from gateway.connections import QuietLog
 from gateway.server import FD_RESERVE, connection_limits
 from gateway.storage import Storage
 from tests.support.gateway import UNUSED_UPSTREAM, running_gateway
@@ -219,29 +218,21 @@ class FakeClock:
         return self.now
 
 
-async def test_running_out_of_file_descriptors_in_accept_is_logged_once_per_interval(
+def test_repeated_warnings_are_logged_once_per_interval_with_the_count_of_those_left_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    loop = asyncio.get_running_loop()
     clock = FakeClock()
-    others: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: others.append(context))
-    failure = {"message": "socket.accept() out of system resource", "exception": OSError(errno.EMFILE, "no fds")}
-    try:
-        with caplog.at_level(logging.WARNING, logger="gateway.connections"):
-            with AcceptFailures(loop, QuietLog(logging.getLogger("gateway.connections"), 10.0, clock)):
-                for _ in range(1000):
-                    loop.call_exception_handler(failure)
-                clock.now = 10.0
-                loop.call_exception_handler(failure)
-                loop.call_exception_handler({"message": "something else"})
-    finally:
-        loop.set_exception_handler(previous)
+    quiet = QuietLog(logging.getLogger("gateway.connections"), 10.0, clock)
+    with caplog.at_level(logging.WARNING, logger="gateway.connections"):
+        for _ in range(1000):
+            quiet.warning("cannot accept connections: %s", "Too many open files")
+        clock.now = 10.0
+        quiet.warning("cannot accept connections: %s", "Too many open files")
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.connections"]
-    assert len(lines) == 2
-    assert "999 similar events not logged" in lines[1]
-    assert [c["message"] for c in others] == ["something else"]
+    assert lines == [
+        "cannot accept connections: Too many open files",
+        "cannot accept connections: Too many open files (999 similar events not logged)",
+    ]
 
 
 # --- the availability test of issue 11: a real `mcp-gateway serve` under `ulimit -n 1024` ---
