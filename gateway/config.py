@@ -28,6 +28,10 @@ DEFAULT_FIRST_BYTE_TIMEOUT = 60.0
 DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
@@ -62,6 +66,18 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds a client has to send a whole request head (from connecting, or from the first byte of the next
+    request on a kept-alive connection); then the connection is closed."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a request body may make no progress while the gateway reads it; then the request ends with 408."""
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    """Seconds an idle kept-alive connection stays open (keep it longer than a front proxy's idle timeout)."""
+    max_connections: int = 0
+    """Open client connections at most; 0: the open-file limit less a reserve for the gateway's own sockets
+    and files (upstream and storage pools plus 64)."""
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    """Open connections one client address (IPv6: one /64) may hold; 0: no cap (behind a front proxy)."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +347,9 @@ def _check(c: GatewayConfig) -> list[str]:
         ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("server.header_timeout", c.server.header_timeout),
+        ("server.body_timeout", c.server.body_timeout),
+        ("server.keepalive_timeout", c.server.keepalive_timeout),
         ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
         ("security.max_clock_skew", c.security.max_clock_skew),
     ]:
@@ -345,6 +364,8 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
         ("server.port", c.server.port, 0),
+        ("server.max_connections", c.server.max_connections, 0),
+        ("server.max_connections_per_address", c.server.max_connections_per_address, 0),
         ("upstream.max_connections", c.upstream.max_connections, 1),
         ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
         ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
