@@ -144,11 +144,11 @@ class OutsideChecks(Checks):
 
     async def _check_as_metadata(self, issuer: str) -> None:
         path = urlsplit(issuer).path.rstrip("/")
-        origin = origin(issuer)
+        site = origin(issuer)
         # RFC 8414 §3.1 path insertion first, then the OIDC forms MCP 2025-11-25 clients also try.
         candidates = [
-            origin + "/.well-known/oauth-authorization-server" + path,
-            origin + "/.well-known/openid-configuration" + path,
+            site + "/.well-known/oauth-authorization-server" + path,
+            site + "/.well-known/openid-configuration" + path,
             issuer.rstrip("/") + "/.well-known/openid-configuration",
         ]
         for url in candidates:
@@ -176,7 +176,7 @@ class OutsideChecks(Checks):
             "authorization_server",
             "fail",
             f"no authorization-server metadata for issuer {issuer} at {', '.join(candidates)}",
-            f"route {urlsplit(candidates[0]).path} on {origin} to the gateway's "
+            f"route {urlsplit(candidates[0]).path} on {site} to the gateway's "
             "/.well-known/oauth-authorization-server",
         )
 
