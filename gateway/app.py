@@ -21,6 +21,7 @@ from gateway.dashboard import setup_dashboard
 from gateway.errors import error_middleware
 from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
+from gateway.identity.web import setup_identity
 from gateway.last_used import LastUsedRecorder
 from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
@@ -98,6 +99,7 @@ def create_app(
     setup_oauth(app)
     setup_dashboard(app)
     setup_admin(app)
+    setup_identity(app)
     setup_streamable(app)
     setup_legacy_sse(app)
     return app

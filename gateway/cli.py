@@ -20,6 +20,7 @@ from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import make_limiter, quota_redis_client
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
     add_commands(users, sub, command)
+    add_signing_key_commands(sub, command)
     return parser
 
 
@@ -246,6 +248,8 @@ async def dispatch(args: argparse.Namespace) -> None:
         async with opened_storage(config) as storage:
             async with announcements(config) as bus:
                 await run_apps(storage, accounts_for(config, storage), args, bus)
+    elif args.command == "signing-keys":
+        await run_signing_keys(config, args, lambda: opened_storage(config))
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "quickstart":

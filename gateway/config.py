@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
+from gateway.identity.config import IdentityConfig, check_identity
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -240,6 +241,7 @@ class GatewayConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     @property
     def issuer(self) -> str:
@@ -336,6 +338,7 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += check_identity(c.identity)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")

@@ -25,6 +25,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
+from gateway.storage.postgres_identity import PostgresIdentityStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
@@ -52,7 +53,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores):
+class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdentityStores):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
