@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
+from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -242,6 +243,7 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
 
     @property
     def issuer(self) -> str:
@@ -269,7 +271,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
     substituted = substitute_env(raw, env if env is not None else os.environ, problems)
-    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
+    config = build_dataclass(
+        GatewayConfig,
+        substituted,
+        problems,
+        parsers={QuotaConfig: parse_quota_config, IdentityProvidersConfig: parse_identity_providers},
+    )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
     problems.extend(_check(config))
