@@ -19,6 +19,7 @@ from gateway.clock import Clock
 
 MAX_RESPONSE_BYTES = 512 * 1024
 REQUEST_TIMEOUT = 10.0
+GOOGLE_ISSUER = "https://accounts.google.com"
 CLOCK_LEEWAY = 60
 """Seconds of clock difference with the provider tolerated on ``exp`` and ``iat``."""
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -181,10 +182,13 @@ async def verify_id_token(
     except (JoseError, ValueError) as exc:
         raise ProviderError("invalid_id_token", "the ID token's signature does not verify") from exc
     claims = dict(decoded.claims)
+    issuers = [metadata.issuer]
+    if metadata.issuer == GOOGLE_ISSUER:
+        issuers.append("accounts.google.com")  # Google documents both forms of its ID tokens' iss
     registry = jwt.JWTClaimsRegistry(
         now=int(now),
         leeway=CLOCK_LEEWAY,
-        iss={"essential": True, "value": metadata.issuer},
+        iss={"essential": True, "values": issuers},
         aud={"essential": True, "value": client_id},
         sub={"essential": True},
         exp={"essential": True},

@@ -27,6 +27,9 @@ CACHE_SECONDS = 30.0
 """How long a replica keeps the key list (and so may still sign with a key retired meanwhile)."""
 
 
+REFRESH_GUARD = 5.0
+
+
 class SigningUnavailable(Exception):
     """No token can be signed: no encryption key is configured, or the current key cannot be unsealed."""
 
@@ -66,9 +69,12 @@ class SigningKeys:
                 raise SigningUnavailable("no current signing key")
         return self._unseal(row)
 
-    async def published(self, *, fresh: bool = False) -> list[dict[str, Any]]:
-        """The public JWKs verifiers need now: the current key and the retired ones still within their window."""
+    async def published(self, *, refresh_unknown: bool = False) -> list[dict[str, Any]]:
+        """The public JWKs verifiers need now: the current key and the retired ones still within their window.
+        ``refresh_unknown`` (a token names a key not in the cached list) re-reads the list, at most every
+        ``REFRESH_GUARD`` seconds so forged key ids cannot turn into one query each."""
         now = self._clock.now()
+        fresh = refresh_unknown and not 0 <= self._clock.monotonic() - self._loaded_at < REFRESH_GUARD
         rows = await self._load(fresh=fresh)
         return [json.loads(row.public_jwk) for row in rows if self._still_published(row, now)]
 

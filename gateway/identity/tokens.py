@@ -7,6 +7,9 @@ id), ``aud`` (``identity.audience``, default ``mcp-servers``), ``exp``, ``iat``,
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -56,10 +59,14 @@ class IdentityTokens:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or ``InvalidIdentityToken``. An unknown ``kid`` re-reads the keys once."""
+        kid = _kid(token)
+        published = await self._keys.published()
+        if not any(key.get("kid") == kid for key in published):
+            published = await self._keys.published(refresh_unknown=True)  # rotated on another replica?
         try:
-            decoded = await self._decode(token, fresh=False)
-        except InvalidIdentityToken:
-            decoded = await self._decode(token, fresh=True)
+            decoded = jwt.decode(token, KeySet.import_key_set({"keys": published}), algorithms=[ALGORITHM])
+        except (JoseError, ValueError) as exc:
+            raise InvalidIdentityToken("not signed by a published key, or malformed") from exc
         registry = jwt.JWTClaimsRegistry(
             now=int(self._clock.now()),
             iss={"essential": True, "value": self.issuer},
@@ -75,9 +82,14 @@ class IdentityTokens:
             raise InvalidIdentityToken(f"{exc.error}: {exc.description or ''}".rstrip(": ")) from exc
         return dict(decoded.claims)
 
-    async def _decode(self, token: str, *, fresh: bool) -> jwt.Token:
-        published = await self._keys.published(fresh=fresh)
-        try:
-            return jwt.decode(token, KeySet.import_key_set({"keys": published}), algorithms=[ALGORITHM])
-        except (JoseError, ValueError) as exc:
-            raise InvalidIdentityToken("not signed by a published key, or malformed") from exc
+
+def _kid(token: str) -> str:
+    try:
+        segment = token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidIdentityToken("malformed") from exc
+    kid = header.get("kid") if isinstance(header, dict) else None
+    if not isinstance(kid, str):
+        raise InvalidIdentityToken("no kid in the header")
+    return kid

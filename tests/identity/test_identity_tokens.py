@@ -4,6 +4,7 @@ key leaves the key set."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,10 +14,11 @@ import jwt
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.config import parse_config
 from gateway.identity.sealing import generate_secret
-from gateway.identity.signing_keys import SigningUnavailable
+from gateway.identity.signing_keys import REFRESH_GUARD, SigningUnavailable
 from gateway.identity.tokens import IDENTITY_TOKEN_LIFETIME, InvalidIdentityToken
-from gateway.identity.web import IDENTITY
+from gateway.identity.web import IDENTITY, identity_services
 from gateway.storage import Storage
 from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, running_gateway
 
@@ -72,7 +74,9 @@ async def test_an_identity_token_has_exactly_the_promised_claims_and_verifies_wi
     identity_gateway: GatewayHandle, clock: ManualClock
 ) -> None:
     tokens = identity_gateway.app[IDENTITY].tokens
+    published_at_start = await fetch_jwks(identity_gateway)  # the first key exists before the first token
     token = await tokens.mint(subject="usr_123", api_key_id="key_456")
+    assert [k["kid"] for k in published_at_start["keys"]] == [jwt.get_unverified_header(token)["kid"]]
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "ES256"
     claims = verify_with_pyjwt(token, await fetch_jwks(identity_gateway), identity_gateway, at=clock.now())
@@ -151,3 +155,25 @@ async def test_without_an_encryption_key_the_jwks_is_served_but_nothing_is_signe
         assert await fetch_jwks(gateway) == {"keys": []}
         with pytest.raises(SigningUnavailable, match=r"identity\.encryption_keys"):
             await gateway.app[IDENTITY].tokens.mint(subject="usr_1", api_key_id="key_1")
+
+
+async def test_a_replica_verifies_a_token_signed_by_a_key_another_replica_just_rotated_in(
+    sqlite_storage: Storage, clock: ManualClock
+) -> None:
+    config = parse_config({"identity": {"encryption_keys": generate_secret("k1")}})
+    replica_a = identity_services(config, sqlite_storage, clock)
+    replica_b = identity_services(config, sqlite_storage, clock)
+    first = await replica_a.tokens.mint(subject="usr_1", api_key_id="key_1")
+    await replica_b.tokens.verify(first)
+    await replica_b.keys.rotate()
+    rotated = await replica_b.tokens.mint(subject="usr_1", api_key_id="key_1")
+    clock.advance(REFRESH_GUARD)
+    assert (await replica_a.tokens.verify(rotated))["sub"] == "usr_1"
+    forged_kid = rotated.replace(rotated.split(".")[0], _header_with_kid("sk_forged"), 1)
+    with pytest.raises(InvalidIdentityToken):
+        await replica_a.tokens.verify(forged_kid)
+
+
+def _header_with_kid(kid: str) -> str:
+    raw = json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
