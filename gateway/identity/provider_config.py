@@ -147,6 +147,8 @@ def _parse_provider(name: object, body: object, path: str, problems: list[str]) 
         problems.append(f"{path}.pkce: expected true or false")
     if not strings["issuer"] and not (strings["authorization_endpoint"] and strings["token_endpoint"]):
         problems.append(f"{path}: give an issuer (OpenID Connect) or authorization_endpoint and token_endpoint")
+    elif strings["issuer"] and "openid" not in scopes and not strings["authorization_endpoint"]:
+        problems.append(f"{path}.scopes: include openid for discovery by issuer, or give the endpoints")
     elif not strings["issuer"] and not strings["userinfo_endpoint"]:
         problems.append(f"{path}.userinfo_endpoint: required without an issuer (it gives the user's identity)")
     if len(problems) > count:

@@ -57,3 +57,23 @@ def test_every_provider_problem_is_reported_with_its_path() -> None:
     assert "identity_providers.corp.issuer: expected an https:// URL" in problems
     assert "identity_providers.legacy: give an issuer" in problems
     assert "identity_providers.params.authorization_params: the gateway sets state" in problems
+
+
+def test_a_provider_by_issuer_without_the_openid_scope_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "identity_providers": {
+                    "corp": {
+                        "issuer": "https://sso.example.com",
+                        "client_id": "c",
+                        "client_secret": "s",
+                        "scopes": ["email"],
+                    }
+                }
+            },
+            env={},
+        )
+    assert caught.value.problems == [
+        "identity_providers.corp.scopes: include openid for discovery by issuer, or give the endpoints"
+    ]

@@ -179,3 +179,23 @@ async def test_a_plain_oauth2_provider_gives_the_user_from_its_user_info_endpoin
     assert pending.nonce is None
     identity = await client.complete(pending, query(await sign_in(oidc_provider, url)))
     assert (identity.subject, identity.email) == ("alice", "alice@example.com")
+
+
+@pytest.mark.parametrize(("login", "email"), [("alice", "alice@example.com"), ("mallory", None)])
+async def test_a_github_like_provider_gives_only_the_primary_verified_email_from_its_emails_api(
+    oidc_provider: OidcProvider, http: aiohttp.ClientSession, clock: ManualClock, login: str, email: str | None
+) -> None:
+    config = provider_config(
+        oidc_provider,
+        name="github",
+        issuer=None,
+        authorization_endpoint=oidc_provider.issuer + "/auth",
+        token_endpoint=oidc_provider.issuer + "/token",
+        userinfo_endpoint=oidc_provider.issuer + "/me",
+        emails_endpoint=oidc_provider.emails_url,
+        scopes=("openid", "email"),
+    )
+    client = ProviderClient(config, http, clock)
+    url, pending = await client.begin(oidc_provider.client.redirect_uris[0])
+    identity = await client.complete(pending, query(await sign_in(oidc_provider, url, login=login)))
+    assert (identity.subject, identity.email) == (login, email)

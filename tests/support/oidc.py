@@ -92,6 +92,11 @@ class OidcProvider:
         """Answers any method with the method, path, query and headers it received (valid bearer token needed)."""
         return self.issuer + "/api/echo"
 
+    @property
+    def emails_url(self) -> str:
+        """GitHub's ``/user/emails`` shape: ``[{email, primary, verified}]``, the account's e-mail primary."""
+        return self.issuer + "/api/emails"
+
     def output_tail(self) -> str:
         return "\n".join(self._tail)
 

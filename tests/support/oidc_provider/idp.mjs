@@ -16,6 +16,7 @@
 //   GET /api/profile  200 {sub, email, email_verified, name}; 401 invalid_token; 403 insufficient_scope without
 //                     the `profile` scope
 //   ANY /api/echo     200 {method, path, query, headers} exactly as received (to prove header hygiene)
+//   GET /api/emails   200 GitHub's /user/emails shape: [{email, primary, verified}] (the account's e-mail first)
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -57,7 +58,7 @@ async function bearerToken(provider, ctx) {
 
 function apiMiddleware(provider) {
   return async (ctx, next) => {
-    if (ctx.path !== '/api/profile' && ctx.path !== '/api/echo') {
+    if (!['/api/profile', '/api/echo', '/api/emails'].includes(ctx.path)) {
       await next();
       return;
     }
@@ -68,6 +69,11 @@ function apiMiddleware(provider) {
     }
     if (ctx.path === '/api/echo') {
       ctx.body = { method: ctx.method, path: ctx.path, query: ctx.querystring, headers: ctx.headers };
+      return;
+    }
+    if (ctx.path === '/api/emails') {
+      const { email, email_verified: verified } = accountClaims(token.accountId);
+      ctx.body = [{ email, primary: true, verified }, { email: 'other@example.net', primary: false, verified: true }];
       return;
     }
     if (ctx.method !== 'GET') {
