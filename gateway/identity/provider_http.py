@@ -59,7 +59,11 @@ async def fetch_json(
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         ) as response:
-            raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            raw = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                raw += chunk
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    break
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ProviderError("provider_unavailable", f"{what}: {type(exc).__name__}") from exc

@@ -199,3 +199,22 @@ async def test_a_github_like_provider_gives_only_the_primary_verified_email_from
     url, pending = await client.begin(oidc_provider.client.redirect_uris[0])
     identity = await client.complete(pending, query(await sign_in(oidc_provider, url, login=login)))
     assert (identity.subject, identity.email) == (login, email)
+
+
+async def test_an_unreachable_token_endpoint_is_a_provider_unavailable_error_not_a_crash(
+    oidc_provider: OidcProvider, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    config = provider_config(
+        oidc_provider,
+        issuer=None,
+        authorization_endpoint=oidc_provider.issuer + "/auth",
+        token_endpoint="http://127.0.0.1:9/token",
+        userinfo_endpoint=oidc_provider.issuer + "/me",
+        scopes=("openid", "email"),
+    )
+    client = ProviderClient(config, http, clock)
+    url, pending = await client.begin(oidc_provider.client.redirect_uris[0])
+    with pytest.raises(ProviderError) as refused:
+        await client.complete(pending, query(await sign_in(oidc_provider, url)))
+    assert refused.value.code == "provider_unavailable"
+    assert "127.0.0.1" not in refused.value.description
