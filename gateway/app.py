@@ -118,7 +118,11 @@ def _storage_ctx(given: Storage | None) -> CleanupCtx:
             return
         config = app[CONFIG].storage
         storage = open_storage(
-            config.url, pool_min=config.pool_min, pool_max=config.pool_max, search_path=config.schema
+            config.url,
+            pool_min=config.pool_min,
+            pool_max=config.pool_max,
+            search_path=config.schema,
+            pgbouncer=config.pgbouncer,
         )
         await storage.open()
         try:

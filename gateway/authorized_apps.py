@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.oauth.redirect_uris import redirect_receiver
 from gateway.storage.oauth import ConsentStore, GrantStore
 
 NameLookup = Callable[[str], Awaitable[str | None]]
@@ -34,18 +35,14 @@ class AuthorizedApp:
     installation: str | None
     """The redirect URI that identifies one installation of a metadata-document client; None otherwise."""
     name: str
-    host: str
-    """The metadata document's host (CIMD) or the redirect URIs' host (DCR)."""
-    redirect_hosts: tuple[str, ...]
+    host: str | None
+    """The metadata document's host (CIMD); None for a self-registered client, whose host means nothing."""
+    receivers: tuple[str, ...]
+    """What receives its codes, in words (``redirect_receiver``: the same words as the consent page)."""
     first_approved: float
     last_used: float | None
     scopes: tuple[str, ...]
     live_grants: int
-
-
-def _host(uri: str) -> str:
-    parts = urlsplit(uri)
-    return parts.netloc or f"{parts.scheme}:"
 
 
 @dataclass
@@ -87,8 +84,8 @@ async def authorized_apps(
     apps = []
     for (client_id, installation), found in rows.items():
         name = (await name_of(client_id) if name_of is not None else None) or client_id
-        redirect_hosts = tuple(sorted({_host(uri) for uri in found.redirects}))
-        host = _host(client_id) if is_metadata_document(client_id) else ", ".join(redirect_hosts)
+        receivers = tuple(sorted({str(redirect_receiver(uri)) for uri in found.redirects}))
+        host = urlsplit(client_id).netloc if is_metadata_document(client_id) else None
         apps.append(
             AuthorizedApp(
                 id=app_id(user_id, client_id, installation),
@@ -96,7 +93,7 @@ async def authorized_apps(
                 installation=installation,
                 name=name,
                 host=host,
-                redirect_hosts=redirect_hosts,
+                receivers=receivers,
                 first_approved=found.first,
                 last_used=found.last_used,
                 scopes=tuple(sorted(found.scopes - {"offline_access"})),

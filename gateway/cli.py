@@ -32,6 +32,14 @@ from gateway.storage import Storage, StorageError, open_storage
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 
 
+class DoctorFinished(Exception):
+    """``doctor`` printed its findings; ``status`` is the exit status they call for."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class CliError(Exception):
     """Reported as ``error: <message>`` with exit status 2."""
 
@@ -43,7 +51,13 @@ def load(path: str | None) -> GatewayConfig:
 
 @contextlib.asynccontextmanager
 async def opened_storage(config: GatewayConfig, *, check: bool = True) -> AsyncIterator[Storage]:
-    storage = open_storage(config.storage.url, pool_min=1, pool_max=2, search_path=config.storage.schema)
+    storage = open_storage(
+        config.storage.url,
+        pool_min=1,
+        pool_max=2,
+        search_path=config.storage.schema,
+        pgbouncer=config.storage.pgbouncer,
+    )
     await storage.open()
     try:
         if check:
@@ -227,11 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     add_commands(users, sub, command)
     add_signing_key_commands(sub, command)
+    p = command("doctor", "check a deployment from outside and inside, and say what to fix")
+    p.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
     return parser
 
 
 async def dispatch(args: argparse.Namespace) -> None:
     config = load(args.config)
+    if args.command == "doctor":
+        from gateway.doctor import diagnose, exit_status, render
+
+        findings = await diagnose(config, clock=SystemClock())
+        print(render(findings))
+        raise DoctorFinished(exit_status(findings, strict=args.strict))
     # Every command logs like the server does: account commands write their audit events to stderr.
     configure_logging(config.logging.level, config.logging.format)
     if args.command == "serve":
@@ -271,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: storage: {exc}", file=sys.stderr)
         return 1
+    except DoctorFinished as finished:
+        return finished.status
     except KeyboardInterrupt:
         return 130
     return 0

@@ -88,6 +88,8 @@ class StorageConfig:
     pool_max: int = 10
     schema: str | None = None
     """PostgreSQL schema holding the gateway's tables (its ``search_path``); None: the server's default."""
+    pgbouncer: bool = False
+    """``storage.url`` reaches PostgreSQL through PgBouncer in transaction pooling mode."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from gateway.clock import ManualClock
 from gateway.storage import Storage, open_storage
 from tests.support.databases import Backend
 from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.pgbouncer import Bouncer, running_pgbouncer
 from tests.support.upstream import UpstreamProcess, run_upstream
 
 
@@ -19,6 +20,13 @@ from tests.support.upstream import UpstreamProcess, run_upstream
 async def upstream() -> AsyncIterator[UpstreamProcess]:
     async with run_upstream() as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[Bouncer]:
+    """Debian's PgBouncer in transaction pooling mode in front of the test PostgreSQL (one per session)."""
+    with running_pgbouncer() as bouncer:
+        yield bouncer
 
 
 @pytest.fixture

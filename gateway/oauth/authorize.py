@@ -2,12 +2,17 @@
 
 Phase one settles the client and the redirect URI. Until both are known good, every error is a page in
 the browser and nothing is redirected (OAuth 2.1 §4.1.2.1: never redirect to an unverified URI). Phase
-two checks the rest (response type, PKCE, resource, scope); its errors go back to the client's redirect
-URI with ``error``, ``state`` and ``iss``. A valid request becomes a pending authorization bound to this
-browser, and the user is sent to sign in, then to the consent page — or straight back with a code when
-they are signed in and already approved exactly this (same client, redirect URI, resource, scope ⊆).
-``prompt=none`` that cannot get a code is redirected with an error only for a client the user approved;
-anything else is a page, so the gateway never bounces people to a URI nobody trusted.
+two checks the rest (response type, PKCE, resource, scope). A registered redirect URI is not a trusted one
+(anyone can register a client), so a phase-two error goes back by redirect, with ``error``, ``state`` and
+``iss``, only when the signed-in user already approved this client at this redirect URI; anyone else gets
+a page naming the error and what would receive it, with a link that delivers the error if they choose to
+(RFC 9700 §4.11.2, OAuth 2.1 §7.13.2: the gateway's origin is no open redirector).
+
+A valid request becomes a pending authorization bound to this browser, and the user is sent to sign in,
+then to the consent page — or straight back with a code when they are signed in and already approved
+exactly this (same client, redirect URI, resource, scope ⊆). ``prompt=none`` that cannot get a code is
+redirected with an error only for a client the user approved; anything else is a page, so the gateway
+never bounces people to a URI nobody trusted.
 """
 
 from __future__ import annotations
@@ -23,15 +28,15 @@ from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import AUTHORIZE_PATH, CONSENT_PATH, LOGIN_PATH
-from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, with_params
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, storage_guarded, with_params
 from gateway.oauth.pkce import validate_challenge
-from gateway.oauth.redirect_uris import redirect_uri_matches
+from gateway.oauth.redirect_uris import redirect_receiver, redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.secrets_hashing import secret_hash
 from gateway.security_events import consent_decided
 from gateway.storage.base import User
 from gateway.storage.oauth import AuthorizationRequest
-from gateway.web_pages import error_page, found, see_other
+from gateway.web_pages import error_page, found, render, see_other
 
 MAX_STATE_LENGTH = 2048
 SINGLE = ("client_id", "redirect_uri", "response_type", "state", "code_challenge", "code_challenge_method", "scope")
@@ -104,13 +109,35 @@ async def _without_interaction(
     """``prompt=none`` that cannot be answered with a code. The error goes back by redirect only to a client
     this user already approved at this redirect URI: otherwise anyone who registers a client could use the
     gateway to bounce people to their own site (RFC 9700 §4.11.2, security-cases 37)."""
-    approved = user is not None and (
-        await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource) is not None
-    )
-    if not approved:
+    if user is None or not await flow.approved(user.id, pending.client_id, pending.redirect_uri):
         return error_page("Sign-in required", "Sign in and approve this application from the application itself.")
     error = "login_required" if "login" in prompt else "consent_required"
     return found(flow.respond(pending, error=error))
+
+
+async def _refused(
+    request: web.Request,
+    flow: AuthorizationFlow,
+    client: RegisteredClient,
+    redirect_uri: str,
+    exc: RedirectError,
+    location: str,
+) -> web.Response:
+    """A phase-two error: redirected only to a client the signed-in user approved at this redirect URI;
+    otherwise a page, whose link carries the same error, ``state`` and ``iss`` if the person follows it."""
+    user = await flow.logins.current_user(request)
+    if user is not None and await flow.approved(user.id, client.client_id, redirect_uri):
+        return found(location)
+    return render(
+        "authorize_error.html",
+        status=400,
+        client_name=client.client_name or client.client_id,
+        verified=client.verified,
+        error=exc.error,
+        description=exc.description,
+        receiver=redirect_receiver(redirect_uri),
+        location=location,
+    )
 
 
 async def handle_authorize(request: web.Request) -> web.StreamResponse:
@@ -143,7 +170,8 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         challenge, scope, resource = _phase_two(flow, query)
     except RedirectError as exc:
         location = with_params(redirect_uri, {"error": exc.error, "error_description": exc.description})
-        return found(with_params(location, {"state": state, "iss": iss}))
+        location = with_params(location, {"state": state, "iss": iss})
+        return await _refused(request, flow, client, redirect_uri, exc, location)
 
     browser = browser_id(request)
     new_browser = browser is None
@@ -196,4 +224,4 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
 
 
 def setup_authorize(app: web.Application) -> None:
-    app.router.add_get(AUTHORIZE_PATH, handle_authorize)
+    app.router.add_get(AUTHORIZE_PATH, storage_guarded(handle_authorize))

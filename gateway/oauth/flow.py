@@ -10,14 +10,16 @@ twice shows the same token, and another browser can never produce it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from gateway.errors import ServiceUnavailable
+from gateway.errors import Handler, ServiceUnavailable
 from gateway.oauth.browser_sessions import LoginSessions
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.context import OAuthSettings
@@ -25,7 +27,7 @@ from gateway.oauth.limits import EndpointLimits
 from gateway.oauth.token_formats import TokenType, mint
 from gateway.passwords import Passwords
 from gateway.secrets_hashing import secret_hash
-from gateway.storage.base import StorageUnavailable, UserStore
+from gateway.storage.base import StorageError, StorageUnavailable, UserStore
 from gateway.storage.oauth import (
     AuthorizationCode,
     AuthorizationRequest,
@@ -35,7 +37,9 @@ from gateway.storage.oauth import (
     GrantStore,
 )
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "::1", "localhost"})
+UNAVAILABLE = "Authorization service unavailable, retry shortly"
+
+log = logging.getLogger("gateway.oauth")
 
 
 def csrf_token(request_id: str, browser: str) -> str:
@@ -50,14 +54,19 @@ def with_params(uri: str, params: dict[str, str | None]) -> str:
     return f"{uri}{separator}{query}"
 
 
-def redirect_host(uri: str) -> str:
-    parts = urlsplit(uri)
-    return parts.netloc or f"{parts.scheme}:"
+def storage_guarded(handler: Handler) -> Handler:
+    """``handler`` with every storage failure, wherever it happens, turned into ``ServiceUnavailable``: the
+    503 page with ``Retry-After`` on these HTML routes, never a JSON 500 halfway through a sign-in."""
 
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StorageError as exc:
+            log.warning("%s %s -> 503: %s", request.method, request.path, exc)
+            raise ServiceUnavailable(UNAVAILABLE) from exc
 
-def is_loopback(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class AuthorizationFlow:
         try:
             await self.requests.create_authorization_request(pending)
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def load_pending(self, request_id: str, browser: str | None) -> AuthorizationRequest | None:
         """The pending request, if it exists, is unexpired and uncompleted, and belongs to this browser."""
@@ -90,7 +99,7 @@ class AuthorizationFlow:
         try:
             pending = await self.requests.get_authorization_request(secret_hash(request_id))
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         if (
             pending is None
             or pending.completed_at is not None
@@ -99,6 +108,12 @@ class AuthorizationFlow:
         ):
             return None
         return pending
+
+    async def approved(self, user_id: str, client_id: str, redirect_uri: str) -> bool:
+        """This user once approved this client at this redirect URI (for this server): the only redirect URIs
+        the gateway trusts enough to send a browser to without a click (RFC 9700 §4.11.2)."""
+        consent = await self.consents.get_consent(user_id, client_id, redirect_uri, self.settings.resource)
+        return consent is not None
 
     async def remembered(self, user_id: str, pending: AuthorizationRequest) -> bool:
         """A prior approval covers this request: same user, client, redirect URI and resource, scope ⊆ approved."""
@@ -125,7 +140,7 @@ class AuthorizationFlow:
             )
             await self.client_store.mark_client_used(pending.client_id, now)
         except StorageUnavailable as exc:
-            raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         return code
 
 

@@ -12,17 +12,16 @@ import secrets
 
 from aiohttp import web
 
-from gateway.errors import ServiceUnavailable
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
-from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, is_loopback, redirect_host
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, storage_guarded
+from gateway.oauth.redirect_uris import redirect_receiver
 from gateway.oauth.scopes import describe
 from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.security_events import consent_decided
-from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import AuthorizationRequest, Consent
 from gateway.web_pages import check_same_origin_post, error_page, render, see_other
 
@@ -144,8 +143,7 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
         client_name=client.client_name or client.client_id,
         verified=client.verified,
         client_host=client.host,
-        redirect_host=redirect_host(pending.redirect_uri),
-        loopback=is_loopback(pending.redirect_uri),
+        receiver=redirect_receiver(pending.redirect_uri),
         user_email=user.email,
         resource=pending.resource,
         scopes=[describe(scope) for scope in pending.scope.split()],
@@ -168,39 +166,32 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
     if decision not in ("approve", "deny"):
         return error_page("Invalid request", "Choose Approve or Deny.")
     now = flow.settings.clock.now()
-    try:
-        # One decision per pending request: a replayed or double-clicked form finds it completed.
-        if not await flow.requests.complete_authorization_request(pending.request_hash, now=now):
-            return error_page("Authorization expired", EXPIRED)
-        if decision == "deny":
-            consent_decided(
-                request.app, granted=False, user_id=user.id, client_id=pending.client_id, scope=pending.scope
-            )
-            return see_other(
-                flow.respond(pending, error="access_denied", error_description="The user denied the request")
-            )
-        previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
-        scope = " ".join(sorted(set(pending.scope.split()) | set(previous.scope.split() if previous else [])))
-        await flow.consents.save_consent(
-            Consent(
-                user_id=user.id,
-                client_id=pending.client_id,
-                redirect_uri=pending.redirect_uri,
-                resource=pending.resource,
-                scope=scope,
-                created_at=previous.created_at if previous else now,
-                updated_at=now,
-            )
+    # One decision per pending request: a replayed or double-clicked form finds it completed.
+    if not await flow.requests.complete_authorization_request(pending.request_hash, now=now):
+        return error_page("Authorization expired", EXPIRED)
+    if decision == "deny":
+        consent_decided(request.app, granted=False, user_id=user.id, client_id=pending.client_id, scope=pending.scope)
+        return see_other(flow.respond(pending, error="access_denied", error_description="The user denied the request"))
+    previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
+    scope = " ".join(sorted(set(pending.scope.split()) | set(previous.scope.split() if previous else [])))
+    await flow.consents.save_consent(
+        Consent(
+            user_id=user.id,
+            client_id=pending.client_id,
+            redirect_uri=pending.redirect_uri,
+            resource=pending.resource,
+            scope=scope,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
         )
-    except StorageUnavailable as exc:
-        raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
+    )
     consent_decided(request.app, granted=True, user_id=user.id, client_id=pending.client_id, scope=scope)
     code = await flow.issue_code(user.id, pending)
     return see_other(flow.respond(pending, code=code))
 
 
 def setup_interaction(app: web.Application) -> None:
-    app.router.add_get(LOGIN_PATH, login_page)
-    app.router.add_post(LOGIN_PATH, login_submit)
-    app.router.add_get(CONSENT_PATH, consent_page)
-    app.router.add_post(CONSENT_PATH, consent_submit)
+    app.router.add_get(LOGIN_PATH, storage_guarded(login_page))
+    app.router.add_post(LOGIN_PATH, storage_guarded(login_submit))
+    app.router.add_get(CONSENT_PATH, storage_guarded(consent_page))
+    app.router.add_post(CONSENT_PATH, storage_guarded(consent_submit))

@@ -147,3 +147,45 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
         return False
     ours, theirs = _parse_loopback(registered), _parse_loopback(requested)
     return ours is not None and ours == theirs
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectReceiver:
+    """What receives a code sent to a redirect URI: its kind and, in words, who it is."""
+
+    kind: RedirectUriKind | None
+    """None for a URI of no accepted shape (a stored value from an older release), shown in full."""
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def on_this_computer(self) -> bool:
+        return self.kind is RedirectUriKind.LOOPBACK
+
+    @property
+    def app_scheme(self) -> bool:
+        """Any app on the device may claim a private-use scheme (RFC 8252 §8.1)."""
+        return self.kind is RedirectUriKind.PRIVATE_USE
+
+
+def redirect_receiver(uri: str) -> RedirectReceiver:
+    """What really receives a code sent to ``uri``, for the consent page and Authorized Apps alike.
+
+    The authority of a private-use URI names nothing (``com.evil.app://claude.ai/cb`` goes to whichever app
+    claims ``com.evil.app:``, not to claude.ai), so such a URI is shown by its scheme and in full; a loopback
+    URI is an app on the person's own computer, told apart by its port; an ``https`` URI is its host.
+    """
+    loopback = _LOOPBACK.fullmatch(uri) if _PRINTABLE_ASCII.fullmatch(uri) else None
+    if loopback is not None:
+        return RedirectReceiver(RedirectUriKind.LOOPBACK, f"an app on this computer (port {loopback['port'] or 80})")
+    https = _HTTPS.fullmatch(uri)
+    if https is not None:
+        port = f":{https['port']}" if https["port"] else ""
+        return RedirectReceiver(RedirectUriKind.HTTPS, f"{https['host'].lower()}{port}")
+    scheme = _SCHEME.match(uri)
+    if scheme is not None and scheme.group(1) not in ("http", "https"):
+        text = f"the app that opens {scheme.group(1)}: links ({uri})"
+        return RedirectReceiver(RedirectUriKind.PRIVATE_USE, text)
+    return RedirectReceiver(None, uri)

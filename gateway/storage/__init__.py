@@ -69,11 +69,14 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(url: str, *, pool_min: int = 1, pool_max: int = 10, search_path: str | None = None) -> Storage:
+def open_storage(
+    url: str, *, pool_min: int = 1, pool_max: int = 10, search_path: str | None = None, pgbouncer: bool = False
+) -> Storage:
     """Build (without connecting) the backend named by ``url``; the caller awaits ``open()``.
 
     ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` selects SQLite (the pool and
-    ``search_path`` arguments do not apply); ``postgresql://…`` or ``postgres://…`` selects PostgreSQL.
+    ``search_path`` arguments do not apply); ``postgresql://…`` or ``postgres://…`` selects PostgreSQL (through
+    PgBouncer in transaction pooling mode when ``pgbouncer``).
     Anything else raises ``ValueError``.
     """
     if url.startswith(_SQLITE_PREFIX):
@@ -86,7 +89,7 @@ def open_storage(url: str, *, pool_min: int = 1, pool_max: int = 10, search_path
     if url.startswith(_POSTGRES_SCHEMES):
         from gateway.storage.postgres import PostgresStorage
 
-        return PostgresStorage(url, pool_min=pool_min, pool_max=pool_max, search_path=search_path)
+        return PostgresStorage(url, pool_min=pool_min, pool_max=pool_max, search_path=search_path, pgbouncer=pgbouncer)
     scheme = url.split("://", 1)[0] if "://" in url else url[:20]
     raise ValueError(
         f"unsupported storage URL scheme {scheme!r}: use sqlite:///path/to/gateway.db "

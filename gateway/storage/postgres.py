@@ -57,8 +57,17 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
-    tables can live in a dedicated schema. ``connect_timeout`` bounds opening a connection and waiting for
-    a free one in the pool; ``command_timeout`` bounds each statement (migrations get ``migration_timeout``).
+    tables can live in a dedicated schema.
+
+    ``pgbouncer``: the server is reached through PgBouncer in transaction pooling mode, where consecutive
+    statements of one client may run on different server connections. Then no statement is prepared by name
+    (asyncpg's statement cache is off), and every operation runs inside one transaction, which pins one server
+    connection for its whole length (asyncpg's unnamed statements are parsed and executed in separate round
+    trips); ``search_path`` is set for that transaction only (``set_config(..., true)``), since a connection
+    setting would stay on whichever server connection happened to receive it.
+
+    ``connect_timeout`` bounds opening a connection and waiting for a free one in the pool; ``command_timeout``
+    bounds each statement (migrations get ``migration_timeout``).
     """
 
     def __init__(
@@ -71,6 +80,7 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         migration_timeout: float = 600.0,
+        pgbouncer: bool = False,
     ) -> None:
         if not 0 <= pool_min <= pool_max or pool_max < 1:
             raise ValueError(f"need 0 <= pool_min <= pool_max and pool_max >= 1, got {pool_min}, {pool_max}")
@@ -81,6 +91,7 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.migration_timeout = migration_timeout
+        self.pgbouncer = pgbouncer
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -94,7 +105,8 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
                 max_size=self.pool_max,
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
-                server_settings=server_settings,
+                server_settings=None if self.pgbouncer else server_settings,
+                statement_cache_size=0 if self.pgbouncer else 100,
             )
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL unreachable: {_describe(exc)}") from exc
@@ -253,7 +265,13 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
             raise RuntimeError("PostgresStorage is not open; await open() first")
         try:
             async with pool.acquire(timeout=self.connect_timeout) as conn:
-                yield conn
+                if not self.pgbouncer:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    if self.search_path is not None:
+                        await conn.execute("SELECT set_config('search_path', $1, true)", self.search_path)
+                    yield conn
         except asyncpg.exceptions.UniqueViolationError as exc:
             raise Conflict(_describe(exc)) from exc
         except _UNAVAILABLE as exc:

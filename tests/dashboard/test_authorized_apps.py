@@ -38,7 +38,7 @@ async def test_each_approved_app_is_listed_with_its_name_host_times_and_scopes(
     assert await _works(gateway, token) == 200
     page = await sign_in(browser, ADA)
     assert list(apps(page)) == ["Claude Code"]
-    assert "127.0.0.1:43210" in page.text  # the redirect URI's host
+    assert "approvals go to an app on this computer (port 43210)" in page.text  # the redirect URI's receiver
     assert "mcp:tools" in page.text
     assert "First approved" in page.text
     assert "Last used" in page.text
@@ -111,6 +111,20 @@ async def test_another_user_cannot_revoke_my_app_or_key_and_gets_404(
     assert await _works(gateway, token) == 200
     assert await _works(gateway, key) == 200  # X-API-Key style via Bearer works for keys too
     assert set(apps(await account(browser))) == {"Ada's app"}
+
+
+async def test_an_app_with_a_private_use_redirect_uri_is_listed_with_the_app_that_receives_its_codes(
+    gateway: GatewayHandle, browser: Browser
+) -> None:
+    """Issue 11 item 12: the same words as the consent page, never the authority a private-use URI spells."""
+    await gateway.new_user(ADA)
+    uri = "com.evil.app://claude.ai/callback"
+    client = await register(gateway.url, redirect_uris=[uri], client_name="Claude")
+    await approve(browser, client.authorization_url(new_pkce()), ADA)
+    page = await account(browser)
+    assert list(apps(page)) == ["Claude"]
+    assert f"approvals go to the app that opens com.evil.app: links ({uri})" in page.text
+    assert "claude.ai<" not in page.text
 
 
 async def test_a_hostile_client_name_is_shown_as_escaped_text(gateway: GatewayHandle, browser: Browser) -> None:

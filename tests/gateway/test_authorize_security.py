@@ -1,16 +1,19 @@
 """The authorization endpoint under attack (security-cases 21-24, 26-30, 37, and 39's redirect codes): requests
 that must stay on the gateway as an error page, errors that go back to the validated redirect URI with ``state``
-and ``iss``, and what a valid request binds (redirect URI, resource, scope)."""
+and ``iss`` (by redirect only for a client the user approved, otherwise through a page's link), and what a
+valid request binds (redirect URI, resource, scope)."""
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.support.gateway import TEST_PASSWORD, GatewayHandle
-from tests.support.oauth_browser import Browser, Redirect
+from tests.support.oauth_browser import Browser, Page, Redirect
 from tests.support.oauth_flows import (
     EMAIL,
     REDIRECT_URI,
@@ -42,21 +45,39 @@ def assert_error_page(reply: Reply) -> None:
     assert reply.headers["X-Frame-Options"] == "DENY"
 
 
-def redirect_params(reply: Reply, redirect_uri: str) -> dict[str, list[str]]:
-    """A 302 back to the client's redirect URI; its query parameters, every value kept."""
-    assert reply.status == 302, (reply.status, reply.text[:200])
-    location = reply.headers["Location"]
+_RETURN_LINK = re.compile(r'<a href="([^"]*)" rel="noreferrer">')
+
+
+def refusal_link(reply: Reply | Page) -> str:
+    """A phase-two error for a client the person never approved (issue 11 item 11, RFC 9700 §4.11.2): a 400
+    page, nothing redirected; its one link back to the client (followed only by a click) is returned."""
+    if isinstance(reply, Page):
+        assert reply.status == 400
+        assert "Location" not in reply.headers
+        text = reply.text
+    else:
+        assert_error_page(reply)
+        text = reply.text
+    links = _RETURN_LINK.findall(text)
+    assert len(links) == 1, text
+    return html.unescape(links[0])
+
+
+def assert_refused_on_a_page(reply: Reply, gateway: GatewayHandle, redirect_uri: str, error: str) -> None:
+    location = refusal_link(reply)
     assert location.split("?")[0] == redirect_uri.split("?")[0]
-    assert "#" not in location
-    return parse_qs(urlsplit(location).query, keep_blank_values=True)
-
-
-def assert_error_redirect(reply: Reply, gateway: GatewayHandle, redirect_uri: str, error: str) -> None:
-    params = redirect_params(reply, redirect_uri)
+    params = parse_qs(urlsplit(location).query, keep_blank_values=True)
     assert params["error"] == [error]
     assert params["state"] == [STATE]
     assert params["iss"] == [gateway.url]
     assert "code" not in params
+
+
+async def approved_browser(gateway: GatewayHandle, app: OAuthApp) -> Browser:
+    """A browser whose user (``EMAIL``) approved ``app`` at its redirect URI; close it with ``__aexit__``."""
+    browser = await Browser(gateway.url).__aenter__()
+    await approve(browser, app.authorization_url(new_pkce()), EMAIL)
+    return browser
 
 
 # --- 21-24: client and redirect URI are settled before anything is redirected -----------------------
@@ -146,7 +167,7 @@ async def test_an_omitted_redirect_uri_is_an_error_page_when_several_are_registe
     assert "redirect" in reply.text.lower()
 
 
-# --- 26-28: phase-two errors go back to the client with state and iss --------------------------------
+# --- 26-28: phase-two errors go back to the client with state and iss (by redirect once it is approved) -----
 
 BAD_PKCE = {
     "no challenge": {"code_challenge": None},
@@ -163,14 +184,19 @@ BAD_PKCE = {
 
 
 @pytest.mark.parametrize("change", BAD_PKCE.values(), ids=BAD_PKCE.keys())
-async def test_a_request_without_a_proper_s256_challenge_is_refused_at_the_redirect_uri_before_any_page(
+async def test_a_request_without_a_proper_s256_challenge_is_refused_before_any_page_and_redirected_only_if_approved(
     gateway: GatewayHandle, app: OAuthApp, tmp_path: Path, change: dict[str, str | None]
 ):
-    """Case 26 (OAuth 2.1 §4.1.1; RFC 7636 §4.3: a missing method would mean plain, so it is refused)."""
+    """Case 26 (OAuth 2.1 §4.1.1; RFC 7636 §4.3: a missing method would mean plain, so it is refused). A
+    stranger gets a page whose link carries the error; the user who approved the app gets the redirect."""
     urls = [app.authorization_url(new_pkce(), **change)]
     if change == {"code_challenge": None}:
         urls.append(app.authorization_url(new_pkce()) + "&code_challenge=" + "b" * 43)  # repeated
-    async with Browser(gateway.url) as browser:
+    for url in urls:
+        assert_refused_on_a_page(await request("GET", url), gateway, REDIRECT_URI, "invalid_request")
+    assert row_count(tmp_path / "gateway.db", "authorization_requests") == 0
+    browser = await approved_browser(gateway, app)
+    try:
         for url in urls:
             result = await browser.open(url)
             assert isinstance(result, Redirect), "a page was shown instead of the error redirect"
@@ -178,7 +204,9 @@ async def test_a_request_without_a_proper_s256_challenge_is_refused_at_the_redir
             assert result.params["state"] == STATE
             assert result.params["iss"] == gateway.url
             assert "code" not in result.params
-    assert row_count(tmp_path / "gateway.db", "authorization_requests") == 0
+    finally:
+        await browser.__aexit__()
+    assert row_count(tmp_path / "gateway.db", "authorization_requests") == 1  # the approval's own
 
 
 @pytest.mark.parametrize(
@@ -192,12 +220,38 @@ async def test_a_request_without_a_proper_s256_challenge_is_refused_at_the_redir
         ("id_token", "unsupported_response_type"),
     ],
 )
-async def test_a_response_type_other_than_code_is_refused_at_the_redirect_uri_and_never_as_a_fragment(
+async def test_a_response_type_other_than_code_is_refused_on_a_page_and_never_as_a_fragment(
     gateway: GatewayHandle, app: OAuthApp, response_type: str | None, error: str
 ):
     """Case 27: a missing ``response_type`` wins over later problems (here PKCE is missing too)."""
     url = app.authorization_url(new_pkce(), response_type=response_type, code_challenge=None)
-    assert_error_redirect(await request("GET", url), gateway, REDIRECT_URI, error)
+    assert_refused_on_a_page(await request("GET", url), gateway, REDIRECT_URI, error)
+
+
+async def test_a_self_registered_clients_bad_request_is_a_page_not_a_redirect_to_its_site(gateway: GatewayHandle):
+    """Issue 11 item 11 (RFC 9700 §4.11.2, OAuth 2.1 §7.13.2, case 37): anyone can register a client whose
+    redirect URI is their own site and send people a broken ``/authorize`` link; the gateway's origin must not
+    bounce them there, signed in or not, until they have approved that client."""
+    await gateway.new_user(EMAIL)
+    evil = await register(gateway.url, redirect_uris=["https://evil.example/cb"], client_name="Evil")
+    for change in ({"response_type": "token"}, {"code_challenge": None}, {"resource": "https://x.example/"}):
+        reply = await request("GET", evil.authorization_url(new_pkce(), **change))
+        assert_error_page(reply)
+        assert "evil.example" in reply.text  # where the link would take them, said before they click
+    async with Browser(gateway.url) as browser:
+        mine = await register(gateway.url, client_name="Mine")
+        await approve(browser, mine.authorization_url(new_pkce()), EMAIL)
+        signed_in = await browser.open(evil.authorization_url(new_pkce(), response_type="token"))
+        assert isinstance(signed_in, Page)
+        location = refusal_link(signed_in)
+        assert location.startswith("https://evil.example/cb?error=unsupported_response_type&")
+        # Approving the client (a click on its consent page) is what makes its redirect URI trusted.
+        await approve(browser, evil.authorization_url(new_pkce()), EMAIL)
+        trusted = await browser.open(evil.authorization_url(new_pkce(), response_type="token"))
+    assert isinstance(trusted, Redirect)
+    assert trusted.params["error"] == "unsupported_response_type"
+    assert trusted.params["state"] == STATE
+    assert trusted.params["iss"] == gateway.url
 
 
 HOSTILE_STATES = ["a&code=evil", "\r\nSet-Cookie: x=1", "x" * 2048, "é ü/?#&=+%20"]
@@ -208,16 +262,19 @@ async def test_state_comes_back_verbatim_with_exactly_one_issuer_on_approve_deny
     gateway: GatewayHandle, app: OAuthApp, state: str
 ):
     """Case 28 (RFC 9207 §2, OAuth 2.1 §7.12): no parameter or header injection through ``state``."""
+    failing = app.authorization_url(new_pkce(), state=state, code_challenge_method="plain")
     async with Browser(gateway.url) as browser:
         approved = await approve(browser, app.authorization_url(new_pkce(), state=state), EMAIL)
         denied = await browser.authorize(
             app.authorization_url(new_pkce(), state=state, prompt="consent"), EMAIL, decision="deny"
         )
-    failed = await request("GET", app.authorization_url(new_pkce(), state=state, code_challenge_method="plain"))
+        failed = await browser.open(failing)
+    assert isinstance(failed, Redirect)
     for location, outcome in (
         (approved.location, "code"),
         (denied.location, "error"),
-        (failed.headers["Location"], "error"),
+        (failed.location, "error"),
+        (refusal_link(await request("GET", failing)), "error"),
     ):
         assert "\r" not in location
         assert "\n" not in location
@@ -260,26 +317,37 @@ async def test_accepted_resource_spellings_all_bind_the_token_to_the_canonical_r
     "resource",
     ["https://other.example/mcp", "{mcp}#x", "/mcp", "{mcp}/other", "{mcp}extra", "https://evil@{host}/mcp", ""],
 )
-async def test_a_resource_that_is_not_this_mcp_server_is_invalid_target_at_the_redirect_uri(
+async def test_a_resource_that_is_not_this_mcp_server_is_invalid_target(
     gateway: GatewayHandle, app: OAuthApp, resource: str
 ):
     """Case 29."""
     value = resource.format(mcp=gateway.mcp_url, host=urlsplit(gateway.url).netloc)
     reply = await request("GET", app.authorization_url(new_pkce(), resource=value))
-    assert_error_redirect(reply, gateway, REDIRECT_URI, "invalid_target")
+    assert_refused_on_a_page(reply, gateway, REDIRECT_URI, "invalid_target")
 
 
 async def test_two_resources_in_one_request_are_invalid_target(gateway: GatewayHandle, app: OAuthApp):
     url = app.authorization_url(new_pkce(), resource=gateway.mcp_url) + "&resource=https%3A%2F%2Fother.example%2Fmcp"
-    assert_error_redirect(await request("GET", url), gateway, REDIRECT_URI, "invalid_target")
+    assert_refused_on_a_page(await request("GET", url), gateway, REDIRECT_URI, "invalid_target")
+    browser = await approved_browser(gateway, app)
+    try:
+        result = await browser.open(url)
+    finally:
+        await browser.__aexit__()
+    assert isinstance(result, Redirect)
+    assert (result.params["error"], result.params["state"], result.params["iss"]) == (
+        "invalid_target",
+        STATE,
+        gateway.url,
+    )
 
 
-async def test_an_unknown_scope_is_invalid_scope_at_the_redirect_uri(scoped_gateway: GatewayHandle):
+async def test_an_unknown_scope_is_invalid_scope(scoped_gateway: GatewayHandle):
     """Case 30: the documented policy refuses unknown scopes rather than filtering them."""
     app = await register(scoped_gateway.url)
     for scope in ("mcp:admin", "mcp:read mcp:admin", "openid"):
         reply = await request("GET", app.authorization_url(new_pkce(), scope=scope))
-        assert_error_redirect(reply, scoped_gateway, REDIRECT_URI, "invalid_scope")
+        assert_refused_on_a_page(reply, scoped_gateway, REDIRECT_URI, "invalid_scope")
 
 
 async def test_scope_order_is_irrelevant_and_offline_access_is_accepted_and_dropped(scoped_gateway: GatewayHandle):
@@ -303,10 +371,7 @@ async def test_prompt_none_for_a_client_nobody_approved_shows_an_error_page_inst
 ):
     """Case 37 (RFC 9700 §4.11.2; DOT 3.4.0's prompt=none open redirect): an attacker registers a client with
     its own redirect URI and sends people a ``prompt=none`` link; whether or not they are signed in, the
-    gateway must not bounce them to the attacker's site.
-
-    Policy difference: the case text's "continue to <host>" page for other phase-two errors is not adopted;
-    spec-notes has phase-two errors (bad scope, PKCE...) redirected to the validated, registered URI."""
+    gateway must not bounce them to the attacker's site (other phase-two errors: the test above)."""
     await gateway.new_user(EMAIL)
     evil = await register(gateway.url, redirect_uris=["https://evil.example/cb"], client_name="Evil")
     anonymous = await request("GET", evil.authorization_url(new_pkce(), prompt="none"))

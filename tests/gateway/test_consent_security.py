@@ -89,12 +89,27 @@ async def test_the_consent_page_names_the_client_escaped_and_unverified_with_red
     assert "<img" not in login.text
     assert "&lt;img src=x onerror=alert(1)&gt; &#34;Claude&#34;" in page.text
     assert "Unverified application" in page.text
-    assert "127.0.0.1:43210" in page.text
-    assert "receives the approval on this computer" in page.text
+    assert "<dd>an app on this computer (port 43210)</dd>" in page.text
+    assert "Approve only if you just started this application yourself" in page.text
     assert gateway.mcp_url in page.text
     assert "Access all MCP tools" in page.text
-    assert "c.example" in remote_page.text
-    assert "receives the approval on this computer" not in remote_page.text
+    assert "<dd>c.example</dd>" in remote_page.text
+    assert "on this computer" not in remote_page.text
+
+
+async def test_the_consent_page_names_the_app_behind_a_private_use_scheme_not_the_host_its_uri_spells(
+    gateway: GatewayHandle,
+):
+    """Issue 11 item 12: ``com.evil.app://claude.ai/callback`` goes to whichever app claims ``com.evil.app:``,
+    not to claude.ai; the page says so, shows the whole URI, and warns that any app can claim a scheme."""
+    await gateway.new_user(EMAIL)
+    uri = "com.evil.app://claude.ai/callback"
+    app = await register(gateway.url, redirect_uris=[uri], client_name="Claude")
+    async with Browser(gateway.url) as browser:
+        page = await until_consent(browser, app.authorization_url(new_pkce()), EMAIL)
+    assert f"<dd>the app that opens com.evil.app: links ({uri})</dd>" in page.text
+    assert "<dd>claude.ai</dd>" not in page.text
+    assert "Any app on this device can claim that kind of link" in page.text
 
 
 async def test_login_consent_and_error_pages_forbid_framing_caching_and_referrers(

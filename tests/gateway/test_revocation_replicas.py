@@ -22,6 +22,7 @@ from tests.support.dashboard import apps, csrf, keys, sign_in
 from tests.support.dashboard import post as dashboard_post
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, OAuthApp, bearer, obtain_tokens, post_mcp, register
+from tests.support.pgbouncer import Bouncer
 from tests.support.replicas import REDIS_URL, Fleet, replica_fleet
 from tests.support.scripted_upstream import jsonrpc
 from tests.support.tcp_proxy import tcp_proxy
@@ -290,3 +291,36 @@ async def test_a_client_whose_replica_is_killed_mid_stream_carries_on_through_an
             async with http.get(b.mcp_url, headers=stream_headers) as resumed:
                 assert resumed.status == 200
                 assert resumed.content_type == "text/event-stream"
+
+
+@pytest.fixture(scope="module")
+async def fleet_through_pgbouncer(
+    tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamProcess, pgbouncer: Bouncer
+) -> AsyncIterator[Fleet]:
+    """Three replicas (and the CLI) reaching PostgreSQL only through PgBouncer in transaction pooling mode."""
+    async with replica_fleet(
+        tmp_path_factory.mktemp("bounced"),
+        upstream_url=upstream.mcp_url,
+        upstream_sse_url=upstream.sse_url,
+        overrides={"storage": {"url": pgbouncer.url, "pgbouncer": True}, "oauth": {"refresh_grace_seconds": 0}},
+    ) as running:
+        await running.new_user(EMAIL)
+        yield running
+
+
+@pytest.mark.parametrize("path", ["api_key_revoke_cli", "rfc7009_refresh_token", "refresh_token_reuse"])
+async def test_behind_pgbouncer_a_revocation_on_one_replica_is_refused_by_the_others_within_a_second(
+    fleet_through_pgbouncer: Fleet, path: str
+):
+    fleet = fleet_through_pgbouncer
+    credential = await REVOCATION_PATHS[path](fleet)
+    b, c = fleet[1], fleet[2]
+    assert (await post_mcp(b.url, credential.headers)).status == 200
+    async with aiohttp.ClientSession() as http, OpenStream(http, c.sse_url, credential.headers) as stream:
+        await credential.revoke()
+        revoked_at = time.monotonic()
+        refused_after = await refusal_delay(b.url, credential.headers, revoked_at)
+        closed_after = await stream.ended_within(revoked_at)
+    report(f"{path} through PgBouncer", refused_after, closed_after)
+    assert refused_after <= BOUND
+    assert closed_after <= BOUND

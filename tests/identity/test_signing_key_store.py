@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from gateway.storage import Storage
 from gateway.storage.identity import StoredSigningKey
@@ -19,21 +15,6 @@ T0 = 1_800_000_000.0
 
 def key(kid: str, created_at: float = T0) -> StoredSigningKey:
     return StoredSigningKey(kid, "ES256", json.dumps({"kid": kid}), "sealed", "k1", created_at)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    db = Backend(request.param, tmp_path)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.close()
-
-
-@pytest.fixture
-async def storage(backend: Backend) -> Storage:
-    return await backend.storage()
 
 
 async def test_the_first_key_is_stored_only_while_there_is_no_current_key(storage: Storage) -> None:

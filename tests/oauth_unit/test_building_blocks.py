@@ -7,7 +7,8 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
-from gateway.oauth.flow import csrf_token, is_loopback, redirect_host, with_params
+from gateway.oauth.flow import csrf_token, with_params
+from gateway.oauth.redirect_uris import RedirectUriKind, redirect_receiver
 from gateway.oauth.resource_uri import canonical_resource
 from gateway.oauth.scopes import ScopePolicy
 from gateway.oauth.token_formats import TokenType, classify, mint
@@ -61,9 +62,25 @@ def test_redirect_parameters_are_encoded_and_keep_the_existing_query():
     assert with_params("https://c.example/cb?x=1", {"error": "access_denied", "state": None}) == (
         "https://c.example/cb?x=1&error=access_denied"
     )
-    assert redirect_host("cursor://anysphere.cursor-mcp/oauth/callback") == "anysphere.cursor-mcp"
-    assert is_loopback("http://127.0.0.1:3000/cb")
-    assert not is_loopback("https://127.0.0.1.nip.io/cb")
+
+
+def test_the_receiver_of_a_redirect_uri_is_what_gets_the_code_not_the_authority_it_spells():
+    """Issue 11 item 12: a private-use URI's authority is whatever its author typed."""
+    cursor = "cursor://anysphere.cursor-mcp/oauth/callback"
+    assert str(redirect_receiver(cursor)) == f"the app that opens cursor: links ({cursor})"
+    evil = redirect_receiver("com.evil.app://claude.ai/callback")
+    assert evil.kind is RedirectUriKind.PRIVATE_USE
+    assert str(evil) == "the app that opens com.evil.app: links (com.evil.app://claude.ai/callback)"
+    assert str(redirect_receiver("http://127.0.0.1:3000/cb")) == "an app on this computer (port 3000)"
+    assert str(redirect_receiver("http://[::1]/cb")) == "an app on this computer (port 80)"
+    assert redirect_receiver("http://localhost:53412/cb").kind is RedirectUriKind.LOOPBACK
+    assert str(redirect_receiver("https://127.0.0.1.nip.io/cb")) == "127.0.0.1.nip.io"
+    assert str(redirect_receiver("https://App.Example:8443/cb?x=1")) == "app.example:8443"
+    assert redirect_receiver("https://App.Example/cb").kind is RedirectUriKind.HTTPS
+    assert evil.app_scheme
+    assert not evil.on_this_computer
+    odd = redirect_receiver("not a redirect uri")  # no accepted shape: shown in full, no claim made
+    assert (odd.kind, str(odd), odd.app_scheme, odd.on_this_computer) == (None, "not a redirect uri", False, False)
 
 
 def test_the_csrf_token_is_stable_for_one_browser_and_request_and_differs_otherwise():

@@ -9,11 +9,23 @@ import pytest
 
 from gateway.storage import Storage
 from tests.support.databases import Backend
+from tests.support.pgbouncer import Bouncer
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres),
+    ]
+)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    db = Backend(request.param, tmp_path)
+    """Every backend; ``pgbouncer`` is PostgreSQL through PgBouncer in transaction pooling mode."""
+    if request.param == "pgbouncer":
+        bouncer: Bouncer = request.getfixturevalue("pgbouncer")
+        db = Backend("pgbouncer", tmp_path, url=bouncer.url)
+    else:
+        db = Backend(request.param, tmp_path)
     await db.start()
     try:
         yield db

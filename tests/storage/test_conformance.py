@@ -63,7 +63,7 @@ def make_session(
 
 async def test_migrate_applies_every_known_version_once_and_nothing_on_a_second_run(backend: Backend) -> None:
     storage = await backend.storage(migrate=False)
-    assert await storage.migrate() == known_versions(backend.kind)  # type: ignore[arg-type]
+    assert await storage.migrate() == known_versions(backend.dialect)
     assert await storage.migrate() == []
 
 
@@ -95,7 +95,7 @@ async def test_two_instances_migrating_at_once_apply_each_version_exactly_once(b
     first, second = backend.storage(migrate=False), backend.storage(migrate=False)
     a, b = await asyncio.gather(first, second)
     applied_a, applied_b = await asyncio.gather(a.migrate(), b.migrate())
-    assert sorted(applied_a + applied_b) == known_versions(backend.kind)  # type: ignore[arg-type]
+    assert sorted(applied_a + applied_b) == known_versions(backend.dialect)
     await a.check_schema()
     await b.check_schema()
 

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -41,12 +42,19 @@ async def connect_postgres() -> asyncpg.Connection:
 class Backend:
     """One database (a SQLite file or a PostgreSQL schema) that several storage instances can share."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, *, url: str = POSTGRES_URL) -> None:
+        """``kind``: ``sqlite``, ``postgres``, or ``pgbouncer`` (PostgreSQL reached through PgBouncer at ``url``)."""
         self.kind = kind
+        self.url = url
         self.db_path = tmp_path / "gateway.db"
         self.schema = f"gw_test_{secrets.token_hex(6)}"
         self._schema_created = False
         self._opened: list[Storage] = []
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]:
+        """The SQL dialect (and migration set) of this backend."""
+        return "sqlite" if self.kind == "sqlite" else "postgres"
 
     async def storage(self, *, migrate: bool = True) -> Storage:
         """A new opened instance on this database (migrated unless asked otherwise)."""
@@ -54,7 +62,9 @@ class Backend:
         if self.kind == "sqlite":
             instance = SqliteStorage(self.db_path)
         else:
-            instance = PostgresStorage(POSTGRES_URL, pool_min=1, pool_max=10, search_path=self.schema)
+            instance = PostgresStorage(
+                self.url, pool_min=1, pool_max=10, search_path=self.schema, pgbouncer=self.kind == "pgbouncer"
+            )
         await instance.open()
         self._opened.append(instance)
         if migrate:
@@ -85,7 +95,7 @@ class Backend:
                 await conn.close()
 
     async def start(self) -> None:
-        if self.kind != "postgres":
+        if self.kind == "sqlite":
             return
         conn = await connect_postgres()
         try:
