@@ -177,3 +177,22 @@ async def test_a_replica_verifies_a_token_signed_by_a_key_another_replica_just_r
 def _header_with_kid(kid: str) -> str:
     raw = json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_after_the_encryption_key_is_replaced_a_rotation_signs_again_and_old_tokens_still_verify(
+    sqlite_storage: Storage, clock: ManualClock
+) -> None:
+    before = identity_services(
+        parse_config({"identity": {"encryption_keys": generate_secret("old")}}), sqlite_storage, clock
+    )
+    old_token = await before.tokens.mint(subject="usr_1", api_key_id="key_1")
+    after = identity_services(
+        parse_config({"identity": {"encryption_keys": generate_secret("new")}}), sqlite_storage, clock
+    )
+    with pytest.raises(SigningUnavailable, match="not configured"):
+        await after.tokens.mint(subject="usr_1", api_key_id="key_1")
+    await after.keys.rotate()
+    new_token = await after.tokens.mint(subject="usr_1", api_key_id="key_1")
+    assert (await after.tokens.verify(old_token))["sub"] == "usr_1"
+    assert (await after.tokens.verify(new_token))["sub"] == "usr_1"
+    assert [row.encryption_key_id for row in await after.keys.all()] == ["old", "new"]
