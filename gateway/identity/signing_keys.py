@@ -9,6 +9,7 @@ rotation. The first key is created on first use (or by ``rotate``); two replicas
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,10 @@ from joserfc.jwk import ECKey
 
 from gateway.clock import Clock
 from gateway.identity.sealing import EncryptionKeys, UnsealError
+from gateway.storage.base import StorageError
 from gateway.storage.identity import SigningKeyStore, StoredSigningKey
+
+log = logging.getLogger("gateway.identity")
 
 ALGORITHM = "ES256"
 CURVE = "P-256"
@@ -99,7 +103,13 @@ class SigningKeys:
     async def _load(self, *, fresh: bool = False) -> list[StoredSigningKey]:
         age = self._clock.monotonic() - self._loaded_at
         if fresh or self._rows is None or not 0 <= age < self.cache_seconds:
-            self._rows = await self._store.list_signing_keys()
+            try:
+                self._rows = await self._store.list_signing_keys()
+            except StorageError:
+                if self._rows is None:
+                    raise
+                log.warning("signing keys: storage unavailable, keeping the list read %.0f s ago", age)
+                return self._rows
             self._loaded_at = self._clock.monotonic()
         return self._rows
 

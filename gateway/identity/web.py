@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
+from gateway.errors import ServiceUnavailable
 from gateway.identity.sealing import EncryptionKeys
 from gateway.identity.signing_keys import SigningKeys, SigningUnavailable
 from gateway.identity.tokens import IdentityTokens
@@ -60,7 +61,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def jwks(request: web.Request) -> web.Response:
-    keys = await request.app[IDENTITY].keys.published()
+    try:
+        keys = await request.app[IDENTITY].keys.published()
+    except StorageError as exc:
+        raise ServiceUnavailable("The key set is unavailable, retry shortly") from exc
     return web.json_response(
         {"keys": keys},
         content_type="application/jwk-set+json",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,9 @@ from gateway.identity.sealing import generate_secret
 from gateway.identity.signing_keys import REFRESH_GUARD, SigningUnavailable
 from gateway.identity.tokens import IDENTITY_TOKEN_LIFETIME, InvalidIdentityToken
 from gateway.identity.web import IDENTITY, identity_services
-from gateway.storage import Storage
+from gateway.storage import Storage, StorageUnavailable
+from gateway.storage.identity import StoredSigningKey
+from gateway.storage.sqlite import SqliteStorage
 from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, running_gateway
 
 NOT_ON_SYSTEM_CLOCK = {"verify_exp": False, "verify_iat": False}
@@ -191,8 +194,42 @@ async def test_after_the_encryption_key_is_replaced_a_rotation_signs_again_and_o
     )
     with pytest.raises(SigningUnavailable, match="not configured"):
         await after.tokens.mint(subject="usr_1", api_key_id="key_1")
+    clock.advance(1)
     await after.keys.rotate()
     new_token = await after.tokens.mint(subject="usr_1", api_key_id="key_1")
     assert (await after.tokens.verify(old_token))["sub"] == "usr_1"
     assert (await after.tokens.verify(new_token))["sub"] == "usr_1"
     assert [row.encryption_key_id for row in await after.keys.all()] == ["old", "new"]
+
+
+class KeysDown(SqliteStorage):
+    """A database whose signing-key table cannot be read (the rest works)."""
+
+    down = False
+
+    async def list_signing_keys(self) -> list[StoredSigningKey]:
+        if self.down:
+            raise StorageUnavailable("database unreachable")
+        return await super().list_signing_keys()
+
+
+async def test_the_jwks_is_a_503_while_the_database_is_down_and_keeps_its_last_list_once_read(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    storage = KeysDown(tmp_path / "gateway.db")
+    await storage.open()
+    try:
+        await storage.migrate()
+        storage.down = True
+        async with running_gateway(storage=storage, upstream_url=UNUSED_UPSTREAM, clock=clock) as gateway:
+            async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/.well-known/jwks.json") as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"]
+                assert (await response.json())["error"] == "temporarily_unavailable"
+            storage.down = False
+            assert await fetch_jwks(gateway) == {"keys": []}
+            storage.down = True
+            clock.advance(3600)
+            assert await fetch_jwks(gateway) == {"keys": []}
+    finally:
+        await storage.close()
