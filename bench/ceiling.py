@@ -161,9 +161,10 @@ def wrk(
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
+    load = ["-s", str(script), url]
     before = cpu_seconds(server_pids)
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script), url],
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", *load],
         capture_output=True,
         text=True,
         check=True,

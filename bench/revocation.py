@@ -34,8 +34,9 @@ from aiohttp.test_utils import make_mocked_request
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.apikeys import ApiKeyFormat
-from gateway.authn import Authenticator, Challenge
 from gateway.clock import SystemClock
+from gateway.credentials import Authenticator, Challenge, ValidationCache, Watermark
+from gateway.credentials.api_keys import ApiKeyVerifier
 from gateway.last_used import LastUsedRecorder
 from gateway.revocation import Revocation
 from gateway.revocation_redis import RedisRevocationBus
@@ -135,18 +136,13 @@ async def validation_cost(fleet: Fleet, calls: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for label, ttl, n in (("warm_cache_us", 0.8, calls), ("no_cache_postgres_us", 0.0, max(200, calls // 100))):
         recorder = LastUsedRecorder(fleet.storage.touch_api_keys, interval=3600, name="bench")
+        clock = SystemClock()
         authn = Authenticator(
-            key_format=ApiKeyFormat("mgw"),
-            users=fleet.storage,
-            api_keys=fleet.storage,
-            grants=fleet.storage,
-            clock=SystemClock(),
-            key_use=recorder,
-            grant_use=recorder,
+            [ApiKeyVerifier(ApiKeyFormat("mgw"), keys=fleet.storage, users=fleet.storage, key_use=recorder)],
+            cache=ValidationCache(clock, Watermark(fleet.storage, clock, interval=0.5), ttl=ttl),
+            clock=clock,
             challenge=Challenge(),
-            resource=fleet.public_url + "/mcp",
             required_scopes=("mcp:tools",),
-            cache_ttl=ttl,
         )
         await authn.authenticate(request)
         timings = []

@@ -11,6 +11,7 @@ from gateway.clock import Clock
 from gateway.passwords import Passwords
 from gateway.secrets_hashing import new_id
 from gateway.storage.base import ApiKey, ApiKeyStore, User, UserStore
+from gateway.text_safety import has_unsafe_characters
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 MAX_KEY_NAME = 100
@@ -21,9 +22,13 @@ class AccountError(ValueError):
 
 
 def normalise_email(email: str) -> str:
-    """Trimmed and NFKC-normalised, so look-alike compatibility forms (fullwidth letters) are one account."""
+    """Trimmed and NFKC-normalised, so look-alike compatibility forms (fullwidth letters) are one account.
+
+    The one check every entrance (sign-up, sign-in, the CLI) applies: an address with a control, escape or bidi
+    character is refused, because it is later printed on terminals, written to logs and sent upstream in a header.
+    """
     email = unicodedata.normalize("NFKC", email.strip())
-    if not _EMAIL.match(email):
+    if has_unsafe_characters(email) or not _EMAIL.match(email):
         raise AccountError(f"not a valid email address: {email!r}")
     return email
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio import Redis
 
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
@@ -13,3 +14,5 @@ CONFIG = web.AppKey("config", GatewayConfig)
 CLOCK = web.AppKey("clock", Clock)
 STORAGE = web.AppKey("storage", Storage)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+REDIS = web.AppKey("redis", Redis)
+"""The Redis client of the quota and the protective limits; absent when ``redis.url`` is not set."""

@@ -2,15 +2,22 @@
 
 An event names the action, the actor (an account id, ``"admin:<id>"``, ``"cli"`` or ``"system"``), the client,
 the ids involved and a reason. It never carries a secret: callers pass ids and hashes' prefixes, never tokens,
-codes, keys, passwords or cookies, and values are checked here against the known secret prefixes as a last guard.
+codes, keys, passwords or cookies, and values are checked here as a last guard: a value holding something shaped
+like one of the gateway's secrets (a token's ``gwat_``/``gwrt_``/``gwac_`` prefix, an API key with the configured
+``api_keys.prefix``, a ``Bearer`` credential, a password hash) is replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
+
+from gateway.apikeys import CHECKSUM_CHARS, RANDOM_CHARS
+from gateway.config import DEFAULT_API_KEY_PREFIX
 
 log = logging.getLogger("gateway.audit")
 _RESERVED: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -41,21 +48,42 @@ EVENTS: Final = frozenset(
     }
 )
 
-# A value that starts like one of the gateway's secrets is replaced, whatever the caller passed.
-_SECRET_PREFIXES: Final = ("gwat_", "gwrt_", "gwac_", "mgw_", "Bearer ", "$argon2")
+REDACTED: Final = "[redacted]"
+# The ``TokenType`` prefixes of gateway.oauth.token_formats (not imported: that package imports this module).
+TOKEN_PREFIXES: Final = ("gwat_", "gwrt_", "gwac_")
+_FIXED_SECRET_PREFIXES: Final = (*TOKEN_PREFIXES, "Bearer ", "$argon2")
+# More of a key's body than any row id has (``key_`` + 16 hex), so a prefix that happens to equal an id prefix
+# (``api_keys.prefix: key``) does not hide ids; a key has RANDOM_CHARS + CHECKSUM_CHARS.
+_KEY_BODY_CHARS: Final = (RANDOM_CHARS + CHECKSUM_CHARS) // 2
 
 
-def _safe(value: object) -> object:
-    if isinstance(value, str) and value.startswith(_SECRET_PREFIXES):
-        return "[redacted]"
-    return value
+class SecretGuard:
+    """Recognises a value that holds one of the gateway's secrets, anywhere after a word boundary."""
+
+    def __init__(self, api_key_prefix: str = DEFAULT_API_KEY_PREFIX) -> None:
+        fixed = "|".join(re.escape(prefix) for prefix in _FIXED_SECRET_PREFIXES)
+        key = rf"{re.escape(api_key_prefix)}_[0-9A-Za-z]{{{_KEY_BODY_CHARS},}}"
+        self._secret = re.compile(rf"(?:^|[^0-9A-Za-z_])(?:{fixed}|{key})")
+
+    def safe(self, value: object) -> object:
+        """``value``, or ``REDACTED`` when it is a string holding something shaped like a secret."""
+        if isinstance(value, str) and self._secret.search(value):
+            return REDACTED
+        return value
 
 
 class AuditLog:
     """Writes audit events. Passed to the features that act; tests read them from the logger."""
 
-    def __init__(self, logger: logging.Logger = log) -> None:
+    def __init__(self, logger: logging.Logger = log, *, api_key_prefix: str = DEFAULT_API_KEY_PREFIX) -> None:
+        """``api_key_prefix`` is the configured ``api_keys.prefix``: keys with it are redacted from every event."""
         self._log = logger
+        self._guard = SecretGuard(api_key_prefix)
+        self._listeners: list[Callable[[str, dict[str, object]], None]] = []
+
+    def listen(self, listener: Callable[[str, dict[str, object]], None]) -> None:
+        """Also hand every event (its name and its already-guarded fields) to ``listener``."""
+        self._listeners.append(listener)
 
     def record(
         self,
@@ -68,6 +96,7 @@ class AuditLog:
     ) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
+        _safe = self._guard.safe
         fields: dict[str, object] = {"audit": event, "actor": _safe(actor or "system")}
         if client_id is not None:
             fields["client_id"] = _safe(client_id)
@@ -79,6 +108,8 @@ class AuditLog:
             if value is not None:
                 fields[key] = _safe(value)
         self._log.info("audit %s", event, extra=fields)
+        for listener in self._listeners:
+            listener(event, fields)
 
 
 AUDIT = web.AppKey("audit", AuditLog)

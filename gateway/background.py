@@ -1,12 +1,17 @@
-"""Background tasks tied to a block: started on entry, cancelled and awaited on exit."""
+"""Background tasks tied to a block: started on entry, cancelled and awaited on exit; and the one loop every
+periodic job runs in (``repeat``), which outlives any failure of its step."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+Wait = Callable[[float], Awaitable[None]]
+"""Waits the given number of seconds (``asyncio.sleep``); tests pass one they release themselves."""
 
 log = logging.getLogger("gateway.background")
 
@@ -39,3 +44,38 @@ async def stop(task: asyncio.Task[Any]) -> None:
             return
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait after consecutive failures: ``first``, doubled each time, at most ``ceiling``."""
+
+    first: float
+    ceiling: float
+
+    def delay(self, failures: int) -> float:
+        return min(self.first * 2.0 ** min(failures - 1, 32), max(self.first, self.ceiling))
+
+
+async def repeat(
+    step: Callable[[], Awaitable[bool]],
+    *,
+    name: str,
+    interval: float,
+    backoff: Backoff,
+    wait: Wait = asyncio.sleep,
+    wait_first: bool = True,
+) -> NoReturn:
+    """Run ``step`` every ``interval`` seconds until cancelled. A step that reports failure (returns False) or
+    raises anything is logged and tried again after ``backoff``: no error ends the loop."""
+    failures = 0
+    if wait_first:
+        await wait(interval)
+    while True:
+        try:
+            succeeded = await step()
+        except Exception:
+            log.exception("background step %s failed", name)
+            succeeded = False
+        failures = 0 if succeeded else failures + 1
+        await wait(interval if succeeded else backoff.delay(failures))

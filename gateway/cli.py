@@ -20,6 +20,7 @@ from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.flight.trace_cli import TraceError
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
@@ -28,6 +29,7 @@ from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
+from gateway.text_safety import escape_unsafe
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 
@@ -77,6 +79,11 @@ def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
     )
 
 
+def audit_log(config: GatewayConfig) -> AuditLog:
+    """The CLI's audit events go to stderr, with keys of the configured prefix redacted like the server's."""
+    return AuditLog(api_key_prefix=config.api_keys.prefix)
+
+
 def read_password(from_stdin: bool) -> str:
     if from_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
@@ -114,24 +121,24 @@ async def run_users(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.users_command == "create":
             password = read_password(args.password_stdin)
             user = await accounts.create_user(args.email, password)
-            AuditLog().record("user.created", actor="cli", user_id=user.id)
-            print(f"created user {user.email} ({user.id})")
+            audit_log(config).record("user.created", actor="cli", user_id=user.id)
+            print(f"created user {escape_unsafe(user.email)} ({user.id})")
         elif args.users_command == "list":
             print(f"{'ID':<22} {'EMAIL':<40} {'PLAN':<12} {'CREATED':<21} STATUS")
             for user in await storage.list_users():
                 status = "active" if user.active else f"disabled {when(user.disabled_at)}"
-                plan = config.quota.plan_for(user.plan).name
-                print(f"{user.id:<22} {user.email:<40} {plan:<12} {when(user.created_at):<21} {status}")
+                email, plan = escape_unsafe(user.email), config.quota.plan_for(user.plan).name
+                print(f"{user.id:<22} {email:<40} {plan:<12} {when(user.created_at):<21} {status}")
         elif args.users_command == "set-plan":
             if args.plan not in config.quota.plans:
                 raise CliError(f"no plan {args.plan!r}; configured plans: {', '.join(sorted(config.quota.plans))}")
             user = await accounts.require_user(args.email)
             await storage.set_plan(user.id, args.plan)
-            AuditLog().record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
-            print(f"{user.email} is now on plan {args.plan}")
+            audit_log(config).record("user.plan_changed", actor="cli", user_id=user.id, plan=args.plan)
+            print(f"{escape_unsafe(user.email)} is now on plan {escape_unsafe(args.plan)}")
         else:
             async with announcements(config) as bus:
-                await run_user_admin(storage, accounts, args, bus)
+                await run_user_admin(storage, accounts, args, bus, audit_log(config))
 
 
 async def run_usage(config: GatewayConfig, email: str) -> None:
@@ -139,7 +146,7 @@ async def run_usage(config: GatewayConfig, email: str) -> None:
     async with opened_storage(config) as storage:
         user = await accounts_for(config, storage).require_user(email)
     plan = config.quota.plan_for(user.plan)
-    print(f"{user.email}: plan {plan.name}")
+    print(f"{escape_unsafe(user.email)}: plan {escape_unsafe(plan.name)}")
     if plan.unlimited:
         print("  no limits")
         return
@@ -165,24 +172,27 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
             row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
-            AuditLog().record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
-            print(f"created key {row.id} for {user.email}; copy it now, it will not be shown again:", file=sys.stderr)
+            audit_log(config).record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
+            print(
+                f"created key {row.id} for {escape_unsafe(user.email)}; copy it now, it will not be shown again:",
+                file=sys.stderr,
+            )
             print(minted.key)
         elif args.keys_command == "list":
             user_id = (await accounts.require_user(args.user)).id if args.user else None
-            emails = {u.id: u.email for u in await storage.list_users()}
+            emails = {u.id: escape_unsafe(u.email) for u in await storage.list_users()}
             print(f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21} STATUS")
             now = time.time()
             for key in await storage.list_api_keys(user_id):
-                shown = f"{key.display_prefix}…{key.last_four}"
+                shown, name = f"{key.display_prefix}…{key.last_four}", escape_unsafe(key.name)
                 status = "revoked" if key.revoked_at else ("active" if key.usable_at(now) else "expired")
                 print(
-                    f"{key.id:<22} {shown:<16} {key.name[:20]:<20} {emails.get(key.user_id, '?')[:30]:<30} "
+                    f"{key.id:<22} {shown:<16} {name[:20]:<20} {emails.get(key.user_id, '?')[:30]:<30} "
                     f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
                 )
         elif args.keys_command == "revoke":
             async with announcements(config) as bus:
-                await run_key_revoke(storage, args.id, bus)
+                await run_key_revoke(storage, args.id, bus, audit_log(config))
 
 
 @contextlib.asynccontextmanager
@@ -241,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     add_commands(users, sub, command)
     add_signing_key_commands(sub, command)
+    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
+    p = command("trace", "a client's recent connection steps (the flight recorder), with what to change", clients)
+    p.add_argument("client_id", metavar="CLIENT_ID", help="a DCR client id or a CIMD client's URL")
+    p.add_argument("--user", metavar="EMAIL", help="only this account's steps (any client)")
+    p.add_argument("--json", action="store_true", help="JSON instead of lines")
     p = command("doctor", "check a deployment from outside and inside, and say what to fix")
     p.add_argument("--strict", action="store_true", help="warnings fail too (exit status 1)")
     return parser
@@ -269,11 +284,16 @@ async def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "apps":
         async with opened_storage(config) as storage:
             async with announcements(config) as bus:
-                await run_apps(storage, accounts_for(config, storage), args, bus)
+                await run_apps(storage, accounts_for(config, storage), args, bus, audit_log(config))
     elif args.command == "signing-keys":
         await run_signing_keys(config, args, lambda: opened_storage(config))
     elif args.command == "usage":
         await run_usage(config, args.email)
+    elif args.command == "clients":
+        from gateway.flight.trace_cli import run_trace
+
+        async with opened_storage(config) as storage:
+            await run_trace(config, storage, args)
     elif args.command == "quickstart":
         from gateway.quickstart import run_quickstart
 
@@ -285,13 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(dispatch(args))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_unsafe(str(exc))}", file=sys.stderr)
         return 2
-    except (CliError, CommandError, AccountError, WeakPassword) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CliError, CommandError, AccountError, WeakPassword, TraceError) as exc:
+        print(f"error: {escape_unsafe(str(exc))}", file=sys.stderr)
         return 2
     except StorageError as exc:
-        print(f"error: storage: {exc}", file=sys.stderr)
+        print(f"error: storage: {escape_unsafe(str(exc))}", file=sys.stderr)
         return 1
     except DoctorFinished as finished:
         return finished.status

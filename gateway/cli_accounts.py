@@ -19,6 +19,7 @@ from gateway.clock import SystemClock
 from gateway.metrics import Metrics
 from gateway.revocation import RevocationBus
 from gateway.storage import ROLES, Storage
+from gateway.text_safety import escape_unsafe
 
 
 class CommandError(Exception):
@@ -29,11 +30,11 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def cli_actions(storage: Storage, bus: RevocationBus) -> AccountActions:
+def cli_actions(storage: Storage, bus: RevocationBus, audit: AuditLog) -> AccountActions:
     return AccountActions(
         storage=storage,
         bus=bus,
-        audit=AuditLog(),
+        audit=audit,
         metrics=Metrics(),
         clock=SystemClock(),
         source="cli",
@@ -41,34 +42,38 @@ def cli_actions(storage: Storage, bus: RevocationBus) -> AccountActions:
     )
 
 
-async def run_user_admin(storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus) -> None:
+async def run_user_admin(
+    storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus, audit: AuditLog
+) -> None:
     """``users disable|enable|set-role``."""
     user = await accounts.require_user(args.email)
-    actions = cli_actions(storage, bus)
+    actions = cli_actions(storage, bus, audit)
     if args.users_command == "disable":
         await actions.disable_user(user)
-        print(f"disabled {user.email}: its keys, tokens and sign-ins are refused")
+        print(f"disabled {escape_unsafe(user.email)}: its keys, tokens and sign-ins are refused")
     elif args.users_command == "enable":
         await actions.enable_user(user)
-        print(f"enabled {user.email}")
+        print(f"enabled {escape_unsafe(user.email)}")
     elif args.users_command == "set-role":
         if args.role not in ROLES:
             raise CommandError(f"no role {args.role!r}; roles: {', '.join(ROLES)}")
         await storage.set_role(user.id, args.role)
         actions.audit.record("admin.action", actor="cli", reason=f"set-role {args.role}", user_id=user.id)
-        print(f"{user.email} is now {args.role}")
+        print(f"{escape_unsafe(user.email)} is now {args.role}")
 
 
-async def run_apps(storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus) -> None:
-    actions = cli_actions(storage, bus)
+async def run_apps(
+    storage: Storage, accounts: Accounts, args: argparse.Namespace, bus: RevocationBus, audit: AuditLog
+) -> None:
+    actions = cli_actions(storage, bus, audit)
     if args.apps_command == "list":
         user = await accounts.require_user(args.user)
         print(f"{'APP ID':<34} {'CLIENT':<40} {'FIRST APPROVED':<21} {'LAST USED':<21} SCOPES")
         for app in await authorized_apps(user.id, consents=storage, grants=storage):
-            client = app.client_id + (f" ({app.installation})" if app.installation else "")
+            client = escape_unsafe(app.client_id + (f" ({app.installation})" if app.installation else ""))
             print(
                 f"{app.id:<34} {client[:40]:<40} {_when(app.first_approved):<21} {_when(app.last_used):<21} "
-                f"{' '.join(app.scopes)}"
+                f"{escape_unsafe(' '.join(app.scopes))}"
             )
         return
     if args.user is None and args.client is None:
@@ -87,11 +92,11 @@ async def run_apps(storage: Storage, accounts: Accounts, args: argparse.Namespac
     print(f"revoked {revoked} app(s)")
 
 
-async def run_key_revoke(storage: Storage, key_id: str, bus: RevocationBus) -> None:
+async def run_key_revoke(storage: Storage, key_id: str, bus: RevocationBus, audit: AuditLog) -> None:
     key = await storage.get_api_key(key_id)
-    if key is None or not await cli_actions(storage, bus).revoke_key(key.user_id, key_id):
-        raise CommandError(f"no active key with id {key_id}")
-    print(f"revoked key {key_id}")
+    if key is None or not await cli_actions(storage, bus, audit).revoke_key(key.user_id, key_id):
+        raise CommandError(f"no active key with id {escape_unsafe(key_id)}")
+    print(f"revoked key {escape_unsafe(key_id)}")
 
 
 def add_commands(

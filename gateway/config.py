@@ -93,6 +93,17 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class FlightRecorderConfig:
+    enabled: bool = True
+    retention: float = 86400.0
+    """Seconds a client's or an account's recent connection steps are kept."""
+    ring_size: int = 50
+    """Steps kept per client, per account and per address."""
+    anonymous_per_minute: int = 600
+    """Steps filed by address alone (no client or account known yet) per replica and minute; the rest are dropped."""
+
+
+@dataclass(frozen=True)
 class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
@@ -113,15 +124,21 @@ class ProtectiveLimitsConfig:
     """Seconds every budget below counts over (registration has its own hourly ones under ``oauth``)."""
     authorize_per_address: int = 100
     token_per_address: int = 50
-    token_per_client: int = 600
-    """Generous: a metadata-document (CIMD) client id is shared by every user of that application."""
+    token_per_client: int = 20
+    """Refused token requests per client *and* client address; past it, that address's failures for that client
+    are 429 (a valid code or refresh token still gets its tokens). A client id is public: never per client alone."""
     revoke_per_address: int = 50
-    revoke_per_client: int = 600
+    revoke_per_client: int = 20
+    """Revocations that revoked nothing, per client and client address."""
     cimd_fetches_per_address: int = 30
     """Metadata documents actually fetched (not cache hits) for one client address."""
     cimd_fetches_per_document: int = 10
     login_failures_per_account: int = 5
+    """Failed sign-ins to one account from one client address; past it, that address waits for the window."""
     login_failures_per_address: int = 30
+    login_failures_per_account_total: int = 10
+    """Failed sign-ins to one account from all addresses; past it, each address gets one attempt per window for
+    that account (slows distributed guessing, never locks the account)."""
     signups_per_address: int = 10
     """Dashboard sign-ups attempted from one client address per hour (every attempt counts)."""
     mcp_auth_failures_per_address: int = 1000
@@ -132,6 +149,8 @@ class ProtectiveLimitsConfig:
 class LimitsConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = 8190
+    max_form_bytes: int = 16 * 1024
+    """Largest body of an HTML form post and of an admin API call (413 above it, checked before buffering)."""
     session_max_age: float = DEFAULT_SESSION_MAX_AGE
     """Seconds after which a forgotten MCP session binding is purged."""
     protective: ProtectiveLimitsConfig = field(default_factory=ProtectiveLimitsConfig)
@@ -158,13 +177,15 @@ class SecurityConfig:
 class RegistrationConfig:
     enabled: bool = True
     max_body_bytes: int = 16 * 1024
-    unused_client_ttl: float = 7 * 24 * 3600.0
+    unused_client_ttl: float = 24 * 3600.0
     """Seconds after which a registered client that never completed an authorization is deleted."""
     max_clients: int = 100_000
     max_per_address_per_hour: int = 20
     """Registrations one client address may make per hour (all replicas together when Redis is set)."""
     max_per_hour: int = 1000
     """Registrations accepted per hour from all addresses (per replica without Redis)."""
+    max_per_address_per_hour_when_busy: int = 2
+    """While ``max_per_hour`` is spent, each address may still register this many per hour (never closed)."""
     private_use_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders", "windsurf", "zed")
     """Private-use redirect schemes accepted besides reverse-domain ones (``com.example.app:``)."""
 
@@ -244,6 +265,7 @@ class GatewayConfig:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
 
@@ -329,6 +351,7 @@ def _check(c: GatewayConfig) -> list[str]:
         ("upstream.max_connections", c.upstream.max_connections, 1),
         ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
         ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
+        ("limits.max_form_bytes", c.limits.max_form_bytes, 1024),
         ("storage.pool_min", c.storage.pool_min, 1),
         ("storage.pool_max", c.storage.pool_max, 1),
     ]:
@@ -395,8 +418,12 @@ def _check_oauth(o: OAuthConfig) -> list[str]:
     ]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
-    if o.registration.max_per_address_per_hour < 1 or o.registration.max_per_hour < 1:
-        problems.append("oauth.registration: max_per_address_per_hour and max_per_hour must be at least 1")
+    r = o.registration
+    if min(r.max_per_address_per_hour, r.max_per_hour, r.max_per_address_per_hour_when_busy) < 1:
+        problems.append(
+            "oauth.registration: max_per_address_per_hour, max_per_hour and"
+            " max_per_address_per_hour_when_busy must be at least 1"
+        )
     if o.refresh_grace_max_replays < 0:
         problems.append("oauth.refresh_grace_max_replays: must be 0 or more")
     if o.cimd.cache_max_ttl < o.cimd.cache_min_ttl:

@@ -8,17 +8,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
-from gateway.background import background
+from gateway.background import Backoff, Wait, background, repeat
 from gateway.oauth.registration import reap_unused_clients
 from gateway.storage.base import StorageError
 
 log = logging.getLogger("gateway.housekeeping")
 
 INTERVAL = 3600.0
+RETRY: Final = Backoff(first=60.0, ceiling=INTERVAL)
+"""After a failed sweep: the next one in a minute, then two, four... never later than the usual hour."""
 
 
 async def sweep(app: web.Application) -> dict[str, int]:
@@ -32,21 +35,34 @@ async def sweep(app: web.Application) -> dict[str, int]:
         "browser_sessions": await storage.purge_browser_sessions(
             ended_before=now, idle_since=now - config.oauth.login_session_idle_ttl
         ),
+        "flight_steps": await storage.purge_trail(
+            before=now - config.flight_recorder.retention, keep_per_subject=config.flight_recorder.ring_size
+        ),
     }
 
 
-async def _run(app: web.Application) -> None:
-    while True:
+def interval(app: web.Application) -> float:
+    """Hourly, or more often when unused clients must go sooner (a quarter of ``unused_client_ttl``, >= 60 s)."""
+    return min(INTERVAL, max(60.0, app[CONFIG].oauth.registration.unused_client_ttl / 4))
+
+
+async def run_housekeeping(app: web.Application, *, wait: Wait = asyncio.sleep) -> None:
+    """Sweep now and every ``interval``; a failed sweep (any error) is logged and retried after ``RETRY``."""
+
+    async def step() -> bool:
         try:
             removed = await sweep(app)
-            if any(removed.values()):
-                log.info("housekeeping removed rows", extra={"removed": removed})
         except StorageError as exc:
             log.warning("housekeeping failed: %s", type(exc).__name__)
-        await asyncio.sleep(INTERVAL)
+            return False
+        if any(removed.values()):
+            log.info("housekeeping removed rows", extra={"removed": removed})
+        return True
+
+    await repeat(step, name="housekeeping", interval=interval(app), backoff=RETRY, wait=wait, wait_first=False)
 
 
 @contextlib.asynccontextmanager
 async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with background(_run(app), name="housekeeping"):
+    async with background(run_housekeeping(app), name="housekeeping"):
         yield

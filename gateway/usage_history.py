@@ -13,16 +13,19 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from aiohttp import web
 
-from gateway.background import background
+from gateway.background import Backoff, Wait, background, repeat
 from gateway.clock import Clock
 from gateway.storage.base import StorageError, UsageStore
 
 log = logging.getLogger("gateway.usage_history")
 DAY_FORMAT = "%Y-%m-%d"
 SECONDS_PER_DAY = 86400.0
+MAX_RETRY_DELAY: Final = 300.0
+"""Seconds between attempts, at most, while the writes keep failing."""
 
 
 def utc_day(ts: float) -> str:
@@ -36,9 +39,14 @@ def last_days(now: float, days: int) -> list[str]:
 
 
 class UsageRecorder:
-    def __init__(self, store: UsageStore, clock: Clock, *, interval: float) -> None:
+    """Counts in memory, adds them to storage every ``interval`` seconds. A failed write (of any kind) keeps its
+    counts for the next attempt, which comes after a growing delay; the loop never stops on an error. ``wait`` is
+    the loop's timer (tests pass one they release themselves)."""
+
+    def __init__(self, store: UsageStore, clock: Clock, *, interval: float, wait: Wait = asyncio.sleep) -> None:
         self._store = store
         self._clock = clock
+        self._wait = wait
         self._day_start, self._day = float("-inf"), ""
         self._interval = interval
         self._pending: Counter[tuple[str, str]] = Counter()
@@ -55,20 +63,27 @@ class UsageRecorder:
             self._day = utc_day(self._day_start)
         return self._day
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Add what is pending; False (logged, counts kept) when the write failed."""
         if not self._pending:
-            return
+            return True
         batch, self._pending = self._pending, Counter()
         try:
             await self._store.add_usage(dict(batch))
-        except StorageError as exc:
-            log.warning("could not record usage history (%s); will retry", type(exc).__name__)
+        except BaseException as exc:
             self._pending.update(batch)
+            if not isinstance(exc, Exception):
+                raise  # cancelled mid-write: the counts stay for the shutdown flush
+            if isinstance(exc, StorageError):
+                log.warning("could not record usage history (%s); will retry", type(exc).__name__)
+            else:
+                log.exception("could not record usage history; will retry")
+            return False
+        return True
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
+        backoff = Backoff(first=self._interval, ceiling=MAX_RETRY_DELAY)
+        await repeat(self.flush, name="usage-history", interval=self._interval, backoff=backoff, wait=self._wait)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[UsageRecorder]:

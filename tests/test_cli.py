@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from gateway.storage import open_storage
+from gateway.storage.base import ApiKey
 
 TIMEOUT = 60
 
@@ -176,3 +180,44 @@ def test_apps_revoke_needs_a_user_or_a_client_and_reports_what_it_revoked(config
     assert revoked.returncode == 0, revoked.stderr
     assert "revoked 0 app(s)" in revoked.stdout
     assert gw(config, "apps", "list", "--user", "nobody@example.com").returncode == 2
+
+
+def _store_unchecked_rows(database: Path) -> None:
+    """An account and a key stored before names and addresses were checked (straight into the database)."""
+
+    async def store() -> None:
+        storage = open_storage(f"sqlite:///{database}")
+        await storage.open()
+        try:
+            user = await storage.create_user(
+                user_id="usr_old", email="\x1b[2Jold@example.com", password_hash="x", now=0
+            )
+            await storage.create_api_key(
+                ApiKey("key_old", user.id, "\x1b]0;pwned\x07name", "h", "mgw_ab", "abcd", created_at=0.0)
+            )
+        finally:
+            await storage.close()
+
+    asyncio.run(store())
+
+
+def test_an_address_with_a_terminal_escape_is_refused_and_old_rows_are_listed_escaped(config: Path):
+    assert gw(config, "migrate").returncode == 0
+    refused = gw(config, "users", "create", "\x1b[31mred@example.com", stdin="a long enough password\n")
+    assert refused.returncode == 2
+    assert "not a valid email address" in refused.stderr
+    assert "\x1b" not in refused.stderr
+    bidi = gw(config, "users", "create", "ev\u202eil@example.com", stdin="a long enough password\n")
+    assert bidi.returncode == 2
+    assert "\u202e" not in bidi.stderr
+
+    _store_unchecked_rows(config.parent / "gw.db")
+    users = gw(config, "users", "list")
+    assert users.returncode == 0, users.stderr
+    assert "\x1b" not in users.stdout
+    assert "\\x1b[2Jold@example.com" in users.stdout
+    keys = gw(config, "keys", "list")
+    assert keys.returncode == 0, keys.stderr
+    assert "\x1b" not in keys.stdout
+    assert "\x07" not in keys.stdout
+    assert "\\x1b]0;pwned" in keys.stdout

@@ -7,6 +7,7 @@ and looked up only among the signed-in user's own apps and keys (anything else i
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import secrets
 from datetime import UTC, datetime
@@ -15,21 +16,25 @@ from aiohttp import web
 
 from gateway import security_events
 from gateway.accounts import AccountError
-from gateway.appkeys import CLOCK, STORAGE
+from gateway.appkeys import CLOCK, CONFIG, STORAGE
 from gateway.audit import AUDIT
 from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
-from gateway.net import client_address
+from gateway.flight.reading import attempts_for
+from gateway.flight.setup import FLIGHT
+from gateway.flight.steps import Record
+from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
-from gateway.proxy.context import PROXY
 from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.throttle.limits import Throttled
 from gateway.usage_history import last_days
 from gateway.web_pages import STATIC, render, see_other
+
+log = logging.getLogger("gateway.dashboard")
 
 MAX_KEY_DAYS = 3650
 SCRIPT_CSP = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; base-uri 'none'; " + (
@@ -43,8 +48,21 @@ def when(ts: float | None) -> str:
 
 async def _usage(request: web.Request, user: User) -> Usage:
     """Current window counts (with Redis down, the degrading limiter answers from this replica's share)."""
-    gate = request.app[PROXY].quota
+    gate = request.app[DASHBOARD].quota
     return await gate.limiter.usage(user.id, gate.config.plan_for(user.plan))
+
+
+async def _attempts(request: web.Request, user_id: str, now: float) -> list[Record]:
+    """This person's recent connection steps (the flight recorder), newest first; none if it is off."""
+    recorder = request.app.get(FLIGHT)
+    if recorder is None:
+        return []
+    address = address_bucket(client_address(request, request.app[CONFIG].security.trusted_proxies))
+    try:
+        return await attempts_for(recorder, account_id=user_id, address=address, now=now)
+    except Exception:  # a diagnostic panel never takes the dashboard down with it
+        log.warning("could not read the flight recorder for the dashboard", exc_info=True)
+        return []
 
 
 async def account_page(request: web.Request) -> web.StreamResponse:
@@ -60,8 +78,15 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
     except StorageUnavailable as exc:
         raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
+    attempts = await _attempts(request, user.id, now)
+    last_problem = {}
+    for record in attempts:
+        if record.outcome == "failed" and record.client_id and record.client_id not in last_problem:
+            last_problem[record.client_id] = record
     response = render(
         "dashboard.html",
+        attempts=attempts,
+        last_problem=last_problem,
         user=user,
         csrf=dashboard.session_csrf(request),
         key_request_id=secrets.token_urlsafe(18),
@@ -69,7 +94,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         keys=keys,
         now=now,
         when=when,
-        plan=request.app[PROXY].quota.config.plan_for(user.plan),
+        plan=dashboard.quota.config.plan_for(user.plan),
         usage=await _usage(request, user),
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
@@ -165,13 +190,3 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 async def copy_script(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "copy.js", headers={"Cache-Control": "public, max-age=3600"})
-
-
-def setup_pages(app: web.Application) -> None:
-    app.router.add_get(ACCOUNT_PATH, account_page)
-    app.router.add_post(ACCOUNT_PATH + "/apps/revoke-all", revoke_all)
-    app.router.add_post(ACCOUNT_PATH + "/apps/{app_id}/revoke", revoke_app)
-    app.router.add_post(ACCOUNT_PATH + "/keys", create_key)
-    app.router.add_post(ACCOUNT_PATH + "/keys/{key_id}/revoke", revoke_key)
-    app.router.add_post(ACCOUNT_PATH + "/password", change_password)
-    app.router.add_get("/static/copy.js", copy_script)

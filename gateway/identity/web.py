@@ -43,9 +43,9 @@ def identity_services(config: GatewayConfig, store: SigningKeyStore, clock: Cloc
 
 
 def setup_identity(app: web.Application) -> None:
-    """Register after the storage context (``create_app`` calls it with the other ``setup_*``)."""
+    """Register after the storage context (``create_app`` calls it with the other ``setup_*``); the route
+    (``JWKS_PATH`` → ``jwks``) is a line of the route table (``gateway.routes``)."""
     app.cleanup_ctx.append(_identity_ctx)
-    app.router.add_get(JWKS_PATH, jwks)
 
 
 @contextlib.asynccontextmanager

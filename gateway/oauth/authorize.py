@@ -24,11 +24,12 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import InvalidRequest
+from gateway.flight.setup import record_request
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
-from gateway.oauth.context import AUTHORIZE_PATH, CONSENT_PATH, LOGIN_PATH
-from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, storage_guarded, with_params
+from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, with_params
 from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirect_uris import redirect_receiver, redirect_uri_matches
 from gateway.oauth.resource_uri import canonical_resource
@@ -53,13 +54,19 @@ class RedirectError(Exception):
 async def _client(
     request: web.Request, flow: AuthorizationFlow, client_id: str, *, refresh: bool = False
 ) -> RegisteredClient | web.Response:
+    network = True
     if flow.clients.would_fetch(client_id, refresh=refresh):
-        await flow.throttle.cimd_fetch(request, client_id)
+        # A spent fetch budget serves the cached copy when there is one (429 only without one).
+        network = await flow.throttle.cimd_fetch(request, client_id, have_copy=flow.clients.has_copy(client_id))
     try:
-        client = await flow.clients.resolve(client_id, refresh=refresh)
-    except CimdError:
+        client = await flow.clients.resolve(client_id, refresh=refresh, network=network)
+    except CimdError as exc:
+        record_request(request, "authorize", "failed", "invalid_client", detail=str(exc), client_id=client_id)
         return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")
     if client is None:
+        record_request(
+            request, "authorize", "failed", "invalid_client", detail="client_id is not registered", client_id=client_id
+        )
         return error_page("Unknown application", "This application is not registered with the gateway.")
     return client
 
@@ -96,7 +103,10 @@ def _phase_two(flow: AuthorizationFlow, query: MultiMapping[str]) -> tuple[str, 
     resource = flow.settings.resource
     # RFC 8707 §2: the resource must be this MCP server (trailing slash and case of scheme/host forgiven).
     if resources and canonical_resource(resources[0]) != resource:
-        raise RedirectError("invalid_target", "The requested resource is not served here")
+        raise RedirectError(
+            "invalid_target",
+            f"The client asked for resource {resources[0][:200]!r} but this server is {flow.settings.resource}",
+        )
     scope = flow.settings.scopes.settle(query.get("scope"))
     if scope is None:
         raise RedirectError("invalid_scope", "Unknown scope requested")
@@ -160,6 +170,15 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
             return refreshed
         client, settled = refreshed, _redirect_uri(refreshed, query.get("redirect_uri"))
     if settled is None:
+        record_request(
+            request,
+            "authorize",
+            "failed",
+            "invalid_redirect_uri",
+            detail=f"redirect_uri {query.get('redirect_uri')!r} is not one of the registered "
+            f"{', '.join(client.redirect_uris)}",
+            client_id=client.client_id,
+        )
         return error_page("Invalid redirect", "The redirect URI is not registered for this application.")
     redirect_uri, given = settled
     state = query.get("state")
@@ -169,6 +188,7 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     try:
         challenge, scope, resource = _phase_two(flow, query)
     except RedirectError as exc:
+        record_request(request, "authorize", "failed", exc.error, detail=exc.description, client_id=client.client_id)
         location = with_params(redirect_uri, {"error": exc.error, "error_description": exc.description})
         location = with_params(location, {"state": state, "iss": iss})
         return await _refused(request, flow, client, redirect_uri, exc, location)
@@ -213,6 +233,7 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         return found(flow.respond(pending, code=code))
     if "none" in prompt:
         return await _without_interaction(flow, user, pending, prompt)
+    record_request(request, "authorize", "ok", "ok", client_id=client.client_id, account_id=user.id if user else None)
     await flow.create_pending(pending)
     if user is not None and "login" not in prompt:
         await flow.requests.set_authorization_user(pending.request_hash, user.id)
@@ -221,7 +242,3 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
     if new_browser:
         bind_browser(response, browser)
     return response
-
-
-def setup_authorize(app: web.Application) -> None:
-    app.router.add_get(AUTHORIZE_PATH, storage_guarded(handle_authorize))

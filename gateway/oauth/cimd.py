@@ -13,9 +13,12 @@ The fetch is the gateway's one outbound request chosen by strangers, so it is SS
 - no redirects, 200 only, JSON only, no content coding, ``max_bytes`` enforced while streaming, and one
   ``timeout`` covering resolution, connection, TLS and the whole body.
 
-Valid documents are cached per HTTP caching (``Cache-Control``/``Expires``, clamped to
-``[cache_min_ttl, cache_max_ttl]``; ``no-store`` is not cached); failures are never cached (§5.2).
-Concurrent fetches of one URL share one request.
+Valid documents are cached per HTTP caching (``gateway.oauth.cimd_cache``); failures are never cached (§5.2).
+Concurrent fetches of one URL share one request. A refresh (a flow the cached copy does not satisfy, such as an
+unlisted ``redirect_uri``) re-fetches a document at most once per ``cache_min_ttl`` and replaces the cached copy
+only when it succeeds: strangers can neither make the gateway fetch for them at will nor spend the document's
+fetch budget and turn the app's sign-in into a 429. An expired copy is kept (``cache_max_ttl`` more) to serve
+while the fetch budget is spent.
 """
 
 from __future__ import annotations
@@ -27,26 +30,23 @@ import logging
 import re
 import socket
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import MultiMapping
 from yarl import URL
 
 from gateway.clock import Clock
 from gateway.config import CimdConfig
+from gateway.oauth.cimd_cache import DocumentCache, cache_ttl
 from gateway.oauth.errors import OAuthError
 from gateway.oauth.registration import MetadataPolicy, parse_json_object, validate_metadata
 
 log = logging.getLogger("gateway.oauth.cimd")
 
 MAX_CLIENT_ID_URL_LENGTH = 2048
-MAX_CACHE_ENTRIES = 1024
 USER_AGENT = "mcp-gateway (client metadata fetch)"
 
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -185,40 +185,6 @@ def default_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def cache_ttl(headers: MultiMapping[str], *, now: float, min_ttl: float, max_ttl: float) -> float | None:
-    """Seconds to keep a document per RFC 9111 freshness, clamped; None when it must not be stored."""
-    directives: dict[str, str] = {}
-    for part in ",".join(headers.getall("Cache-Control", [])).split(","):
-        name, _, value = part.strip().partition("=")
-        directives[name.strip().lower()] = value.strip().strip('"')
-    if "no-store" in directives:
-        return None
-    lifetime: float | None = None
-    if "no-cache" in directives:
-        lifetime = 0.0
-    elif "max-age" in directives:
-        value = directives["max-age"]
-        lifetime = float(value) if value.isdigit() else 0.0
-    elif "Expires" in headers:
-        lifetime = _seconds_until(headers["Expires"], headers.get("Date"), now)
-    if lifetime is None:
-        return min_ttl
-    age = headers.get("Age", "")
-    if age.isdigit():
-        lifetime -= float(age)
-    return min(max_ttl, max(min_ttl, lifetime))
-
-
-def _seconds_until(expires: str, date: str | None, now: float) -> float:
-    # RFC 9111 §5.3: an invalid Expires means "already expired".
-    try:
-        end = parsedate_to_datetime(expires).timestamp()
-        start = parsedate_to_datetime(date).timestamp() if date else now
-    except (TypeError, ValueError):
-        return 0.0
-    return end - start
-
-
 class _PinnedResolver(AbstractResolver):
     """Answers the connector with exactly the addresses that were checked: no second lookup."""
 
@@ -247,13 +213,6 @@ class _PinnedResolver(AbstractResolver):
         pass
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    metadata: ClientMetadata
-    expires_at: float
-    """On the clock's monotonic scale."""
-
-
 class CimdFetcher:
     """Fetches, validates and caches Client ID Metadata Documents. ``close()`` cancels fetches under way."""
 
@@ -274,20 +233,25 @@ class CimdFetcher:
         self._resolver = resolver or SystemResolver()
         self._ssl = ssl_context or default_ssl_context(config.ca_file)
         self._policy = MetadataPolicy(private_use_schemes=frozenset(private_use_schemes), supported_scopes=None)
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: DocumentCache[ClientMetadata] = DocumentCache(
+            min_refresh=config.cache_min_ttl, keep_stale=config.cache_max_ttl
+        )
         self._inflight: dict[str, asyncio.Task[ClientMetadata]] = {}
 
-    async def fetch(self, client_id: str, *, refresh: bool = False) -> ClientMetadata:
-        """The validated document at ``client_id``, from the cache while fresh; ``refresh`` skips (and drops)
-        the cached copy, for a flow the cached copy no longer satisfies. Raises ``CimdError``."""
-        if refresh:
-            self._cache.pop(client_id, None)
-        else:
-            entry = self._cache.get(client_id)
-            if entry is not None and entry.expires_at > self._clock.monotonic():
-                self._cache.move_to_end(client_id)
-                return entry.metadata
-            self._cache.pop(client_id, None)
+    async def fetch(self, client_id: str, *, refresh: bool = False, network: bool = True) -> ClientMetadata:
+        """The validated document at ``client_id``, from the cache while fresh; ``refresh`` fetches again a
+        copy the flow no longer matches (unless it was fetched less than ``cache_min_ttl`` ago); ``network``
+        False answers from the cache only, even an expired copy (a fetch budget is spent). Raises
+        ``CimdError``."""
+        now = self._clock.monotonic()
+        if not network:
+            copy = self._cache.copy(client_id, now)
+            if copy is None:
+                raise CimdError("the metadata document cannot be fetched right now; try again later")
+            return copy
+        fresh = self._cache.fresh(client_id, now, refresh=refresh)
+        if fresh is not None:
+            return fresh
         task = self._inflight.get(client_id)
         if task is None:
             task = asyncio.create_task(self._load(client_id), name="cimd-fetch")
@@ -296,14 +260,17 @@ class CimdFetcher:
         # A caller that goes away does not cancel the fetch others wait for (it ends by its own timeout).
         return await asyncio.shield(task)
 
-    def cached(self, client_id: str) -> bool:
+    def cached(self, client_id: str, *, refresh: bool = False) -> bool:
         """True when ``fetch`` would answer from the cache (or join a fetch already under way)."""
-        entry = self._cache.get(client_id)
-        fresh = entry is not None and entry.expires_at > self._clock.monotonic()
+        fresh = self._cache.fresh(client_id, self._clock.monotonic(), refresh=refresh) is not None
         return fresh or client_id in self._inflight
 
+    def has_copy(self, client_id: str) -> bool:
+        """True when ``fetch(network=False)`` would answer (a copy, fresh or kept past its expiry)."""
+        return self._cache.copy(client_id, self._clock.monotonic()) is not None
+
     def forget(self, client_id: str) -> None:
-        self._cache.pop(client_id, None)
+        self._cache.forget(client_id)
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -327,15 +294,13 @@ class CimdFetcher:
                 metadata, ttl = await self._download(client_id, target)
         except CimdError as exc:
             log.info("metadata document refused: %s", exc.reason, extra={"event": "cimd_failed", "host": target.host})
+            self._cache.failed(client_id, self._clock.monotonic())
             raise
         except TimeoutError as exc:
             log.info("metadata document fetch timed out", extra={"event": "cimd_failed", "host": target.host})
+            self._cache.failed(client_id, self._clock.monotonic())
             raise CimdError("fetching the metadata document timed out") from exc
-        if ttl is not None:
-            self._cache[client_id] = _Entry(metadata, self._clock.monotonic() + ttl)
-            self._cache.move_to_end(client_id)
-            while len(self._cache) > MAX_CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+        self._cache.store(client_id, metadata, self._clock.monotonic(), ttl)
         if self._on_fetched is not None:
             self._on_fetched(metadata.client_id)
         return metadata

@@ -54,14 +54,15 @@ class ClientResolver:
         self._store = store
         self._cimd = cimd
 
-    async def resolve(self, client_id: str, *, refresh: bool = False) -> RegisteredClient | None:
+    async def resolve(self, client_id: str, *, refresh: bool = False, network: bool = True) -> RegisteredClient | None:
         """The client, or None when unknown (or a metadata URL while CIMD is disabled).
 
         Raises ``CimdError`` when a metadata document URL is malformed or its document cannot be fetched or
         is invalid (the authorize page says so), and ``ServiceUnavailable`` when storage is down. ``refresh``
-        re-fetches a metadata document even when cached (a cached copy a flow no longer matches)."""
+        re-fetches a metadata document even when cached (a cached copy a flow no longer matches); ``network``
+        False serves a document's cached copy only (``CimdFetcher.fetch``)."""
         if client_id.startswith("https://"):
-            return await self._from_document(client_id, refresh=refresh)
+            return await self._from_document(client_id, refresh=refresh, network=network)
         if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
             return None
         try:
@@ -85,14 +86,18 @@ class ClientResolver:
         """True when ``resolve`` would fetch a metadata document (not cached, or ``refresh``)."""
         if self._cimd is None or not client_id.startswith("https://"):
             return False
-        return refresh or not self._cimd.cached(client_id)
+        return not self._cimd.cached(client_id, refresh=refresh)
 
-    async def _from_document(self, client_id: str, *, refresh: bool) -> RegisteredClient | None:
+    def has_copy(self, client_id: str) -> bool:
+        """True when a metadata document's cached copy (fresh or kept past expiry) can serve without a fetch."""
+        return self._cimd is not None and self._cimd.has_copy(client_id)
+
+    async def _from_document(self, client_id: str, *, refresh: bool, network: bool) -> RegisteredClient | None:
         if self._cimd is None:
             return None
         if not is_cimd_client_id(client_id):
             raise CimdError("client_id is not a valid metadata document URL")
-        metadata = await self._cimd.fetch(client_id, refresh=refresh)
+        metadata = await self._cimd.fetch(client_id, refresh=refresh, network=network)
         return RegisteredClient(
             client_id=metadata.client_id,
             client_name=metadata.client_name,

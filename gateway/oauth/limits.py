@@ -16,20 +16,26 @@ class EndpointLimits(Protocol):
         """Count one authorization request from the request's client address."""
         ...
 
-    async def token(self, request: web.Request, client_id: str) -> None:
-        """Count one token request per client address; refuse a client whose failures spent its budget."""
+    async def token(self, request: web.Request) -> None:
+        """Count one token request from the request's client address."""
         ...
 
-    async def token_failed(self, client_id: str) -> None:
-        """A token request of ``client_id`` was refused (an OAuth error): count it against the client."""
+    async def token_failed(self, request: web.Request, client_id: str) -> None:
+        """A token request of ``client_id`` was refused (an OAuth error): count it per (client, address);
+        raises ``TooManyRequests`` instead once that budget is spent. Never called for a success."""
         ...
 
-    async def revoke(self, request: web.Request, client_id: str) -> None:
-        """Count one revocation request, per client address and per client."""
+    async def revoke(self, request: web.Request) -> None:
+        """Count one revocation request from the request's client address."""
         ...
 
-    async def cimd_fetch(self, request: web.Request, client_id: str) -> None:
-        """Count one metadata document fetch (a cache miss), per client address and per document."""
+    async def revoke_failed(self, request: web.Request, client_id: str) -> None:
+        """A revocation revoked nothing: count it per (client, address); raises once that budget is spent."""
+        ...
+
+    async def cimd_fetch(self, request: web.Request, client_id: str, *, have_copy: bool = False) -> bool:
+        """Count one metadata document fetch (a cache miss or refresh), per client address and per document.
+        True: fetch. A spent budget answers False when ``have_copy`` (serve the cached copy), else raises."""
         ...
 
     async def login_attempt(self, account: str, address: str) -> float:

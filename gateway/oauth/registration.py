@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import secrets
-import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -31,7 +30,7 @@ from gateway.appkeys import STORAGE
 from gateway.clock import Clock
 from gateway.errors import NO_STORE
 from gateway.net import client_address
-from gateway.oauth.context import OAUTH_SETTINGS, REGISTER_PATH
+from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.errors import (
     InvalidClientMetadata,
     InvalidRedirectUri,
@@ -41,10 +40,10 @@ from gateway.oauth.errors import (
 )
 from gateway.oauth.redirect_uris import RedirectUriKind, classify_redirect_uri
 from gateway.oauth.scopes import OFFLINE_ACCESS
-from gateway.oauth.token_endpoint import preflight, with_cors
 from gateway.security_events import client_registered
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import ClientStore, OAuthClient
+from gateway.text_safety import has_unsafe_characters
 
 log = logging.getLogger("gateway.oauth.registration")
 
@@ -57,9 +56,6 @@ JSON_MEDIA_TYPE = "application/json"
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
 APPLICATION_TYPES = ("native", "web")
-# Unicode categories refused in display names: controls, format characters (bidi overrides such as U+202E,
-# zero-width characters), line/paragraph separators, surrogates, private-use and unassigned code points.
-_REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
 
@@ -173,7 +169,7 @@ def _client_name(raw: dict[str, Any]) -> str | None:
     if len(value) > MAX_CLIENT_NAME_CHARS:
         raise InvalidClientMetadata(f"client_name is longer than {MAX_CLIENT_NAME_CHARS} characters")
     # RFC 7591 §5 / OAuth 2.1 §7.9: self-asserted and shown on the consent page, so no control or bidi tricks.
-    if any(unicodedata.category(char) in _REFUSED_NAME_CATEGORIES for char in value):
+    if has_unsafe_characters(value):
         raise InvalidClientMetadata("client_name contains control or formatting characters")
     return value.strip() or None
 
@@ -368,12 +364,10 @@ def use_storage_for_clients(app: web.Application) -> None:
 
 
 def setup_registration(app: web.Application, *, throttle: RegistrationThrottle | None = None) -> None:
-    """Register ``POST /register`` (and its CORS preflight: browser-based clients register too).
+    """Prepare ``POST /register`` (its route and CORS preflight are in ``gateway.routes``).
 
     When registration is disabled in the config the route still answers, with 404 ``not_found`` and a
     description saying so (the metadata document omits ``registration_endpoint`` then)."""
     use_storage_for_clients(app)
     if throttle is not None:
         app[REGISTRATION_THROTTLE] = throttle
-    app.router.add_post(REGISTER_PATH, with_cors(register))
-    app.router.add_route("OPTIONS", REGISTER_PATH, preflight)

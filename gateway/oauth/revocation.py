@@ -15,17 +15,15 @@ import logging
 from aiohttp import web
 
 from gateway.errors import NO_STORE
-from gateway.oauth.context import OAUTH_SETTINGS, REVOKE_PATH
+from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.errors import InvalidRequest, ServiceUnavailable
 from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.token_endpoint import (
     GRANTS,
     RequestTooLarge,
-    preflight,
     public_client_id,
     read_form,
     use_storage_by_default,
-    with_cors,
 )
 from gateway.oauth.token_formats import TokenType, classify
 from gateway.revocation import REVOCATIONS, Revocation
@@ -42,7 +40,8 @@ MAX_TOKEN_CHARS = 4096
 async def revoke(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
-    await request.app[ENDPOINT_LIMITS].revoke(request, client_id)
+    limits = request.app[ENDPOINT_LIMITS]
+    await limits.revoke(request)
     token = form.get("token")
     if token is None:
         raise InvalidRequest("token is required")
@@ -55,7 +54,10 @@ async def revoke(request: web.Request) -> web.Response:
     except StorageUnavailable as exc:
         # RFC 7009 §2.2.1: 503 tells the client the token may still be valid and to retry.
         raise ServiceUnavailable("Revocation service unavailable, retry shortly") from exc
-    if revoked_own is not None:
+    if revoked_own is None:
+        # Only requests that revoke nothing count per (client, address): a client's own revocation always works.
+        await limits.revoke_failed(request, client_id)
+    else:
         user_id, family_id = revoked_own
         await request.app[REVOCATIONS].announce(Revocation(user_id, clock.now(), family_ids=(family_id,)))
         revoked(
@@ -96,7 +98,5 @@ async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: fl
 
 
 def setup_revocation(app: web.Application) -> None:
-    """Register ``POST /revoke`` (and its CORS preflight)."""
+    """Prepare ``POST /revoke`` (its route and CORS preflight are in ``gateway.routes``)."""
     use_storage_by_default(app)
-    app.router.add_post(REVOKE_PATH, with_cors(revoke))
-    app.router.add_route("OPTIONS", REVOKE_PATH, preflight)

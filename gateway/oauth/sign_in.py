@@ -1,8 +1,10 @@
 """Checking an e-mail and password, for the OAuth sign-in page and the dashboard's alike.
 
-Failures are throttled per account and per client address (``EndpointLimits.login_*``). The account a
-throttle counts is the normalised address (NFKC, lower case), the same one the lookup uses, so look-alike
-spellings (fullwidth letters, case) of one account share one budget. Every outcome is counted and audited.
+Failures are throttled per account *and* client address, and per client address (``EndpointLimits.login_*``):
+a stranger's wrong passwords lock the stranger's address, never the owner signing in from theirs; many
+addresses guessing one account only slow down (``login_failures_per_account_total``). The account a throttle
+counts is the normalised address (NFKC, lower case), the same one the lookup uses, so look-alike spellings
+(fullwidth letters, case) of one account share one budget. Every outcome is counted and audited.
 """
 
 from __future__ import annotations

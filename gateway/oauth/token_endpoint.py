@@ -20,8 +20,9 @@ from aiohttp import web
 
 from gateway.appkeys import STORAGE
 from gateway.errors import GatewayError
+from gateway.flight.setup import note
 from gateway.oauth import grace
-from gateway.oauth.context import OAUTH_SETTINGS, TOKEN_PATH, OAuthSettings
+from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.errors import (
     InvalidClient,
     InvalidGrant,
@@ -367,13 +368,16 @@ class _Exchange:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    note(request, client_id=client_id, grant_type=form.get("grant_type"))
     limits = request.app[ENDPOINT_LIMITS]
-    await limits.token(request, client_id)
+    await limits.token(request)
     try:
         return await _exchange(request, form, client_id)
     except GatewayError as exc:
         if 400 <= exc.status < 500 and exc.status != 429:
-            await limits.token_failed(client_id)
+            # Counted per (client, address) and only after the exchange: a valid code or refresh token is
+            # never refused by a budget that strangers naming this (public) client id could spend.
+            await limits.token_failed(request, client_id)
         raise
 
 
@@ -407,7 +411,5 @@ def use_storage_by_default(app: web.Application) -> None:
 
 
 def setup_token_endpoint(app: web.Application) -> None:
-    """Register ``POST /token`` (and its CORS preflight)."""
+    """Prepare ``POST /token`` (its route and CORS preflight are in ``gateway.routes``)."""
     use_storage_by_default(app)
-    app.router.add_post(TOKEN_PATH, with_cors(token))
-    app.router.add_route("OPTIONS", TOKEN_PATH, preflight)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.authn import Authenticator, Principal
+from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
+from gateway.credentials import Authenticator, Principal
+from gateway.credentials.setup import AUTHENTICATOR, WATERMARK
 from gateway.errors import OriginNotAllowed
+from gateway.metrics import METRICS
 from gateway.net import client_address
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
-from gateway.proxy.streams import OpenStreams
+from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream
 from gateway.quota.gate import QuotaGate
+from gateway.quota.setup import QUOTA_GATE
+from gateway.revocation import REVOCATIONS
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,42 @@ class ProxyContext:
 
 
 PROXY = web.AppKey("proxy", ProxyContext)
+
+
+@contextlib.asynccontextmanager
+async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, storage, clock, metrics, authn = app[CONFIG], app[STORAGE], app[CLOCK], app[METRICS], app[AUTHENTICATOR]
+    streams = OpenStreams(authn, clock)
+    app[REVOCATIONS].listen(streams.on_revocation)
+    app[WATERMARK].listen(streams.on_watermark)
+    app[PROXY] = ProxyContext(
+        authn=authn,
+        sessions=SessionBindings(storage, clock),
+        upstream=Upstream(
+            app[UPSTREAM_SESSION],
+            first_byte_timeout=config.upstream.first_byte_timeout,
+            idle_timeout=config.upstream.stream_idle_timeout,
+            metrics=metrics,
+        ),
+        upstream_url=config.upstream.url,
+        upstream_sse_url=config.upstream.sse_url,
+        public_url=config.public_url,
+        allowed_origins=frozenset(config.security.allowed_origins),
+        trusted_proxies=frozenset(config.security.trusted_proxies),
+        identity_headers=config.upstream.identity_headers,
+        quota=app[QUOTA_GATE],
+        streams=streams,
+    )
+    yield
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, before in-flight requests drain: end every stream with a final event (clients reconnect)."""
+    app[PROXY].streams.close_all(SHUTTING_DOWN)
+
+
+def setup_proxy(app: web.Application) -> None:
+    """The MCP endpoints' shared context (``PROXY``), built after the credentials and the quota (the MCP routes
+    are registered separately)."""
+    app.cleanup_ctx.append(_proxy_ctx)
+    app.on_shutdown.append(_close_streams)

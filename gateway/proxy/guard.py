@@ -17,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.appkeys import CLOCK
-from gateway.authn import Principal
+from gateway.credentials import Principal
 from gateway.errors import JSONRPC_SERVER_ERROR, GatewayError, Unauthorized
 from gateway.net import address_bucket, client_address
 from gateway.proxy.context import PROXY

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.authn import Principal
+from gateway.text_safety import has_unsafe_characters
 
 IDENTITY_PREFIX = "x-gateway-"
 
@@ -81,7 +82,8 @@ def upstream_request_headers(
         out.add(name, value)
     if identity:
         out["X-Gateway-User-Id"] = principal.user_id
-        out["X-Gateway-User-Email"] = principal.email
+        if not has_unsafe_characters(principal.email):  # a row stored before addresses were checked
+            out["X-Gateway-User-Email"] = principal.email
         out["X-Gateway-Auth-Method"] = principal.method
         out["X-Gateway-Credential-Id"] = principal.credential_id
         if principal.client_id is not None:

@@ -123,8 +123,3 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     headers = proxy.upstream_headers(request, principal)
     async with admission.around(proxy.upstream.open("POST", url, headers=headers, body=body)) as upstream:
         return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
-
-
-def setup_legacy_sse(app: web.Application) -> None:
-    app.router.add_get("/mcp/sse", handle_sse)
-    app.router.add_post(MESSAGES_PATH, handle_message)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from gateway import jsonsafe
 from gateway.errors import HeaderMismatch
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
@@ -20,10 +20,7 @@ _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 def parse_message(body: bytes) -> object:
     """The JSON-RPC message (or batch) in a POST body; None when it is not JSON (the upstream answers that)."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+    return jsonsafe.loads_lenient(body)
 
 
 def check_routing_headers(headers: Any, message: object) -> None:
@@ -74,8 +71,3 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
             return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
-
-
-def setup_streamable(app: web.Application) -> None:
-    for method in ("POST", "GET", "DELETE"):
-        app.router.add_route(method, "/mcp", handle_mcp)

@@ -1,13 +1,14 @@
 """Open event streams and their credentials: closed within a second of a revocation, an expiry or a shutdown.
 
 Every event stream relayed to a client (``GET /mcp``, a ``POST /mcp`` answered with SSE, ``GET /mcp/sse``) is
-registered with the principal and credential digest that opened it. A stream ends, with a final ``error`` event
+registered with the principal and credential that opened it. A stream ends, with a final ``error`` event
 and a clean end of the response (the upstream request is cancelled as its connection drops), when:
 
 - a revocation naming its credential is announced and storage confirms the credential is no longer valid;
 - its credential expires (known locally from the validation);
-- the periodic check (every ``revocation.stream_recheck_interval`` ≤ 0.5 s) finds the storage's revocation
-  watermark (``Storage.revocation_epoch``, raised by the database with every revocation) has moved and storage
+- the periodic read of the storage's revocation watermark (``Storage.revocation_epoch``, raised by the
+  database with every revocation; read by ``gateway.credentials.watermark`` every
+  ``revocation.stream_recheck_interval`` ≤ 0.5 s, this checker listens) finds it has moved and storage
   says the credential is no longer valid — this bounds a lost announcement to well under a second, while a quiet
   tick costs one small query per replica however many streams are open (a new stream is re-checked once on its
   first tick unless its validation was read under the current watermark);
@@ -19,22 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
-from gateway.authn import MAX_CACHE_TTL, Authenticator, Principal
-from gateway.background import background
 from gateway.clock import Clock
+from gateway.credentials import MAX_CACHE_TTL, Authenticator, Presented, Principal
 from gateway.errors import ServiceUnavailable
 from gateway.proxy.upstream import EVENT_STREAM, EndStream, error_event
 from gateway.revocation import Revocation
-from gateway.storage.base import RevocationWatermark, StorageError
-
-log = logging.getLogger("gateway.proxy.streams")
 
 RECHECK_CONCURRENCY = 8
 
@@ -46,7 +42,7 @@ SHUTTING_DOWN = "server shutting down"
 @dataclass(eq=False)
 class _Stream:
     principal: Principal
-    digest: str
+    credential: Presented
     upstream: aiohttp.ClientResponse
     confirmed_at: float
     expires_at: float | None = None
@@ -64,9 +60,7 @@ class _Stream:
 @dataclass
 class OpenStreams:
     authn: Authenticator
-    watermark: RevocationWatermark
     clock: Clock
-    interval: float
     _streams: set[_Stream] = field(default_factory=set)
     _epoch: int | None = None
     _closing: str | None = None
@@ -82,10 +76,11 @@ class OpenStreams:
         if upstream.content_type != EVENT_STREAM:
             yield
             return
-        digest = self.authn.digest_of(request)
-        stream = _Stream(principal, digest, upstream, self.clock.monotonic(), self.authn.expiry_of(digest))
-        # Validated under the watermark this checker last read: only a move of it calls for a re-check.
-        stream.checked = self.authn.under_current_watermark(digest)
+        credential = self.authn.credential_of(request)
+        cache = self.authn.cache
+        stream = _Stream(principal, credential, upstream, self.clock.monotonic(), cache.expiry_of(credential.digest))
+        # Validated under the watermark last read: only a move of it calls for a re-check.
+        stream.checked = cache.under_current_watermark(credential.digest)
         self._streams.add(stream)
         if self._closing is not None:
             stream.close(self._closing)
@@ -106,20 +101,16 @@ class OpenStreams:
         for stream in list(self._streams):
             stream.close(reason)
 
-    async def tick(self) -> None:
-        """One periodic check: close expired streams; re-check new streams, and every stream when the
-        revocation watermark moved (or cannot be read)."""
+    async def on_watermark(self, epoch: int | None) -> None:
+        """A ``Watermark`` listener, after each periodic read (``epoch`` None: storage could not say): close
+        expired streams; re-check new streams, and every stream when the revocation watermark moved."""
         now = self.clock.now()
         for stream in list(self._streams):
             if stream.expires_at is not None and now >= stream.expires_at:
                 stream.close(REVOKED)
-        started = self.clock.monotonic()
-        try:
-            epoch = await self.watermark.revocation_epoch()
-        except StorageError:
+        if epoch is None:
             self._unconfirmed(list(self._streams))
             return
-        self.authn.observe_epoch(epoch, started)
         if epoch != self._epoch:
             self._epoch = epoch  # read before re-checking: a revocation committed meanwhile moves it again
             await self._recheck(list(self._streams))
@@ -140,13 +131,13 @@ class OpenStreams:
         by_digest: dict[str, list[_Stream]] = {}
         for stream in streams:
             if not stream.closed:
-                by_digest.setdefault(stream.digest, []).append(stream)
+                by_digest.setdefault(stream.credential.digest, []).append(stream)
         limit = asyncio.Semaphore(RECHECK_CONCURRENCY)
 
         async def check(group: list[_Stream]) -> None:
             async with limit:
                 try:
-                    valid = await self.authn.revalidate(group[0].digest, group[0].principal)
+                    valid = await self.authn.revalidate(group[0].credential)
                 except ServiceUnavailable:
                     # Both the cache lifetime and the storage outage bound how long we keep trusting it; and
                     # until a re-check succeeds, every tick tries again (the watermark may not move again).
@@ -154,7 +145,7 @@ class OpenStreams:
                         stream.checked = False
                     self._unconfirmed(group)
                     return
-            now, expires_at = self.clock.monotonic(), self.authn.expiry_of(group[0].digest)
+            now, expires_at = self.clock.monotonic(), self.authn.cache.expiry_of(group[0].credential.digest)
             for stream in group:
                 if valid:
                     stream.confirmed_at, stream.expires_at, stream.checked = now, expires_at, True
@@ -162,18 +153,3 @@ class OpenStreams:
                     stream.close(REVOKED)
 
         await asyncio.gather(*(check(group) for group in by_digest.values()))
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Re-check every open stream every ``interval`` seconds for the duration of the block."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self.interval)
-                try:
-                    await self.tick()
-                except Exception:
-                    log.exception("stream re-check failed")
-
-        async with background(loop(), name="stream-rechecks"):
-            yield

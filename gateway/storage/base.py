@@ -20,6 +20,7 @@ from gateway.storage.oauth import (
     ConsentStore,
     GrantStore,
 )
+from gateway.storage.trail import TrailStore
 
 ROLES = ("user", "admin")
 
@@ -30,6 +31,10 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or timed out; callers answer 503, never 401."""
+
+
+class Contention(StorageUnavailable):
+    """A deadlock or serialization failure rolled the work back; running it again may succeed (else 503)."""
 
 
 class Conflict(StorageError):
@@ -200,6 +205,7 @@ class Storage(
     GrantStore,
     ConsentStore,
     BrowserSessionStore,
+    TrailStore,
     SigningKeyStore,
     Protocol,
 ):

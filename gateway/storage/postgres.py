@@ -18,6 +18,7 @@ import asyncpg
 from gateway.storage.base import (
     ApiKey,
     Conflict,
+    Contention,
     McpSession,
     StorageError,
     StorageUnavailable,
@@ -27,6 +28,7 @@ from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
+from gateway.storage.postgres_trail import PostgresTrailStore
 
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
@@ -52,8 +54,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
 )
 
+# Raised when PostgreSQL rolls a statement back to break a deadlock or keep transactions serializable.
+_CONTENTION: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdentityStores):
+
+class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
@@ -231,12 +239,17 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
     async def touch_api_keys(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
             return
-        await self._execute(
-            "UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, v.used_at) "
-            "FROM unnest($1::text[], $2::double precision[]) AS v(id, used_at) "
-            "WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.used_at)",
-            list(last_used.keys()),
-            list(last_used.values()),
+        # The locking sub-select takes the row locks in id order, so two replicas' batches cannot deadlock.
+        ids = sorted(last_used)
+        await self._execute_retrying(
+            "UPDATE api_keys AS k SET last_used_at = s.used_at FROM ("
+            "SELECT t.id, v.used_at FROM api_keys AS t "
+            "JOIN unnest($1::text[], $2::double precision[]) AS v(id, used_at) ON t.id = v.id "
+            "WHERE t.last_used_at IS NULL OR t.last_used_at < v.used_at "
+            "ORDER BY t.id FOR NO KEY UPDATE OF t) AS s "
+            "WHERE k.id = s.id AND (k.last_used_at IS NULL OR k.last_used_at < s.used_at)",
+            ids,
+            [last_used[key_id] for key_id in ids],
         )
 
     async def bind_session(self, session: McpSession) -> None:
@@ -274,6 +287,8 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
                     yield conn
         except asyncpg.exceptions.UniqueViolationError as exc:
             raise Conflict(_describe(exc)) from exc
+        except _CONTENTION as exc:
+            raise Contention(_describe(exc)) from exc
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL unavailable: {_describe(exc)}") from exc
         except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
@@ -283,6 +298,14 @@ class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresIdenti
         async with self._connection() as conn:
             status: str = await conn.execute(sql, *args)
             return status
+
+    async def _execute_retrying(self, sql: str, *args: Any) -> str:
+        """``_execute`` for one self-contained statement that is safe to run twice: a deadlock or serialization
+        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller."""
+        try:
+            return await self._execute(sql, *args)
+        except Contention:
+            return await self._execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._connection() as conn:

@@ -20,6 +20,7 @@ class PostgresAccountStores:
         # Provided by PostgresStorage.
         def _connection(self) -> AbstractAsyncContextManager[Any]: ...
         async def _execute(self, sql: str, *args: Any) -> str: ...
+        async def _execute_retrying(self, sql: str, *args: Any) -> str: ...
         async def _fetch(self, sql: str, *args: Any) -> list[Any]: ...
 
     async def set_role(self, user_id: str, role: str) -> bool:
@@ -53,7 +54,7 @@ class PostgresAccountStores:
             return
         # Sorted, so two replicas flushing at once take the row locks in the same order (no deadlock).
         items = sorted(counts.items())
-        await self._execute(
+        await self._execute_retrying(
             "INSERT INTO usage_daily (user_id, day, requests) "
             "SELECT v.user_id, v.day, v.requests FROM unnest($1::text[], $2::text[], $3::bigint[]) "
             "AS v(user_id, day, requests) JOIN users AS u ON u.id = v.user_id "

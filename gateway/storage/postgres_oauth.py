@@ -65,6 +65,7 @@ class PostgresOAuthStores:
         # Provided by PostgresStorage.
         def _connection(self) -> AbstractAsyncContextManager[Any]: ...
         async def _execute(self, sql: str, *args: Any) -> str: ...
+        async def _execute_retrying(self, sql: str, *args: Any) -> str: ...
         async def _fetch(self, sql: str, *args: Any) -> list[Any]: ...
         async def _fetchrow(self, sql: str, *args: Any) -> Any: ...
 
@@ -307,7 +308,7 @@ class PostgresOAuthStores:
         if not last_used:
             return
         # The locking sub-select takes the row locks in family_id order (no deadlock with another batch).
-        await self._execute(
+        await self._execute_retrying(
             "UPDATE token_families AS f SET last_used_at = s.used_at FROM ("
             "SELECT t.family_id, v.used_at FROM token_families AS t "
             "JOIN unnest($1::text[], $2::double precision[]) AS v(family_id, used_at) ON t.family_id = v.family_id "

@@ -33,6 +33,7 @@ from gateway.storage.migrator import Migration, pending_migrations, verify_schem
 from gateway.storage.sqlite_accounts import SqliteAccountStores
 from gateway.storage.sqlite_identity import SqliteIdentityStores
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
+from gateway.storage.sqlite_trail import SqliteTrailStore
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ _TRANSLATED = (sqlite3.OperationalError, sqlite3.IntegrityError)
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "readonly database")
 
 
-class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteIdentityStores):
+class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore, SqliteIdentityStores):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
@@ -165,7 +166,7 @@ class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteIdentityStores
     async def touch_api_keys(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
             return
-        rows = [(used_at, key_id, used_at) for key_id, used_at in last_used.items()]
+        rows = [(used_at, key_id, used_at) for key_id, used_at in sorted(last_used.items())]
 
         async def touch(conn: aiosqlite.Connection) -> None:
             await conn.executemany(

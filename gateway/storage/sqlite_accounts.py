@@ -52,7 +52,7 @@ class SqliteAccountStores:
     async def add_usage(self, counts: Mapping[tuple[str, str], int]) -> None:
         if not counts:
             return
-        rows = [(user_id, day, n, user_id) for (user_id, day), n in counts.items()]
+        rows = [(user_id, day, n, user_id) for (user_id, day), n in sorted(counts.items())]
 
         async def add(conn: aiosqlite.Connection) -> None:
             await conn.executemany(

@@ -272,7 +272,7 @@ class SqliteOAuthStores:
     async def touch_families(self, last_used: Mapping[str, float]) -> None:
         if not last_used:
             return
-        rows = [(used_at, family_id, used_at) for family_id, used_at in last_used.items()]
+        rows = [(used_at, family_id, used_at) for family_id, used_at in sorted(last_used.items())]
 
         async def touch(conn: aiosqlite.Connection) -> None:
             await conn.executemany(

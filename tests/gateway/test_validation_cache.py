@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.authn import DEFAULT_CACHE_TTL
+from gateway.credentials import DEFAULT_CACHE_TTL
 from gateway.storage import Storage
 from tests.support.counting_storage import CountingStorage, ticks
 from tests.support.gateway import running_gateway

@@ -613,16 +613,22 @@ async def test_no_store_documents_are_fetched_every_time(host: Host) -> None:
     assert len(host.docs.requests) == 2
 
 
-async def test_a_cached_document_that_became_invalid_fails_on_refresh_and_is_dropped(host: Host) -> None:
+async def test_a_failed_refresh_keeps_the_good_cached_copy_until_it_expires_then_the_failure_shows(
+    host: Host,
+) -> None:
     document = metadata(host.doc_url)
     host.serve(DOC_PATH, serve_json(document, headers={"Cache-Control": "max-age=3600"}))
     fetcher = host.fetcher()
     await fetcher.fetch(host.doc_url)
     host.serve(DOC_PATH, serve_json({**document, "client_id": "https://evil.example/x"}))
     assert (await fetcher.fetch(host.doc_url)).client_id == host.doc_url  # still cached
+    host.clock.advance(61)
     await refused(fetcher, host.doc_url, refresh=True)
-    await refused(fetcher, host.doc_url)  # the stale copy is gone, and the failure was not cached
-    assert len(host.docs.requests) == 3
+    assert (await fetcher.fetch(host.doc_url)).client_id == host.doc_url  # a stranger's refresh drops nothing
+    host.clock.advance(3600)
+    await refused(fetcher, host.doc_url)  # expired: fetched again, and the failure was not cached
+    await refused(fetcher, host.doc_url, refresh=True)
+    assert len(host.docs.requests) == 4
 
 
 async def test_a_refresh_picks_up_a_newly_added_redirect_uri_in_one_request(host: Host) -> None:
@@ -632,8 +638,38 @@ async def test_a_refresh_picks_up_a_newly_added_redirect_uri_in_one_request(host
     await fetcher.fetch(host.doc_url)
     added = [*document["redirect_uris"], "https://app.example.com/cb"]
     host.serve(DOC_PATH, serve_json({**document, "redirect_uris": added}))
+    host.clock.advance(61)  # a document is re-fetched at most once per cache_min_ttl
     assert (await fetcher.fetch(host.doc_url, refresh=True)).redirect_uris == tuple(added)
     assert len(host.docs.requests) == 2
+
+
+async def test_refreshes_within_cache_min_ttl_of_a_fetch_serve_the_cached_copy_without_a_request(host: Host) -> None:
+    host.serve(DOC_PATH, serve_json(metadata(host.doc_url), headers={"Cache-Control": "max-age=3600"}))
+    fetcher = host.fetcher(cache_min_ttl=60)
+    await fetcher.fetch(host.doc_url)
+    for _ in range(10):
+        assert fetcher.cached(host.doc_url, refresh=True)
+        assert (await fetcher.fetch(host.doc_url, refresh=True)).client_id == host.doc_url
+    host.clock.advance(61)
+    assert not fetcher.cached(host.doc_url, refresh=True)
+    await fetcher.fetch(host.doc_url, refresh=True)
+    await fetcher.fetch(host.doc_url, refresh=True)
+    assert len(host.docs.requests) == 2
+
+
+async def test_an_expired_copy_serves_without_a_request_only_when_asked_to_and_not_forever(host: Host) -> None:
+    host.serve(DOC_PATH, serve_json(metadata(host.doc_url), headers={"Cache-Control": "max-age=100"}))
+    fetcher = host.fetcher(cache_min_ttl=60, cache_max_ttl=1000)
+    await fetcher.fetch(host.doc_url)
+    host.clock.advance(500)
+    assert not fetcher.cached(host.doc_url)
+    assert fetcher.has_copy(host.doc_url)
+    assert (await fetcher.fetch(host.doc_url, network=False)).client_id == host.doc_url
+    host.clock.advance(700)  # past expiry + cache_max_ttl
+    assert not fetcher.has_copy(host.doc_url)
+    with pytest.raises(CimdError):
+        await fetcher.fetch(host.doc_url, network=False)
+    assert len(host.docs.requests) == 1
 
 
 async def test_concurrent_fetches_of_one_url_share_one_request(host: Host) -> None:

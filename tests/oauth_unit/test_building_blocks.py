@@ -89,13 +89,15 @@ def test_the_csrf_token_is_stable_for_one_browser_and_request_and_differs_otherw
     assert csrf_token("tx", "browser-a") != csrf_token("tx2", "browser-a")
 
 
-async def test_login_failures_lock_an_account_temporarily_and_the_lock_expires():
+async def test_login_failures_lock_an_account_for_their_address_only_and_the_lock_expires():
     clock = ManualClock()
     throttle = ProtectiveLimits(MemoryBudgets(clock), GatewayConfig(), Metrics(), "gw:q")
     for _ in range(5):
         assert await throttle.login_attempt("ada@example.com", "10.0.0.1") == 0  # each one fails
-    assert await throttle.login_attempt("ada@example.com", "10.0.0.2") > 0
-    assert await throttle.login_attempt("bob@example.com", "10.0.0.2") == 0
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.1") > 0
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.2") == 0  # the owner, elsewhere
+    await throttle.login_succeeded("ada@example.com", "10.0.0.2")
+    assert await throttle.login_attempt("bob@example.com", "10.0.0.1") == 0
     await throttle.login_succeeded("bob@example.com", "10.0.0.2")
     clock.advance(901)
     assert await throttle.login_attempt("ada@example.com", "10.0.0.1") == 0

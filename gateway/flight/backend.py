@@ -1,0 +1,18 @@
+"""Which trail the flight recorder writes and reads: Redis when the gateway has one, the database otherwise."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from gateway.config import GatewayConfig
+from gateway.flight.recorder import TrailBackend
+from gateway.flight.redis_trail import RedisTrail
+from gateway.flight.store_trail import StoreTrail
+from gateway.storage.trail import TrailStore
+
+
+def trail_backend(config: GatewayConfig, redis: Redis | None, store: TrailStore) -> TrailBackend:
+    settings = config.flight_recorder
+    if redis is None:
+        return StoreTrail(store)
+    return RedisTrail(redis, prefix=config.quota.key_prefix, ring_size=settings.ring_size, retention=settings.retention)

@@ -1,0 +1,153 @@
+"""The flight recorder: real clients' failed attempts, recorded and explained where people look — the person's
+``/account`` page, the admin API, and ``mcp-gateway clients trace``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.clock import ManualClock
+from gateway.flight.setup import FLIGHT
+from tests.support.dashboard import account, sign_in
+from tests.support.gateway import GatewayHandle
+from tests.support.mcp_clients import stateless_client
+from tests.support.oauth_browser import Browser
+from tests.support.oauth_flows import bearer, is_error_page, new_pkce, obtain_tokens, post_mcp, register
+
+EMAIL = "ada@example.com"
+
+
+async def flushed(gateway: GatewayHandle) -> None:
+    """Write what the recorder gathered (the background loop does it every half second)."""
+    await gateway.app[FLIGHT].flush()
+
+
+async def trace(gateway: GatewayHandle, client_id: str, *extra: str) -> str:
+    """``mcp-gateway clients trace`` run as an operator would, on the gateway's database."""
+    database = Path(gateway.storage.path)  # type: ignore[attr-defined]
+    path = database.parent / "trace.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"url": f"sqlite:///{database}"}}))
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway", "clients", "trace", client_id, *extra, "--config", str(path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.fixture
+async def person(gateway: GatewayHandle) -> str:
+    await gateway.new_user(EMAIL)
+    return EMAIL
+
+
+async def test_a_client_given_a_wrong_url_path_is_explained_on_the_persons_account_page(
+    gateway: GatewayHandle, person: str
+):
+    key = await gateway.new_key(await gateway.storage.get_user_by_email(person))  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the SDK raises its own HTTP error for the 404)
+        async with asyncio.timeout(30), stateless_client(f"{gateway.url}/v1/mcp", headers={"X-API-Key": key}) as client:
+            await client.list_tools()
+    async with Browser(gateway.url) as browser:
+        await sign_in(browser, person)
+        page = await account(browser)
+    assert "Recent connection attempts" in page.text
+    assert f"POST /v1/mcp answered 404 (this server&#39;s MCP URL is {gateway.url}/mcp)" in page.text
+    assert "give the client the exact MCP URL (ending in /mcp)" in page.text
+
+
+async def test_a_tampered_resource_is_recorded_with_the_sentence_that_explains_it(gateway: GatewayHandle, person: str):
+    app = await register(gateway.url)
+    async with Browser(gateway.url) as browser:
+        await sign_in(browser, person)
+        result = await browser.open(app.authorization_url(new_pkce(), resource="https://evil.example/mcp"))
+    assert is_error_page(result)
+    await flushed(gateway)
+    out = await trace(gateway, app.client_id)
+    assert "authorize    failed invalid_target" in out
+    assert f"The client asked for resource 'https://evil.example/mcp' but this server is {gateway.url}/mcp" in out
+    assert "configure the client with this server's MCP URL exactly" in out
+
+
+async def test_a_client_that_registers_one_redirect_uri_and_uses_another_is_told_which(
+    gateway: GatewayHandle, person: str
+):
+    app = await register(gateway.url, redirect_uris=["http://127.0.0.1:33418/callback"])
+    async with Browser(gateway.url) as browser:
+        await sign_in(browser, person)
+        result = await browser.open(
+            app.authorization_url(new_pkce(), redirect_uri="http://127.0.0.1:33418/oauth/callback")
+        )
+    assert is_error_page(result)
+    await flushed(gateway)
+    steps = json.loads(await trace(gateway, app.client_id, "--json"))
+    refused = next(s for s in steps if s["step"] == "authorize")
+    assert refused["reason"] == "invalid_redirect_uri"
+    assert "'http://127.0.0.1:33418/oauth/callback' is not one of the registered" in refused["detail"]
+    assert "http://127.0.0.1:33418/callback" in refused["detail"]
+    assert "it must send exactly one of the URIs it registered" in refused["advice"]
+
+
+async def test_a_refresh_after_revocation_is_recorded_and_explained(gateway: GatewayHandle, person: str):
+    app = await register(gateway.url)
+    async with Browser(gateway.url) as browser:
+        tokens = await obtain_tokens(app, browser, person)
+        assert (await app.revoke(tokens["refresh_token"])).status == 200
+        refused = await app.refresh(tokens["refresh_token"])
+        assert refused.status == 400
+        page = await account(browser)
+    await flushed(gateway)
+    out = await trace(gateway, app.client_id)
+    lines = out.splitlines()
+    steps = [line.split()[2:4] for line in lines if line[:2] == "20"]
+    assert steps == [
+        ["registration", "ok"],
+        ["authorize", "ok"],
+        ["sign_in", "ok"],
+        ["consent", "ok"],
+        ["token", "ok"],
+        ["revocation", "ok"],
+        ["refresh", "failed"],
+    ]
+    assert "the person must sign in again (reconnect the client)" in out
+    assert app.client_id in page.text  # the person sees their own client's steps on /account
+
+
+async def test_the_recorder_keeps_no_secret_and_coalesces_a_client_retrying_in_a_loop(
+    gateway: GatewayHandle, person: str
+):
+    app = await register(gateway.url)
+    for _ in range(20):
+        reply = await app.refresh("gwrt_" + "A" * 43)
+        assert reply.status == 400
+    await flushed(gateway)
+    steps = json.loads(await trace(gateway, app.client_id, "--json"))
+    failed = [s for s in steps if s["step"] == "refresh"]
+    assert len(failed) == 1
+    assert failed[0]["count"] == 20
+    assert "gwrt_" not in json.dumps(steps)
+
+
+async def test_an_expired_token_resent_to_mcp_is_recorded_for_its_client_and_person_after_the_first_call(
+    gateway: GatewayHandle, person: str, clock: ManualClock
+):
+    app = await register(gateway.url)
+    async with Browser(gateway.url) as browser:
+        tokens = await obtain_tokens(app, browser, person)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        clock.advance(tokens["expires_in"] + 1)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 401
+        page = await account(browser)
+    await flushed(gateway)
+    steps = json.loads(await trace(gateway, app.client_id, "--json"))
+    mcp = [(s["outcome"], s["reason"]) for s in steps if s["step"] == "mcp"]
+    assert mcp == [("failed", "expired"), ("ok", "first_call")]
+    assert "The access token expired and the client did not refresh it" in page.text
