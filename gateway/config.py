@@ -20,6 +20,7 @@ import yaml
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
+from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -79,6 +80,8 @@ class UpstreamConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     identity_headers: bool = True
     """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+    forward_headers: tuple[str, ...] = ()
+    """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +347,9 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be greater than 0")
     if c.metrics.bearer_token and len(c.metrics.bearer_token) < MIN_METRICS_TOKEN_CHARS:
         problems.append(f"metrics.bearer_token: use at least {MIN_METRICS_TOKEN_CHARS} characters (or leave it empty)")
+    for i, name in enumerate(c.upstream.forward_headers):
+        if (why := forwardable_problem(name)) is not None:
+            problems.append(f"upstream.forward_headers[{i}]: {why}")
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
