@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
+from gateway.identity.config import IdentityConfig, check_identity
+from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
 from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
@@ -283,6 +285,8 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
 
     @property
     def issuer(self) -> str:
@@ -310,7 +314,12 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
     substituted = substitute_env(raw, env if env is not None else os.environ, problems)
-    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
+    config = build_dataclass(
+        GatewayConfig,
+        substituted,
+        problems,
+        parsers={QuotaConfig: parse_quota_config, IdentityProvidersConfig: parse_identity_providers},
+    )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
     problems.extend(_check(config))
@@ -388,6 +397,7 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += check_identity(c.identity)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")
