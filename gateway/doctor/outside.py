@@ -176,8 +176,7 @@ class OutsideChecks(Checks):
             "authorization_server",
             "fail",
             f"no authorization-server metadata for issuer {issuer} at {', '.join(candidates)}",
-            f"route {urlsplit(candidates[0]).path} on {site} to the gateway's "
-            "/.well-known/oauth-authorization-server",
+            f"route {urlsplit(candidates[0]).path} on {site} to the gateway's /.well-known/oauth-authorization-server",
         )
 
     async def check_metrics_exposure(self) -> None:
