@@ -36,6 +36,7 @@ from gateway.revocation_redis import RedisRevocationBus
 from gateway.routes import error_middleware, setup_routes
 from gateway.storage import Storage, open_storage
 from gateway.throttle import setup_throttle
+from gateway.vault.setup import setup_vault
 
 log = logging.getLogger("gateway.app")
 
@@ -92,6 +93,7 @@ def create_app(
     setup_oauth(app)
     setup_dashboard(app)
     setup_identity(app)
+    setup_vault(app)
     setup_routes(app)
     return app
 

@@ -22,6 +22,7 @@ from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
 from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
+from gateway.vault.config import ServicesConfig, check_services, parse_services
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 DEFAULT_STORAGE_URL = "sqlite:///gateway.db"
@@ -289,6 +290,7 @@ class GatewayConfig:
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
 
     @property
     def issuer(self) -> str:
@@ -320,7 +322,11 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
         GatewayConfig,
         substituted,
         problems,
-        parsers={QuotaConfig: parse_quota_config, IdentityProvidersConfig: parse_identity_providers},
+        parsers={
+            QuotaConfig: parse_quota_config,
+            IdentityProvidersConfig: parse_identity_providers,
+            ServicesConfig: parse_services,
+        },
     )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
@@ -412,6 +418,7 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
     problems += check_identity(c.identity)
+    problems += check_services(c.services, c.identity_providers)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")

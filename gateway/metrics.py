@@ -29,6 +29,7 @@ ROUTES: Final = frozenset(
         "health",
         "metrics",
         "static",
+        "vault_proxy",
         "other",
     }
 )
@@ -125,6 +126,35 @@ class Metrics:
             "gateway_connection_steps",
             "Steps of clients' connection attempts (the flight recorder), by step, outcome and reason.",
             ["step", "outcome", "reason"],
+            registry=r,
+        )
+
+        # The vault and /v1/proxy: "service" is a name from the configuration's services (else "other").
+        self.vault_proxied = Counter(
+            "gateway_vault_proxied_requests",
+            "Calls through /v1/proxy, by service and status class of the answer (2xx, 4xx, 5xx).",
+            ["service", "status_class"],
+            registry=r,
+        )
+        self.vault_refreshes = Counter(
+            "gateway_vault_refreshes", "Provider access tokens refreshed, by service.", ["service"], registry=r
+        )
+        self.vault_refresh_failures = Counter(
+            "gateway_vault_refresh_failures",
+            "Failed refreshes, by service and kind (refused: invalid_grant; failed: transient).",
+            ["service", "kind"],
+            registry=r,
+        )
+        self.vault_broken = Counter(
+            "gateway_vault_broken_connections",
+            "Connections marked broken (the user must reconnect), by service.",
+            ["service"],
+            registry=r,
+        )
+        self.vault_decryption_failures = Counter(
+            "gateway_vault_decryption_failures",
+            "Vault rows that could not be unsealed (missing or wrong encryption key), by service.",
+            ["service"],
             registry=r,
         )
 

@@ -45,10 +45,12 @@ from gateway.oauth.context import (
 from gateway.proxy import legacy_sse, streamable
 from gateway.routing import ROUTE_INDEX, BodyCap, Route, RouteIndex, route_of
 from gateway.storage.base import StorageError
+from gateway.vault import proxy as vault_proxy
 
 log = logging.getLogger("gateway.errors")
 
 GET, POST, OPTIONS = ("GET",), ("POST",), ("OPTIONS",)
+ANY = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 JSON, JSONRPC, PAGE, ACCOUNT = ErrorStyle.JSON, ErrorStyle.JSONRPC, ErrorStyle.PAGE, ErrorStyle.ACCOUNT_PAGE
 SMALL = BodyCap.SMALL
 ADMIN = admin.PREFIX
@@ -114,6 +116,8 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(MCP_PATH, ("POST", "GET", "DELETE"), streamable.handle_mcp, "mcp", JSONRPC),
         Route(MCP_PATH + "/sse", GET, legacy_sse.handle_sse, "mcp_sse", JSONRPC),
         Route(legacy_sse.MESSAGES_PATH, POST, legacy_sse.handle_message, "mcp_sse_messages", JSONRPC),
+        # Connected services: an app calls a provider's API with the user's vaulted credential (JSON errors)
+        Route(vault_proxy.PREFIX + "/{service}/{path:.*}", ANY, vault_proxy.proxy, "vault_proxy"),
     ]
     if config.metrics.enabled:
         table.append(Route(metrics_endpoint.METRICS_PATH, GET, metrics_endpoint.metrics, "metrics"))

@@ -21,6 +21,7 @@ from gateway.storage.oauth import (
     GrantStore,
 )
 from gateway.storage.trail import TrailStore
+from gateway.storage.vault import VaultStore
 
 ROLES = ("user", "admin")
 
@@ -207,6 +208,7 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    VaultStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

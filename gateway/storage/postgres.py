@@ -29,6 +29,7 @@ from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 from gateway.storage.postgres_trail import PostgresTrailStore
+from gateway.storage.postgres_vault import PostgresVaultStore
 
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
@@ -61,7 +62,9 @@ _CONTENTION: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores):
+class PostgresStorage(
+    PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores, PostgresVaultStore
+):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's

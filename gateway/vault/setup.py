@@ -1,0 +1,107 @@
+"""Wires the vault into the app: ``setup_vault(app)`` publishes ``VAULT`` (after the storage, Redis, the identity
+services and the credential layer). The route ``/v1/proxy/{service}/{path}`` is a line of the route table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
+from gateway.identity.providers import ProviderClient
+from gateway.identity.sealing import EncryptionKeys
+from gateway.identity.web import IDENTITY
+from gateway.metrics import METRICS, Metrics, bounded
+from gateway.vault.config import ServicesConfig
+from gateway.vault.refresh import ProviderTokenEndpoint, TokenEndpoint
+from gateway.vault.singleflight import LocalLock, RedisLock, RefreshCoordinator, RefreshLock
+from gateway.vault.vault import Vault
+
+IdentityTokenVerifier = Callable[[str], Awaitable[dict[str, Any]]]
+"""THE HOOK for the app flow's revocation-aware ``verify_identity_token`` (branch h14-appflow): takes the identity
+token, returns its claims or raises ``InvalidIdentityToken``. Until it is plugged in (``VaultServices.
+verify_identity_token``), ``IdentityTokens.verify`` checks signature, issuer, audience and expiry only."""
+
+
+@dataclass
+class VaultServices:
+    vault: Vault
+    refresher: RefreshCoordinator
+    services: ServicesConfig
+    session: aiohttp.ClientSession
+    """Calls to the services' APIs and token endpoints (no automatic decompression: bodies relay as they are)."""
+    verify_identity_token: IdentityTokenVerifier
+    metrics: Metrics
+
+    def label(self, service: str) -> str:
+        return bounded(service, self.services.names)
+
+
+VAULT = web.AppKey("vault", VaultServices)
+VAULT_SESSION = web.AppKey("vault_session", aiohttp.ClientSession)
+"""Optional: a session tests pass in (set before the app starts); otherwise the vault opens its own."""
+
+
+def setup_vault(app: web.Application) -> None:
+    app.cleanup_ctx.append(_vault_ctx)
+
+
+@contextlib.asynccontextmanager
+async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, clock, metrics = app[CONFIG], app[CLOCK], app[METRICS]
+    given = app.get(VAULT_SESSION)
+    async with contextlib.AsyncExitStack() as stack:
+        session = given if given is not None else None
+        if session is None:
+            session = await stack.enter_async_context(aiohttp.ClientSession(auto_decompress=False))
+        services = config.services
+
+        def label(service: str) -> str:
+            return bounded(service, services.names)
+
+        keys = EncryptionKeys.parse(config.identity.encryption_keys) if config.identity.encryption_keys else None
+        vault = Vault(
+            app[STORAGE],
+            keys,
+            clock,
+            on_unseal_failure=lambda service: metrics.vault_decryption_failures.labels(service=label(service)).inc(),
+        )
+        clients: dict[str, TokenEndpoint] = {}
+
+        def endpoint(service: str) -> TokenEndpoint:
+            found = services.get(service)
+            provider = config.identity_providers.get(found.provider) if found is not None else None
+            if provider is None:
+                raise LookupError(service)
+            if provider.name not in clients:
+                clients[provider.name] = ProviderTokenEndpoint(ProviderClient(provider, session, clock), session)
+            return clients[provider.name]
+
+        def on_refresh(service: str, outcome: str) -> None:
+            if outcome == "ok":
+                metrics.vault_refreshes.labels(service=label(service)).inc()
+                return
+            metrics.vault_refresh_failures.labels(service=label(service), kind=outcome).inc()
+            if outcome == "refused":
+                metrics.vault_broken.labels(service=label(service)).inc()
+
+        redis = app.get(REDIS)
+        lock: RefreshLock = (
+            RedisLock(redis, f"{config.quota.key_prefix}:vault-refresh", monotonic=clock.monotonic)
+            if redis is not None
+            else LocalLock()
+        )
+        refresher = RefreshCoordinator(vault, endpoint, lock, clock.now, on_refresh=on_refresh)
+        app[VAULT] = VaultServices(
+            vault=vault,
+            refresher=refresher,
+            services=services,
+            session=session,
+            verify_identity_token=app[IDENTITY].tokens.verify,
+            metrics=metrics,
+        )
+        yield
