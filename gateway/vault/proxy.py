@@ -45,7 +45,7 @@ log = logging.getLogger("gateway.vault")
 
 PREFIX: Final = "/v1/proxy"
 REFRESH_MARGIN: Final = 30.0
-"""Seconds before its expiry an access token is refreshed rather than sent."""
+"""Seconds before its expiry an access token is refreshed rather than sent (at most a fifth of its lifetime)."""
 PROVIDER_TIMEOUT: Final = 30.0
 HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -69,7 +69,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     body = await request.read() if request.body_exists else None
     now = request.app[CLOCK].now()
     refreshed = False
-    if connection.tokens.expires_at is not None and connection.tokens.expires_at - now < REFRESH_MARGIN:
+    if _expiring(connection, now):
         connection, refreshed = await _refresh(services, connection), True
     response = await _send(services, request, service, target, connection, body)
     if response.status == 401 and not refreshed:
@@ -81,6 +81,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return await _relay(request, response, services.label(service.name), admission.headers)
     finally:
         response.release()
+
+
+def _expiring(connection: Connection, now: float) -> bool:
+    expires_at = connection.tokens.expires_at
+    if expires_at is None:
+        return False
+    margin = min(REFRESH_MARGIN, max(0.0, expires_at - connection.issued_at) / 5)
+    return expires_at - now < margin
 
 
 async def _authenticate(request: web.Request, services: VaultServices) -> Principal:

@@ -78,6 +78,8 @@ class Connection:
     version: int
     created_at: float
     last_used_at: float | None
+    issued_at: float
+    """When these tokens were written (their lifetime is ``tokens.expires_at - issued_at``)."""
 
     @property
     def broken(self) -> bool:
@@ -234,4 +236,5 @@ class Vault:
             version=row.version,
             created_at=row.created_at,
             last_used_at=row.last_used_at,
+            issued_at=row.updated_at,
         )
