@@ -77,6 +77,7 @@ def create_app(
     setup_quota(app)
     setup_throttle(app, REDIS)
     setup_credentials(app)
+    setup_identity(app)  # before the proxy: it signs the upstream's identity JWT
     setup_proxy(app)
     app.cleanup_ctx.append(_revocation_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
@@ -87,7 +88,6 @@ def create_app(
     setup_metrics_endpoint(app)
     setup_oauth(app)
     setup_dashboard(app)
-    setup_identity(app)
     setup_routes(app)
     return app
 

@@ -20,7 +20,7 @@ import yaml
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
-from gateway.proxy.headers import forwardable_problem
+from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, forwardable_problem, identity_header_problems
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -95,7 +95,12 @@ class UpstreamConfig:
     """Seconds an open stream may stay silent before the gateway closes it (0: never)."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     identity_headers: bool = True
-    """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+    """Send ``X-Gateway-*`` headers telling the upstream who is calling (unsigned: for a trusted network)."""
+    identity_header: str | None = DEFAULT_IDENTITY_HEADER
+    """The header carrying a signed identity JWT of the caller to the upstream (``gateway/identity/upstream.py``);
+    empty or null: none. Needs ``identity.encryption_keys`` (the signing keys)."""
+    identity_audience: str | None = None
+    """The ``aud`` of that JWT; None: the origin of ``upstream.url`` (``scheme://host[:port]``)."""
     forward_headers: tuple[str, ...] = ()
     """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
 
@@ -369,6 +374,12 @@ def _check(c: GatewayConfig) -> list[str]:
     for i, name in enumerate(c.upstream.forward_headers):
         if (why := forwardable_problem(name)) is not None:
             problems.append(f"upstream.forward_headers[{i}]: {why}")
+    problems += identity_header_problems(
+        c.upstream.identity_header,
+        c.upstream.identity_audience,
+        forward_headers=c.upstream.forward_headers,
+        app_audience=c.identity.audience,
+    )
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [

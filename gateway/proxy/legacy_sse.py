@@ -93,7 +93,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     if sse_url is None:
         raise web.HTTPNotFound()
     admission = await proxy.quota.admit(principal, STREAM_OPEN_COST, stream=True)
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     rewriter = EndpointRewriter(proxy, principal, sse_url)
     async with admission.around(proxy.upstream.open("GET", sse_url, headers=headers, body=None)) as upstream:
         try:
@@ -125,6 +125,6 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     admission = await proxy.quota.admit(principal, proxy.quota.cost_of(principal, message))
     base = urlsplit(proxy.upstream_sse_url)
     url = f"{base.scheme}://{base.netloc}{session.upstream_path}?session_id={quote(session_id, safe='')}"
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     async with admission.around(proxy.upstream.open("POST", url, headers=headers, body=body)) as upstream:
         return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)

@@ -56,7 +56,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     if session_id is not None:
         await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
     admission = await proxy.quota.admit(principal, cost, stream=request.method == "GET")
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     opening = proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body)
     async with admission.around(opening) as upstream:
         opened = upstream.headers.get(SESSION_HEADER)
