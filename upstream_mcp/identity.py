@@ -79,7 +79,7 @@ class IdentityVerifier:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The verified claims, or ``IdentityRejected`` saying why not."""
-        kid = _kid(token)
+        kid = token_key_id(token)
         jwks = await self._key_set()
         if not any(key.get("kid") == kid for key in jwks["keys"]):
             jwks = await self._refetch_for_unknown_kid(kid)
@@ -133,7 +133,8 @@ class IdentityVerifier:
         return self._cached
 
 
-def _kid(token: str) -> str:
+def token_key_id(token: str) -> str:
+    """The ``kid`` of the token's protected header (unverified)."""
     try:
         header = extract_compact(token.encode("ascii")).protected
     except (JoseError, ValueError, UnicodeError) as exc:

@@ -31,7 +31,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from upstream_mcp.identity import IdentityRejected, IdentityVerifier
+from upstream_mcp.identity import IdentityRejected, IdentityVerifier, token_key_id
 
 SERVER_NAME = "upstream-mcp"
 SERVER_VERSION = "0.1.0"
@@ -75,6 +75,8 @@ class IdentityTokenReport(BaseModel):
     """What became of the identity JWT: its verified claims, or why it was not verified."""
 
     verified: bool
+    key_id: str | None = None
+    """The ``kid`` of the key that signed it (when verified)."""
     claims: dict[str, object] | None = None
     error: str | None = None
 
@@ -160,7 +162,7 @@ async def _verify(verifier: IdentityVerifier | None, tokens: list[str]) -> Ident
         claims = await verifier.verify(tokens[0])
     except IdentityRejected as exc:
         return IdentityTokenReport(verified=False, error=str(exc))
-    return IdentityTokenReport(verified=True, claims=claims)
+    return IdentityTokenReport(verified=True, key_id=token_key_id(tokens[0]), claims=claims)
 
 
 def server_info() -> str:
