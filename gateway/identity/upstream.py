@@ -105,6 +105,10 @@ class UpstreamIdentity:
         for slot in [slot for slot, entry in self._cache.items() if entry.principal.revoked_by(revocation)]:
             del self._cache[slot]
 
+    def forget_all(self) -> None:
+        """Revocation bus gap listener: announcements may have been lost, so no cached token is trusted."""
+        self._cache.clear()
+
     def claims_for(self, principal: Principal, *, now: int) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "iss": self.issuer,

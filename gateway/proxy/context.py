@@ -95,6 +95,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     identity = upstream_identity(config, app[IDENTITY].keys, clock)
     if identity is not None:
         app[REVOCATIONS].listen(identity.on_revocation)
+        app[REVOCATIONS].listen_gaps(identity.forget_all)
     app[PROXY] = ProxyContext(
         authn=authn,
         sessions=SessionBindings(storage, clock),

@@ -139,6 +139,8 @@ async def test_a_revocation_forgets_the_tokens_of_the_credentials_it_names_only(
     identity.on_revocation(Revocation(account_id="usr_2", committed_at=clock.now(), all_credentials=True))
     identity.on_revocation(Revocation(account_id="usr_1", committed_at=clock.now(), family_ids=("fam_1",)))
     assert len(identity) == 1  # usr_2's credentials are gone; a family id never names an API key
+    identity.forget_all()  # the bus lost announcements
+    assert len(identity) == 0
 
 
 async def test_the_cache_is_bounded_and_drops_the_least_recently_used_credential_first(
