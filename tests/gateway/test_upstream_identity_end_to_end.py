@@ -154,7 +154,8 @@ async def test_whoami_verifies_the_identity_jwt_of_an_oauth_token(setup: Setup) 
 async def test_no_spelling_of_the_identity_header_sent_by_a_client_is_forwarded(
     sqlite_storage: Storage, clock: ManualClock, identity_header: str | None
 ) -> None:
-    """Whatever the case or an underscore: the upstream sees the gateway's one token, or (disabled) none."""
+    """Whatever the case or an underscore, on POST, GET and DELETE: the upstream sees the gateway's one token, or
+    (disabled) none."""
     received: list[tuple[str, str]] = []
 
     async def recording(request: web.Request) -> web.StreamResponse:
@@ -173,20 +174,23 @@ async def test_no_spelling_of_the_identity_header_sent_by_a_client_is_forwarded(
             for name in ("X-MCP-Identity", "x-mcp-identity", "X-Mcp-IDENTITY", "X_MCP_Identity", "x_mcp_identity"):
                 headers.add(name, FORGED)
             async with aiohttp.ClientSession() as http:
-                async with http.post(gateway.mcp_url, data=jsonrpc("ping"), headers=headers) as response:
-                    assert response.status == 200
+                for method in ("POST", "GET", "DELETE"):
+                    body = jsonrpc("ping") if method == "POST" else None
+                    async with http.request(method, gateway.mcp_url, data=body, headers=headers) as response:
+                        assert response.status == 200, method
             jwks = await fetch_jwks(gateway)
-    assert len(upstream.requests) == 1
+    assert [request.method for request in upstream.requests] == ["POST", "GET", "DELETE"]
     assert not [name for name, _ in received if name.replace("_", "-") == "x-mcp-identity" and "_" in name]
     assert FORGED not in [value for _, value in received]
     tokens = [value for name, value in received if name == "x-mcp-identity"]
     if identity_header is None:
         assert tokens == []
     else:
-        (token,) = tokens
-        kid = jwt.get_unverified_header(token)["kid"]
+        assert len(tokens) == 3  # one per request
+        assert len(set(tokens)) == 1  # the same one: signed once
+        kid = jwt.get_unverified_header(tokens[0])["kid"]
         key = next(k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == kid)
-        claims = jwt.decode(token, key.key, algorithms=["ES256"], audience=upstream.url)
+        claims = jwt.decode(tokens[0], key.key, algorithms=["ES256"], audience=upstream.url)
         assert claims["iss"] == gateway.config.public_url
 
 
