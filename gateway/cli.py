@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+from gateway import event_loop
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
 from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_workers, workers_problems
 from gateway.flight.trace_cli import TraceError
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
@@ -29,6 +30,7 @@ from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
+from gateway.workers import supervise
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 
@@ -103,7 +105,8 @@ async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, host, port) as running:
-        print(f"mcp-gateway listening on {running.url} (public URL {config.public_url})", file=sys.stderr)
+        ready = f"mcp-gateway listening on {running.url} (public URL {config.public_url}"
+        print(f"{ready}; event loop {event_loop.loop_name(loop)})", file=sys.stderr)
         await stop.wait()
         print("mcp-gateway shutting down: draining in-flight requests", file=sys.stderr)
 
@@ -208,6 +211,31 @@ async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
         await bus.close()
 
 
+def worker_count(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``serve``: one process, or a supervisor and ``--workers`` processes. Runs its own event loop(s), so that
+    workers are forked from a process that holds none, on uvloop unless ``server.uvloop`` is false."""
+    config = load(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    workers = args.workers or config.server.workers
+    problems = workers_problems(config, workers)
+    if problems:
+        raise ConfigError(problems)
+    if args.migrate:
+        asyncio.run(run_migrate(config))
+    host, port = args.host or config.server.host, args.port if args.port is not None else config.server.port
+    if workers == 1:
+        event_loop.run(run_serve(config, host, port), use_uvloop=config.server.uvloop)
+        return 0
+    return supervise(config, host, port, workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (default: server.host)")
     p.add_argument("--port", type=int, help="listen port (default: server.port)")
     p.add_argument("--migrate", action="store_true", help="apply pending migrations before serving")
+    p.add_argument(
+        "--workers", type=worker_count, metavar="N", help="gateway processes, or auto (default: server.workers)"
+    )
     command("migrate", "apply pending database migrations")
     p = command("quickstart", "start the example upstream and the gateway on the embedded default, with a login")
     p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
@@ -269,11 +300,7 @@ async def dispatch(args: argparse.Namespace) -> None:
         raise DoctorFinished(exit_status(findings, strict=args.strict))
     # Every command logs like the server does: account commands write their audit events to stderr.
     configure_logging(config.logging.level, config.logging.format)
-    if args.command == "serve":
-        if args.migrate:
-            await run_migrate(config)
-        await run_serve(config, args.host or config.server.host, args.port or config.server.port)
-    elif args.command == "migrate":
+    if args.command == "migrate":
         await run_migrate(config)
     elif args.command == "users":
         await run_users(config, args)
@@ -299,6 +326,8 @@ async def dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            return serve_command(args)
         asyncio.run(dispatch(args))
     except ConfigError as exc:
         print(f"error: {escape_unsafe(str(exc))}", file=sys.stderr)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NewType
 from urllib.parse import urlsplit
 
 import yaml
@@ -41,6 +42,10 @@ DEFAULT_MAX_CLOCK_SKEW = 30.0
 MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 MIN_METRICS_TOKEN_CHARS = 16
+MAX_WORKERS = 1024
+
+WorkerCount = NewType("WorkerCount", int)
+"""``server.workers``: an integer ≥ 1, or ``auto`` in YAML (resolved when the configuration is read)."""
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -61,6 +66,10 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    workers: WorkerCount = WorkerCount(1)
+    """Gateway processes sharing the listening socket (``auto``: the cores this process may run on)."""
+    uvloop: bool = True
+    """Run on uvloop when it is installed (false: the standard asyncio event loop)."""
 
 
 @dataclass(frozen=True)
@@ -291,7 +300,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
     substituted = substitute_env(raw, env if env is not None else os.environ, problems)
-    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
+    config = build_dataclass(
+        GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config, WorkerCount: _parse_workers}
+    )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
     problems.extend(_check(config))
@@ -361,6 +372,7 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += workers_problems(c, c.server.workers)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")
@@ -375,6 +387,47 @@ def _check(c: GatewayConfig) -> list[str]:
     if c.logging.format not in ("json", "text"):
         problems.append("logging.format: expected json or text")
     return problems
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def parse_workers(raw: object) -> int:
+    """A worker count from YAML or ``--workers``: an integer from 1 to ``MAX_WORKERS``, or ``auto``."""
+    if raw == "auto":
+        return available_cores()
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_WORKERS:
+        raise ValueError(f"expected auto or an integer from 1 to {MAX_WORKERS}")
+    return raw
+
+
+def _parse_workers(raw: object, path: str) -> tuple[WorkerCount, list[str]]:
+    try:
+        return WorkerCount(parse_workers(raw)), []
+    except ValueError as exc:
+        return WorkerCount(1), [f"{path}: {exc}"]
+
+
+def workers_problems(c: GatewayConfig, workers: int) -> list[str]:
+    """Several workers without ``redis.url`` would each keep their own quota counters and stream leases, so every
+    limited plan would silently allow ``workers`` times its caps: that combination is refused."""
+    if workers <= 1 or c.redis.url:
+        return []
+    limited = [name for name, plan in sorted(c.quota.plans.items()) if not plan.unlimited]
+    if not limited and c.quota.max_concurrent_streams is None:
+        return []
+    multiplied = [f"the caps of plan(s) {', '.join(limited)}"] if limited else []
+    if c.quota.max_concurrent_streams is not None:
+        multiplied.append("quota.max_concurrent_streams")
+    return [
+        f"server.workers: {workers} workers without redis.url would each count the quota on their own, "
+        f"multiplying {' and '.join(multiplied)} by {workers}; set redis.url (one shared counter), "
+        "or serve with one worker, or make every plan unlimited and quota.max_concurrent_streams null"
+    ]
 
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
