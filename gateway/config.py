@@ -372,7 +372,6 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
-    problems += workers_problems(c, c.server.workers)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")
@@ -414,7 +413,8 @@ def _parse_workers(raw: object, path: str) -> tuple[WorkerCount, list[str]]:
 
 def workers_problems(c: GatewayConfig, workers: int) -> list[str]:
     """Several workers without ``redis.url`` would each keep their own quota counters and stream leases, so every
-    limited plan would silently allow ``workers`` times its caps: that combination is refused."""
+    limited plan would silently allow ``workers`` times its caps: ``serve`` refuses that combination (checked there,
+    with ``--workers`` applied; other commands do not care how many workers serve)."""
     if workers <= 1 or c.redis.url:
         return []
     limited = [name for name, plan in sorted(c.quota.plans.items()) if not plan.unlimited]

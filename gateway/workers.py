@@ -122,6 +122,7 @@ def supervise(config: GatewayConfig, host: str, port: int, workers: int) -> int:
             worker_main,
             metrics_dir=metrics_dir,
             stop_deadline=config.server.shutdown_timeout + SHUTDOWN_GRACE,
+            on_stop=sock.close,
         )
         return supervisor.run(on_ready=announce)
     finally:
@@ -137,11 +138,15 @@ class Supervisor:
         *,
         metrics_dir: str,
         stop_deadline: float,
+        on_stop: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``on_stop`` runs when stopping begins (the supervisor closes its copy of the listening socket, so once
+        the workers close theirs new connections are refused instead of waiting in a queue nobody reads)."""
         self.slots = [Slot(i + 1) for i in range(workers)]
         self._worker_main = worker_main
+        self._on_stop = on_stop
         self._metrics_dir = metrics_dir
         self._stop_deadline = stop_deadline
         self._backoff = backoff or Backoff()
@@ -242,6 +247,7 @@ class Supervisor:
             os._exit(status)
 
     def _stop_all(self) -> float:
+        self._on_stop()
         for slot in self.slots:
             slot.restart_at = None
             if slot.pid is not None:
@@ -308,6 +314,7 @@ async def _serve_worker(config: GatewayConfig, sock: socket.socket, ready_fd: in
     try:
         async with serve(app, config.server.host, 0, sock=sock):
             started = True
+            log.info("worker %d serving on %s", os.getpid(), event_loop.loop_name(loop), extra={"pid": os.getpid()})
             os.write(ready_fd, os.getpid().to_bytes(_PID_BYTES, "little"))
             os.close(ready_fd)
             await stop.wait()
