@@ -30,7 +30,7 @@ from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
-from gateway.workers import supervise
+from gateway.workers import bind_listening_socket, supervise
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 
@@ -233,7 +233,11 @@ def serve_command(args: argparse.Namespace) -> int:
     if workers == 1:
         event_loop.run(run_serve(config, host, port), use_uvloop=config.server.uvloop)
         return 0
-    return supervise(config, host, port, workers)
+    try:
+        sock = bind_listening_socket(host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return supervise(config, sock, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,8 +59,18 @@ _PID_BYTES = 4
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGCHLD)
 
-WorkerMain = Callable[[int], int]
-"""What a forked worker runs, given the ready pipe's write end; returns its exit status."""
+
+@dataclass(frozen=True)
+class Lines:
+    """A worker's two pipes to its supervisor: ``ready`` (write its pid once listening) and ``lifeline`` (read;
+    only the supervisor holds the write end, so end of file means the supervisor is gone, even killed)."""
+
+    ready: int
+    lifeline: int
+
+
+WorkerMain = Callable[[Lines], int]
+"""What a forked worker runs; returns its exit status."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +101,16 @@ class Slot:
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """The one listening socket every worker accepts on (``OSError`` when the address cannot be bound)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
     sock.setblocking(False)
     return sock
 
 
-def supervise(config: GatewayConfig, host: str, port: int, workers: int) -> int:
-    """Serve with ``workers`` processes until SIGTERM or SIGINT; the exit status."""
-    sock = bind_listening_socket(host, port)
+def supervise(config: GatewayConfig, sock: socket.socket, workers: int) -> int:
+    """Serve on ``sock`` (``bind_listening_socket``) with ``workers`` processes until SIGTERM or SIGINT; the exit
+    status. The socket is closed on return."""
     metrics_dir = tempfile.mkdtemp(prefix="mcp-gateway-metrics-")
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
@@ -113,8 +124,8 @@ def supervise(config: GatewayConfig, host: str, port: int, workers: int) -> int:
             flush=True,
         )
 
-    def worker_main(ready_fd: int) -> int:
-        return run_worker(config, sock, ready_fd, metrics_dir)
+    def worker_main(lines: Lines) -> int:
+        return run_worker(config, sock, lines, metrics_dir)
 
     try:
         supervisor = Supervisor(
@@ -157,13 +168,15 @@ class Supervisor:
     def run(self, *, on_ready: Callable[[], None]) -> int:
         sig_r, sig_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        self._pipes = [sig_r, sig_w, ready_r, ready_w]
+        life_r, life_w = os.pipe()
+        self._pipes = [sig_r, sig_w, ready_r, ready_w, life_r, life_w]
         for fd in (sig_r, sig_w, ready_r):
             os.set_blocking(fd, False)
+        lines = Lines(ready=ready_w, lifeline=life_r)
         previous = {signo: signal.signal(signo, _wake_only) for signo in _HANDLED}
         previous_fd = signal.set_wakeup_fd(sig_w)
         try:
-            return self._supervise(sig_r, ready_r, ready_w, on_ready)
+            return self._supervise(sig_r, ready_r, lines, on_ready)
         finally:
             signal.set_wakeup_fd(previous_fd)
             for signo, handler in previous.items():
@@ -171,9 +184,9 @@ class Supervisor:
             for fd in self._pipes:
                 os.close(fd)
 
-    def _supervise(self, sig_r: int, ready_r: int, ready_w: int, on_ready: Callable[[], None]) -> int:
+    def _supervise(self, sig_r: int, ready_r: int, lines: Lines, on_ready: Callable[[], None]) -> int:
         for slot in self.slots:
-            self._start(slot, ready_w)
+            self._start(slot, lines)
         announced = False
         status = 0
         stop_at: float | None = None
@@ -207,7 +220,7 @@ class Supervisor:
             if stop_at is None:
                 for slot in self.slots:
                     if slot.pid is None and slot.restart_at is not None and now >= slot.restart_at:
-                        self._start(slot, ready_w)
+                        self._start(slot, lines)
 
     def _timeout(self, stop_at: float | None, killed: bool) -> float | None:
         now = self._clock()
@@ -216,25 +229,25 @@ class Supervisor:
         pending = [slot.restart_at for slot in self.slots if slot.pid is None and slot.restart_at is not None]
         return max(0.0, min(pending) - now) if pending else None
 
-    def _start(self, slot: Slot, ready_w: int) -> None:
+    def _start(self, slot: Slot, lines: Lines) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._become_worker(ready_w)
+            self._become_worker(lines)
         slot.pid, slot.started_at, slot.ready, slot.restart_at = pid, self._clock(), False, None
         log.info("worker %d started", slot.index, extra={"worker": slot.index, "pid": pid})
 
-    def _become_worker(self, ready_w: int) -> NoReturn:
+    def _become_worker(self, lines: Lines) -> NoReturn:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
             for signo in _HANDLED:
                 signal.signal(signo, signal.SIG_DFL)
             for fd in self._pipes:
-                if fd != ready_w:
+                if fd not in (lines.ready, lines.lifeline):
                     os.close(fd)
-            status = self._worker_main(ready_w)
+            status = self._worker_main(lines)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -298,25 +311,32 @@ class Supervisor:
         )
 
 
-def run_worker(config: GatewayConfig, sock: socket.socket, ready_fd: int, metrics_dir: str) -> int:
-    """A worker's whole life: a gateway on the inherited socket until SIGTERM or SIGINT."""
+def run_worker(config: GatewayConfig, sock: socket.socket, lines: Lines, metrics_dir: str) -> int:
+    """A worker's whole life: a gateway on the inherited socket until SIGTERM, SIGINT or the supervisor's end."""
     enable_multiprocess(metrics_dir)
-    return event_loop.run(_serve_worker(config, sock, ready_fd, metrics_dir), use_uvloop=config.server.uvloop)
+    return event_loop.run(_serve_worker(config, sock, lines, metrics_dir), use_uvloop=config.server.uvloop)
 
 
-async def _serve_worker(config: GatewayConfig, sock: socket.socket, ready_fd: int, metrics_dir: str) -> int:
+async def _serve_worker(config: GatewayConfig, sock: socket.socket, lines: Lines, metrics_dir: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signo in _STOP_SIGNALS:
         loop.add_signal_handler(signo, stop.set)
+
+    def supervisor_gone() -> None:
+        log.warning("the supervisor is gone: stopping")
+        loop.remove_reader(lines.lifeline)
+        stop.set()
+
+    loop.add_reader(lines.lifeline, supervisor_gone)
     app = create_app(config, metrics=Metrics(multiprocess_dir=metrics_dir))
     started = False
     try:
         async with serve(app, config.server.host, 0, sock=sock):
             started = True
             log.info("worker %d serving on %s", os.getpid(), event_loop.loop_name(loop), extra={"pid": os.getpid()})
-            os.write(ready_fd, os.getpid().to_bytes(_PID_BYTES, "little"))
-            os.close(ready_fd)
+            os.write(lines.ready, os.getpid().to_bytes(_PID_BYTES, "little"))
+            os.close(lines.ready)
             await stop.wait()
     except Exception as exc:
         if started:

@@ -225,6 +225,28 @@ async def test_a_killed_worker_is_replaced_and_service_continues(
         assert await gw.stop() == 0
 
 
+async def test_workers_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, storage: Storage, upstream: ScriptedUpstream, tag: str
+):
+    port = free_port()
+    async with served(config_for(tmp_path, port, upstream, tag), tmp_path, port, "--workers", "2") as gw:
+        workers = await gw.until_workers(2)
+        gw.process.kill()
+        await gw.process.wait()
+        async with asyncio.timeout(WAIT):
+            while any(alive(pid) for pid in workers):
+                await asyncio.sleep(0.05)  # polling real processes; the timeout bounds it
+    assert "the supervisor is gone: stopping" in gw.output()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 async def test_oauth_and_api_keys_on_one_sqlite_file_work_across_workers(
     tmp_path: Path, storage: Storage, upstream: ScriptedUpstream, tag: str
 ):
