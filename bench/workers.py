@@ -13,7 +13,8 @@ key; the Redis quota on, metrics on; the embedded SQLite storage). nginx and wrk
    line shows what the machine gives, not what a bigger one would).
 
 For each: requests per second, p50, the CPU microseconds per request of the gateway's processes (supervisor and
-workers, from ``/proc``) and each worker's share of that CPU (how evenly the shared socket spreads the load).
+workers, from ``/proc``), their context switches per request, and each worker's share of that CPU (how evenly the
+shared socket spreads the load).
 Absolute numbers on a shared machine mean little: compare the lines with each other, in one run.
 """
 
@@ -55,6 +56,17 @@ def worker_pids(supervisor: int) -> list[int]:
     return [supervisor]
 
 
+def context_switches(pids: list[int]) -> int:
+    """Voluntary and involuntary context switches of these processes so far (``/proc/PID/status``)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
+
+
 def run(label: str, config: Path, key: str, *, workers: int, cpus: str, args: argparse.Namespace) -> str:
     port = free_port()
     serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
@@ -64,6 +76,7 @@ def run(label: str, config: Path, key: str, *, workers: int, cpus: str, args: ar
         url, headers = f"http://127.0.0.1:{port}/mcp", {**HEADERS, "X-API-Key": key}
         wrk(url, args.concurrency, 2, headers, [gw.pid], "warm")
         before = {pid: cpu_seconds([pid]) for pid in pids}
+        switches = context_switches(pids)
         result = wrk(
             f"http://127.0.0.1:{port}/mcp",
             args.concurrency,
@@ -73,11 +86,13 @@ def run(label: str, config: Path, key: str, *, workers: int, cpus: str, args: ar
             label,
         )
         used = {pid: cpu_seconds([pid]) - before[pid] for pid in pids}
+        switches = context_switches(pids) - switches
+    requests = result.rps * args.duration
     total = sum(used.values()) or 1.0
     shares = " ".join(f"{used[pid] / total:.0%}" for pid in pids) if len(pids) > 1 else "-"
     return (
         f"{label:<22} {result.rps:>8.0f} {result.p50_ms:>8.3f} {result.cpu_us_per_request:>11.0f} "
-        f"{result.errors:>6}  {shares}"
+        f"{switches / max(requests, 1):>10.2f} {result.errors:>6}  {shares}"
     )
 
 
@@ -103,7 +118,8 @@ def main() -> int:
             lines.append(run(f"{n} workers, CPU 0", config, key, workers=n, cpus="0", args=args))
             lines.append(run(f"{n} workers, CPUs 0-1", config, key, workers=n, cpus="0-1", args=args))
     print(f"C={args.concurrency}, {args.duration:.0f} s each; nginx and wrk on CPU 1")
-    print(f"{'gateway':<22} {'req/s':>8} {'p50 ms':>8} {'CPU us/req':>11} {'errors':>6}  CPU share per worker")
+    header = f"{'gateway':<22} {'req/s':>8} {'p50 ms':>8} {'CPU us/req':>11} {'cswch/req':>10} {'errors':>6}"
+    print(f"{header}  CPU share per worker")
     print("\n".join(lines))
     return 0
 
