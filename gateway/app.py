@@ -66,7 +66,9 @@ def create_app(
     app[AUDIT] = audit or AuditLog(api_key_prefix=config.api_keys.prefix)
     redis_url = config.redis.url
     app[REVOCATIONS] = (
-        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+        RedisRevocationBus(redis_url, config.redis.revocation_channel, config.redis.cluster)
+        if redis_url
+        else LocalRevocationBus()
     )
     app[BLOCKED] = BlockedAddresses()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
@@ -145,7 +147,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.redis.url is None:
         yield
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     app[REDIS] = redis
     try:
         yield

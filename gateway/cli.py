@@ -163,7 +163,7 @@ async def run_usage(config: GatewayConfig, email: str) -> None:
     if config.redis.url is None:
         print("  counters live inside the running gateway (embedded mode); set redis.url to share and inspect them")
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     try:
         usage = await make_limiter(config.quota, clock=SystemClock(), redis=redis).usage(user.id, plan)
     finally:
@@ -212,7 +212,7 @@ async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
     if config.redis.url is None:
         yield LocalRevocationBus()
         return
-    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel)
+    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel, config.redis.cluster)
     try:
         yield bus
     finally:

@@ -136,6 +136,8 @@ class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
     """Pub/sub channel on which replicas announce revocations to each other."""
+    cluster: bool = False
+    """``url`` names one node of a Redis Cluster (the client discovers the others)."""
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,16 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
     return _normalise(config)
 
 
+def _check_redis_cluster(url: str | None) -> list[str]:
+    if not url:
+        return ["redis.cluster: needs redis.url (any one node of the cluster)"]
+    if not url.startswith(("redis://", "rediss://")):
+        return ["redis.cluster: redis.url must be redis:// or rediss:// (a node's host and port)"]
+    if urlsplit(url).path.strip("/") not in ("", "0"):
+        return ["redis.cluster: a Redis Cluster has database 0 only (redis.url ending in /0 or no path)"]
+    return []
+
+
 def _check(c: GatewayConfig) -> list[str]:
     problems: list[str] = []
     # The issuer and the well-known documents live at the root of public_url's origin.
@@ -354,6 +366,8 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if c.redis.cluster:
+        problems += _check_redis_cluster(c.redis.url)
     if not _CHANNEL_RE.match(c.redis.revocation_channel):
         problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
     if c.storage.schema is not None:
