@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -373,3 +374,16 @@ def test_workers_without_redis_are_accepted_when_nothing_would_be_multiplied():
     assert "multiplying quota.max_concurrent_streams by 4;" in streams_only
     (both,) = workers_problems(parse_config({}), 4)
     assert "multiplying the caps of plan(s) free and quota.max_concurrent_streams by 4;" in both
+
+
+async def test_an_address_already_in_use_is_an_error_not_a_traceback(tmp_path: Path):
+    path = tmp_path / "gw.yaml"
+    path.write_text("quota:\n  plans: {free: {}}\n  max_concurrent_streams: null\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, output = await cli(path, "serve", "--workers", "2", "--port", str(port))
+    assert status == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in output
+    assert "Traceback" not in output
