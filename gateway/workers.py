@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -330,9 +330,11 @@ async def _serve_worker(config: GatewayConfig, sock: socket.socket, lines: Lines
 
     loop.add_reader(lines.lifeline, supervisor_gone)
     app = create_app(config, metrics=Metrics(multiprocess_dir=metrics_dir))
+    listening = TakingTurns.sharing(sock)
+    sock.close()  # one handle per worker, closed when it stops accepting (then a stopped server refuses at once)
     started = False
     try:
-        async with serve(app, config.server.host, 0, sock=sock):
+        async with serve(app, config.server.host, 0, sock=listening):
             started = True
             log.info("worker %d serving on %s", os.getpid(), event_loop.loop_name(loop), extra={"pid": os.getpid()})
             os.write(lines.ready, os.getpid().to_bytes(_PID_BYTES, "little"))
@@ -344,6 +346,33 @@ async def _serve_worker(config: GatewayConfig, sock: socket.socket, lines: Lines
         print(f"error: worker {os.getpid()} could not start: {escape_unsafe(str(exc))}", file=sys.stderr, flush=True)
         return BOOT_FAILED
     return 0
+
+
+class TakingTurns(socket.socket):
+    """A worker's handle on the shared listening socket that accepts one connection per event-loop turn.
+
+    Every worker is woken when connections wait; one that accepted as many as it could in one go would take a
+    whole burst (a load balancer opening its pool, a benchmark's 64 connections) and keep those long-lived
+    connections while its siblings idle. Taking one per turn (nginx's ``multi_accept off``) lets every awake worker
+    take its share, and a busy worker, whose turns are longer, takes fewer."""
+
+    _turn_taken = False
+
+    @classmethod
+    def sharing(cls, sock: socket.socket) -> TakingTurns:
+        """A new handle (its own descriptor) on ``sock``'s listening socket."""
+        return cls(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._turn_taken:
+            raise BlockingIOError
+        accepted = super().accept()
+        self._turn_taken = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        return accepted
+
+    def _next_turn(self) -> None:
+        self._turn_taken = False
 
 
 def _read_signals(fd: int) -> set[int]:

@@ -387,3 +387,24 @@ async def test_an_address_already_in_use_is_an_error_not_a_traceback(tmp_path: P
     assert status == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in output
     assert "Traceback" not in output
+
+
+async def test_a_worker_accepts_one_connection_per_turn_of_its_event_loop():
+    from gateway.workers import TakingTurns
+
+    with socket.create_server(("127.0.0.1", 0)) as shared:
+        handle = TakingTurns.sharing(shared)
+        handle.setblocking(False)
+        clients = [socket.create_connection(shared.getsockname()[:2]) for _ in range(2)]
+        try:
+            first, _ = handle.accept()
+            with pytest.raises(BlockingIOError):
+                handle.accept()  # the rest wait for the next turn (or for a sibling)
+            await asyncio.sleep(0)  # the loop turns
+            second, _ = handle.accept()
+            first.close()
+            second.close()
+        finally:
+            handle.close()
+            for client in clients:
+                client.close()
