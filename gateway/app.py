@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
@@ -149,6 +151,11 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     app[REDIS] = redis
+    if isinstance(redis, RedisCluster):
+        # Learn the cluster's topology now, not on the first request (which would take longer than the quota's
+        # Redis timeout and degrade that one call). A node that is down now is learnt later, as for any client.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await redis.initialize()
     try:
         yield
     finally:
