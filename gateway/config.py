@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
+from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -262,6 +263,7 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
     def issuer(self) -> str:
@@ -289,9 +291,19 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
     substituted = substitute_env(raw, env if env is not None else os.environ, problems)
-    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
+    config = build_dataclass(
+        GatewayConfig,
+        substituted,
+        problems,
+        parsers={QuotaConfig: parse_quota_config, AuthorizationConfig: parse_authorization_config},
+    )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
+    # The policy's scopes are OAuth scopes too (metadata, registration, /authorize).
+    oauth = dataclasses.replace(
+        config.oauth, scopes_supported=merged_scopes(config.oauth.scopes_supported, config.authorization)
+    )
+    config = dataclasses.replace(config, oauth=oauth)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)

@@ -8,6 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import HeaderMismatch
+from gateway.policy.enforce import ALLOW_ALL
+from gateway.policy.setup import POLICY
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
 from gateway.proxy.sessions import STREAMABLE
@@ -51,11 +53,13 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     principal = await authenticate(request)
     body: bytes | None = None
     cost = 0
+    verdict = ALLOW_ALL
     if request.method == "POST":
         body = await request.read()
         message = parse_message(body)
+        verdict = request.app[POLICY].judge(request, principal, message)
         check_routing_headers(request.headers, message)
-        cost = proxy.quota.cost_of(principal, message)
+        cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
     elif request.method == "GET":
         cost = STREAM_OPEN_COST
     session_id = request.headers.get(SESSION_HEADER)
@@ -73,7 +77,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
         ):
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
-            return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
+            return await request.app[POLICY].relay(proxy.upstream, request, upstream, verdict, admission.headers)
 
 
 def setup_streamable(app: web.Application) -> None:
