@@ -1,0 +1,227 @@
+"""Enforcement and filtered lists on ``/mcp``, with API keys holding minimal scopes, against a scripted upstream
+that records what reached it (so a refusal can be shown to forward and charge nothing)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.metrics import METRICS
+from gateway.storage import Storage
+from tests.policy.conftest import POLICY
+from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.scripted_upstream import ScriptedUpstream, scripted_upstream
+
+TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in ("add", "echo", "slow_count", "whoami")]
+PAGE = 2
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def _answer(message: dict[str, Any]) -> dict[str, Any]:
+    method, params = message["method"], message.get("params") or {}
+    if method == "tools/list":
+        start = int(params.get("cursor") or 0)
+        result: dict[str, Any] = {"tools": TOOLS[start : start + PAGE], "cacheScope": "public", "ttlMs": 60000}
+        if start + PAGE < len(TOOLS):
+            result["nextCursor"] = str(start + PAGE)
+        return {"jsonrpc": "2.0", "id": message["id"], "result": result}
+    if method == "resources/list":
+        uris = ["info://server", "file:///secret"]
+        return {"jsonrpc": "2.0", "id": message["id"], "result": {"resources": [{"uri": u, "name": u} for u in uris]}}
+    if method == "prompts/list":
+        names = ["summarize", "roast"]
+        return {"jsonrpc": "2.0", "id": message["id"], "result": {"prompts": [{"name": n} for n in names]}}
+    return {"jsonrpc": "2.0", "id": message.get("id"), "result": {"content": [{"type": "text", "text": "ok"}]}}
+
+
+def mcp_like(sse: bool) -> Any:
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        message = json.loads(await request.read())
+        answer: Any = [_answer(m) for m in message] if isinstance(message, list) else _answer(message)
+        if not sse:
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for item in answer if isinstance(answer, list) else [answer]:
+            text = json.dumps(item)
+            # Split each event across writes (and CRLF line ends) to exercise the event reassembly.
+            await response.write(f"event: message\r\nid: {item['id']}\r\ndata: {text[:20]}".encode())
+            await response.write(f"{text[20:]}\r\n\r\n".encode())
+        return response
+
+    return behaviour
+
+
+@pytest.fixture
+async def upstream_json() -> AsyncIterator[ScriptedUpstream]:
+    async with scripted_upstream(mcp_like(sse=False)) as up:
+        yield up
+
+
+@pytest.fixture
+async def gw(sqlite_storage: Storage, upstream_json: ScriptedUpstream) -> AsyncIterator[GatewayHandle]:
+    async with running_gateway(storage=sqlite_storage, upstream_url=upstream_json.mcp_url, overrides=POLICY) as g:
+        yield g
+
+
+async def key_with(gw: GatewayHandle, *scopes: str) -> str:
+    user = await gw.new_user()
+    _, minted = await gw.accounts.create_key(user, name="k", scope=" ".join(scopes) or None)
+    return minted.key
+
+
+def call(name: str, id_: int = 1, method: str = "tools/call", field: str = "name") -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "method": method, "params": {field: name, "arguments": {}}}
+
+
+def listing(method: str, id_: int = 1, cursor: str | None = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "method": method, "params": {"cursor": cursor} if cursor else {}}
+
+
+async def post(gw: GatewayHandle, key: str, body: object, **headers: str) -> tuple[int, dict[str, str], Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(gw.mcp_url, data=json.dumps(body), headers={**HEADERS, "X-API-Key": key, **headers}) as response,
+    ):
+        raw = await response.read()
+        if response.content_type == "text/event-stream":
+            events = [e for e in raw.decode().replace("\r\n", "\n").split("\n\n") if e.strip()]
+            datas = ["\n".join(ln[6:] for ln in e.split("\n") if ln.startswith("data: ")) for e in events]
+            parsed: Any = [json.loads(d) for d in datas]
+            return response.status, dict(response.headers), parsed[0] if len(parsed) == 1 else parsed
+        return response.status, dict(response.headers), json.loads(raw)
+
+
+async def all_tools(gw: GatewayHandle, key: str) -> tuple[list[str], list[dict[str, Any]]]:
+    names: list[str] = []
+    results: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        status, _, body = await post(gw, key, listing("tools/list", cursor=cursor))
+        assert status == 200
+        results.append(body["result"])
+        names += [tool["name"] for tool in body["result"]["tools"]]
+        cursor = body["result"].get("nextCursor")
+        if cursor is None:
+            return names, results
+
+
+async def test_a_key_with_a_minimal_scope_sees_only_its_tools_on_every_page_never_cached_as_shared(
+    gw: GatewayHandle,
+):
+    names, pages = await all_tools(gw, await key_with(gw, "tools:read"))
+    assert names == ["echo", "whoami"]
+    assert len(pages) == 2
+    assert all(page["cacheScope"] == "private" for page in pages)
+
+
+async def test_a_key_without_scopes_and_a_key_with_mcp_tools_keep_seeing_everything_unmarked(gw: GatewayHandle):
+    for key in (await key_with(gw), await key_with(gw, "mcp:tools")):
+        names, pages = await all_tools(gw, key)
+        assert names == ["add", "echo", "slow_count", "whoami"]
+        assert all(page["cacheScope"] == "public" for page in pages)
+
+
+async def test_a_broader_scope_implies_the_narrower_one(gw: GatewayHandle):
+    names, _ = await all_tools(gw, await key_with(gw, "tools:math"))
+    assert names == ["add", "echo", "whoami"]
+
+
+async def test_resources_and_prompts_lists_are_filtered_too(gw: GatewayHandle):
+    key = await key_with(gw, "tools:read")
+    _, _, resources = await post(gw, key, listing("resources/list"))
+    _, _, prompts = await post(gw, key, listing("prompts/list"))
+    assert [r["uri"] for r in resources["result"]["resources"]] == ["info://server"]
+    assert [p["name"] for p in prompts["result"]["prompts"]] == ["summarize"]
+
+
+async def test_a_key_with_a_minimal_scope_cannot_call_outside_it_and_nothing_is_forwarded_or_charged(
+    gw: GatewayHandle, upstream_json: ScriptedUpstream
+):
+    key = await key_with(gw, "tools:read")
+    status, headers, body = await post(gw, key, call("add"))
+    assert status == 403
+    challenge = headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="tools:math"' in challenge
+    assert f'resource_metadata="{gw.url}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert body["id"] == 1
+    assert body["error"]["data"] == {"error": "insufficient_scope", "scope": "tools:math"}
+    for target, method, field in [("file:///secret", "resources/read", "uri"), ("roast", "prompts/get", "name")]:
+        status, headers, _ = await post(gw, key, call(target, method=method, field=field))
+        assert status == 403
+        assert 'scope="mcp:tools"' in headers["WWW-Authenticate"]
+    assert upstream_json.requests == []
+    assert gw.app[METRICS].registry.get_sample_value("gateway_quota_admitted_total") in (None, 0.0)
+    status, _, body = await post(gw, key, call("echo"))
+    assert status == 200
+
+
+async def test_a_batch_is_judged_per_member_and_the_answer_names_each_refused_one(
+    gw: GatewayHandle, upstream_json: ScriptedUpstream
+):
+    key = await key_with(gw, "tools:read")
+    batch = [call("echo", 1), call("add", 2), call("slow_count", 3), listing("tools/list", 4)]
+    status, headers, body = await post(gw, key, batch)
+    assert status == 403
+    assert [item["id"] for item in body] == [2, 3]
+    assert [item["error"]["data"]["scope"] for item in body] == ["tools:math", "mcp:tools"]
+    assert 'scope="tools:math mcp:tools"' in headers["WWW-Authenticate"]
+    assert upstream_json.requests == []
+
+    status, _, body = await post(gw, key, [call("echo", 1), listing("tools/list", 2), listing("prompts/list", 3)])
+    assert status == 200
+    assert body[0]["result"]["content"][0]["text"] == "ok"
+    assert [t["name"] for t in body[1]["result"]["tools"]] == ["echo"]
+    assert [p["name"] for p in body[2]["result"]["prompts"]] == ["summarize"]
+
+
+async def test_an_mcp_name_header_naming_a_forbidden_tool_is_refused_before_the_body_matters(
+    gw: GatewayHandle, upstream_json: ScriptedUpstream
+):
+    key = await key_with(gw, "tools:read")
+    v2026 = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"}
+    # The body names an allowed tool (a mismatch the gateway would answer 400) or is not even JSON: still 403.
+    for body in (call("echo"), "not json at all"):
+        status, headers, _ = await post(gw, key, body, **v2026, **{"Mcp-Name": "add"})
+        assert status == 403
+        assert 'scope="tools:math"' in headers["WWW-Authenticate"]
+    status, _, _ = await post(gw, key, call("echo"), **v2026, **{"Mcp-Name": "echo"})
+    assert status == 200
+    assert len(upstream_json.requests) == 1
+
+
+async def test_a_weighted_rule_charges_its_weight_per_call(sqlite_storage: Storage, upstream_json: ScriptedUpstream):
+    overrides = {**POLICY, "quota": {"plans": {"free": {"per_minute": 12}}}}
+    async with running_gateway(storage=sqlite_storage, upstream_url=upstream_json.mcp_url, overrides=overrides) as g:
+        key = await key_with(g, "tools:math")
+        status, headers, _ = await post(g, key, call("add"))
+        assert status == 200
+        assert "r=2" in headers["RateLimit"]
+        status, _, _ = await post(g, key, call("add"))
+        assert status == 429
+
+
+@pytest.fixture
+async def upstream_sse() -> AsyncIterator[ScriptedUpstream]:
+    async with scripted_upstream(mcp_like(sse=True)) as up:
+        yield up
+
+
+async def test_sse_answers_are_filtered_event_by_event_with_pagination_and_batches(
+    sqlite_storage: Storage, upstream_sse: ScriptedUpstream
+):
+    async with running_gateway(storage=sqlite_storage, upstream_url=upstream_sse.mcp_url, overrides=POLICY) as g:
+        key = await key_with(g, "tools:read")
+        names, pages = await all_tools(g, key)
+        assert names == ["echo", "whoami"]
+        assert all(page["cacheScope"] == "private" for page in pages)
+        status, _, body = await post(g, key, [listing("tools/list", 7), call("echo", 8)])
+        assert status == 200
+        assert [t["name"] for t in body[0]["result"]["tools"]] == ["echo"]
+        assert body[1]["id"] == 8
