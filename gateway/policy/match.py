@@ -18,6 +18,7 @@ Kind = Literal["tool", "resource", "prompt"]
 DEFAULT_RULE: Final = "default"
 """The metric label and audit name of a target no rule matches."""
 _HELD_CACHE: Final = 1024
+_NEED_CACHE: Final = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +72,20 @@ class Policy:
         self._default = Need(DEFAULT_RULE, config.default_scopes)
         self._implies = {name: scope.implies for name, scope in config.scopes.items()}
         self._held: OrderedDict[str, Held] = OrderedDict()
+        self._needs: dict[tuple[Kind, str], Need] = {}
         self.rule_names = frozenset({DEFAULT_RULE, *(rule.name for rule in config.rules)})
         """The closed set of metric labels: the configured rule names and ``default``."""
 
     def need(self, kind: Kind, target: str) -> Need:
-        for rule in self._rules:
-            if rule.matches(kind, target):
-                return rule.need
-        return self._default
+        """The first matching rule's need (remembered: lists name the same targets again and again)."""
+        key = (kind, target)
+        need = self._needs.get(key)
+        if need is None:
+            need = next((rule.need for rule in self._rules if rule.matches(kind, target)), self._default)
+            if len(self._needs) >= _NEED_CACHE:
+                self._needs.clear()
+            self._needs[key] = need
+        return need
 
     def held(self, scope: str | None) -> Held:
         """What a credential with ``scope`` (space-separated; None: a key without scopes) may use."""
