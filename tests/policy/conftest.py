@@ -9,7 +9,9 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.storage import Storage
+from tests.policy.scripted import mcp_like
 from tests.support.gateway import GatewayHandle, running_gateway
+from tests.support.scripted_upstream import ScriptedUpstream, scripted_upstream
 from tests.support.upstream import UpstreamProcess
 
 MATH_SENTENCE = "Do arithmetic with the add tool"
@@ -48,3 +50,10 @@ async def policy_gateway(
         clock=clock,
     ) as gw:
         yield gw
+
+
+@pytest.fixture
+async def upstream_json() -> AsyncIterator[ScriptedUpstream]:
+    """A scripted upstream answering JSON, lists paginated two by two."""
+    async with scripted_upstream(mcp_like(sse=False)) as up:
+        yield up
