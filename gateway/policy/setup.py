@@ -16,7 +16,7 @@ from gateway.audit import AUDIT
 from gateway.credentials import Principal
 from gateway.credentials.setup import AUTHENTICATOR
 from gateway.metrics import METRICS
-from gateway.policy.enforce import Enforcer, Verdict
+from gateway.policy.enforce import ALLOW_ALL, Enforcer, Verdict
 from gateway.policy.filter import SseFilter, relay_filtered
 from gateway.policy.match import Policy
 from gateway.proxy.upstream import ChunkFilter, Upstream
@@ -48,6 +48,12 @@ class PolicyHooks:
         return await relay_filtered(
             upstream_api, request, upstream, policy=self.policy, held=verdict.held, extra_headers=extra_headers
         )
+
+    def stream_verdict(self, principal: Principal) -> Verdict:
+        """The verdict on a request without a body to judge (``GET``, ``DELETE``): filter any list answer it
+        carries (a stream resumed with ``Last-Event-ID`` replays answers)."""
+        held = self.policy.held(principal.scope)
+        return ALLOW_ALL if held.everything else Verdict(held, lists=True)
 
     def stream_filter(self, principal: Principal) -> ChunkFilter | None:
         """The filter of a legacy SSE stream (its answers arrive there), or None when it sees everything."""

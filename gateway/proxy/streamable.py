@@ -8,7 +8,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import HeaderMismatch
-from gateway.policy.enforce import ALLOW_ALL
 from gateway.policy.setup import POLICY
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
@@ -53,7 +52,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     principal = await authenticate(request)
     body: bytes | None = None
     cost = 0
-    verdict = ALLOW_ALL
+    verdict = request.app[POLICY].stream_verdict(principal)  # GET: a resumed stream may replay list answers
     if request.method == "POST":
         body = await request.read()
         message = parse_message(body)

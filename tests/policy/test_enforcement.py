@@ -3,14 +3,19 @@ that records what reached it (so a refusal can be shown to forward and charge no
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
 
+from gateway.audit import AUDIT
 from gateway.metrics import METRICS
 from gateway.storage import Storage
 from tests.policy.conftest import POLICY
-from tests.policy.scripted import all_tools, call, key_with, listing, mcp_like, post
+from tests.policy.scripted import TOOLS, all_tools, call, key_with, listing, mcp_like, post
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.scripted_upstream import ScriptedUpstream, scripted_upstream
 
@@ -135,3 +140,51 @@ async def test_sse_answers_are_filtered_event_by_event_with_pagination_and_batch
         assert status == 200
         assert [t["name"] for t in body[0]["result"]["tools"]] == ["echo"]
         assert body[1]["id"] == 8
+
+
+async def replays_a_list_answer(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    answer = {"jsonrpc": "2.0", "id": 3, "result": {"tools": TOOLS}}
+    await response.write(f"id: 9\ndata: {json.dumps(answer)}\n\n".encode())
+    return response
+
+
+async def test_a_resumed_get_stream_replaying_a_list_answer_is_filtered_too(sqlite_storage: Storage):
+    async with (
+        scripted_upstream(replays_a_list_answer) as up,
+        running_gateway(storage=sqlite_storage, upstream_url=up.mcp_url, overrides=POLICY) as g,
+    ):
+        key = await key_with(g, "tools:read")
+        headers = {"X-API-Key": key, "Accept": "text/event-stream", "Last-Event-ID": "8"}
+        async with aiohttp.ClientSession() as http, http.get(g.mcp_url, headers=headers) as response:
+            raw = (await response.read()).decode()
+    data = json.loads(next(line[6:] for line in raw.splitlines() if line.startswith("data: ")))
+    assert [tool["name"] for tool in data["result"]["tools"]] == ["echo", "whoami"]
+    assert "id: 9" in raw
+
+
+async def test_refusals_and_calls_are_audited_and_counted_by_rule_name_never_by_tool_name(gw: GatewayHandle):
+    events: list[tuple[str, dict[str, object]]] = []
+    gw.app[AUDIT].listen(lambda name, fields: events.append((name, fields)))
+    key = await key_with(gw, "tools:read")
+    await post(gw, key, call("add"))
+    await post(gw, key, call("echo"))
+    await post(gw, key, call("some-unlisted-tool"))
+    assert [(name, fields["rule"], fields["target"]) for name, fields in events] == [
+        ("policy.refused", "math", "add"),
+        ("policy.allowed", "reading", "echo"),
+        ("policy.refused", "default", "some-unlisted-tool"),
+    ]
+    assert events[0][1]["reason"] == "insufficient_scope"
+    exposition = generate_latest(gw.app[METRICS].registry).decode()
+    labels = {
+        line.split("{")[1].split("}")[0]
+        for line in exposition.splitlines()
+        if "gateway_policy_decisions_total{" in line
+    }
+    assert labels == {
+        'outcome="refused",rule="math"',
+        'outcome="allowed",rule="reading"',
+        'outcome="refused",rule="default"',
+    }
