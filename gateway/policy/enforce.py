@@ -8,7 +8,7 @@ is JSON-RPC: one error, or for a batch one error per refused member (by id; noth
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ TARGETS: Final[Mapping[str, tuple[Kind, str]]] = {
     "prompts/get": ("prompt", "name"),
 }
 LISTS: Final = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
+Consistency = Callable[[Mapping[str, str], object], None]
 REFUSED_MESSAGE: Final = "The credential does not carry the scope this call needs"
 _AUDIT_TARGET_CHARS: Final = 200
 
@@ -96,9 +97,16 @@ class Enforcer:
     audit: AuditLog | None
     resource_metadata: str | None
 
-    def judge(self, headers: Mapping[str, str], principal: Principal, message: object) -> Verdict:
-        """The verdict on one POST body (parsed; None when not JSON), or ``ScopeRefused``."""
+    def judge(
+        self, headers: Mapping[str, str], principal: Principal, message: object, consistent: Consistency | None = None
+    ) -> Verdict:
+        """The verdict on one POST body (parsed; None when not JSON), or ``ScopeRefused``. ``consistent`` (the
+        ``Mcp-Method``/``Mcp-Name`` check against the body, 400) runs after the headers are judged and before
+        the body is: a forbidden ``Mcp-Name`` is 403 whatever the body says; a mismatch naming a forbidden
+        target in the body only is 400."""
         if not self.policy.enabled:
+            if consistent is not None:
+                consistent(headers, message)
             return ALLOW_ALL
         held = self.policy.held(principal.scope)
         members = message if isinstance(message, list) else [message]
@@ -109,6 +117,8 @@ class Enforcer:
             if not held.covers(need):
                 first = members[0] if members and isinstance(members[0], dict) else {}
                 self._refuse(principal, headers["Mcp-Method"], name, [Refused(first.get("id"), need)], batch=False)
+        if consistent is not None:
+            consistent(headers, message)
         verdict = Verdict(held)
         refused: list[Refused] = []
         for member in members:

@@ -16,7 +16,7 @@ from gateway.audit import AUDIT
 from gateway.credentials import Principal
 from gateway.credentials.setup import AUTHENTICATOR
 from gateway.metrics import METRICS
-from gateway.policy.enforce import ALLOW_ALL, Enforcer, Verdict
+from gateway.policy.enforce import ALLOW_ALL, Consistency, Enforcer, Verdict
 from gateway.policy.filter import SseFilter, relay_filtered
 from gateway.policy.match import Policy
 from gateway.proxy.upstream import ChunkFilter, Upstream
@@ -30,9 +30,11 @@ class PolicyHooks:
     def policy(self) -> Policy:
         return self.enforcer.policy
 
-    def judge(self, request: web.Request, principal: Principal, message: object) -> Verdict:
-        """The verdict on a POST (``Mcp-Name`` first, then the body), or ``ScopeRefused`` (403)."""
-        return self.enforcer.judge(request.headers, principal, message)
+    def judge(
+        self, request: web.Request, principal: Principal, message: object, consistent: Consistency | None = None
+    ) -> Verdict:
+        """The verdict on a POST (``Mcp-Name`` first, then ``consistent``, then the body), or ``ScopeRefused``."""
+        return self.enforcer.judge(request.headers, principal, message, consistent)
 
     async def relay(
         self,

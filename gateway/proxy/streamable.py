@@ -56,8 +56,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     if request.method == "POST":
         body = await request.read()
         message = parse_message(body)
-        verdict = request.app[POLICY].judge(request, principal, message)
-        check_routing_headers(request.headers, message)
+        verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers)
         cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
     elif request.method == "GET":
         cost = STREAM_OPEN_COST

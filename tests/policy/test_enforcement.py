@@ -106,6 +106,9 @@ async def test_an_mcp_name_header_naming_a_forbidden_tool_is_refused_before_the_
         status, headers, _ = await post(gw, key, body, **v2026, **{"Mcp-Name": "add"})
         assert status == 403
         assert 'scope="tools:math"' in headers["WWW-Authenticate"]
+    # An allowed Mcp-Name over a body naming a forbidden tool is the header/body mismatch (case 80).
+    status, _, body = await post(gw, key, call("add"), **v2026, **{"Mcp-Name": "echo"})
+    assert (status, body["error"]["code"]) == (400, -32020)
     status, _, _ = await post(gw, key, call("echo"), **v2026, **{"Mcp-Name": "echo"})
     assert status == 200
     assert len(upstream_json.requests) == 1
