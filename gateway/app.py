@@ -9,16 +9,13 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.admin import setup_admin
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
 from gateway.credentials.setup import setup_credentials
 from gateway.dashboard import setup_dashboard
-from gateway.errors import error_middleware
 from gateway.flight.setup import setup_flight
-from gateway.health import setup_health
 from gateway.housekeeping import housekeeping_ctx
 from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
@@ -28,17 +25,15 @@ from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
-from gateway.proxy.legacy_sse import setup_legacy_sse
-from gateway.proxy.streamable import setup_streamable
 from gateway.proxy.upstream import new_client_session
 from gateway.quota import quota_redis_client
 from gateway.quota.setup import setup_quota
 from gateway.request_metrics import request_metrics, setup_request_metrics
 from gateway.revocation import REVOCATIONS, LocalRevocationBus
 from gateway.revocation_redis import RedisRevocationBus
+from gateway.routes import error_middleware, setup_routes
 from gateway.storage import Storage, open_storage
 from gateway.throttle import setup_throttle
-from gateway.web_pages import page_errors, setup_pages
 
 log = logging.getLogger("gateway.app")
 
@@ -62,7 +57,7 @@ def create_app(
     it) and publishes its own context under its own key — quota → ``QUOTA_GATE``, credentials →
     ``AUTHENTICATOR``, proxy → ``PROXY``, dashboard → ``DASHBOARD``. No feature builds another's collaborators."""
     app = web.Application(
-        middlewares=[request_metrics, cors_middleware, error_middleware, page_errors],
+        middlewares=[request_metrics, cors_middleware, error_middleware],
         client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
@@ -90,14 +85,10 @@ def create_app(
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_cors_headers)
     setup_request_metrics(app)
-    setup_health(app)
     setup_metrics_endpoint(app)
-    setup_pages(app)
     setup_oauth(app)
     setup_dashboard(app)
-    setup_admin(app)
-    setup_streamable(app)
-    setup_legacy_sse(app)
+    setup_routes(app)
     return app
 
 

@@ -105,6 +105,13 @@ async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, host, port) as running:
         print(f"mcp-gateway listening on {running.url} (public URL {config.public_url})", file=sys.stderr)
+        limits = running.connections.limits
+        per_address = f"{limits.max_per_address} per address" if limits.max_per_address else "no per-address cap"
+        print(
+            f"mcp-gateway accepts at most {limits.max_connections} connections ({per_address}); request heads "
+            f"within {limits.header_timeout:g} s, bodies idle at most {limits.body_timeout:g} s",
+            file=sys.stderr,
+        )
         await stop.wait()
         print("mcp-gateway shutting down: draining in-flight requests", file=sys.stderr)
 

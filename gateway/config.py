@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
+from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -28,6 +29,10 @@ DEFAULT_FIRST_BYTE_TIMEOUT = 60.0
 DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
@@ -62,6 +67,18 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds a client has to send a whole request head (from connecting, or from the first byte of the next
+    request on a kept-alive connection); then the connection is closed."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a request body may make no progress while the gateway reads it; then the request ends with 408."""
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    """Seconds an idle kept-alive connection stays open (keep it longer than a front proxy's idle timeout)."""
+    max_connections: int = 0
+    """Open client connections at most; 0: the open-file limit less a reserve for the gateway's own sockets
+    and files (upstream and storage pools plus 64)."""
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    """Open connections one client address (IPv6: one /64) may hold; 0: no cap (behind a front proxy)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,8 @@ class UpstreamConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     identity_headers: bool = True
     """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+    forward_headers: tuple[str, ...] = ()
+    """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,8 @@ class ProtectiveLimitsConfig:
 class LimitsConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_header_bytes: int = 8190
+    max_form_bytes: int = 16 * 1024
+    """Largest body of an HTML form post and of an admin API call (413 above it, checked before buffering)."""
     session_max_age: float = DEFAULT_SESSION_MAX_AGE
     """Seconds after which a forgotten MCP session binding is purged."""
     protective: ProtectiveLimitsConfig = field(default_factory=ProtectiveLimitsConfig)
@@ -338,6 +359,9 @@ def _check(c: GatewayConfig) -> list[str]:
         ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("server.header_timeout", c.server.header_timeout),
+        ("server.body_timeout", c.server.body_timeout),
+        ("server.keepalive_timeout", c.server.keepalive_timeout),
         ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
         ("security.max_clock_skew", c.security.max_clock_skew),
     ]:
@@ -345,13 +369,19 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be greater than 0")
     if c.metrics.bearer_token and len(c.metrics.bearer_token) < MIN_METRICS_TOKEN_CHARS:
         problems.append(f"metrics.bearer_token: use at least {MIN_METRICS_TOKEN_CHARS} characters (or leave it empty)")
+    for i, name in enumerate(c.upstream.forward_headers):
+        if (why := forwardable_problem(name)) is not None:
+            problems.append(f"upstream.forward_headers[{i}]: {why}")
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
         ("server.port", c.server.port, 0),
+        ("server.max_connections", c.server.max_connections, 0),
+        ("server.max_connections_per_address", c.server.max_connections_per_address, 0),
         ("upstream.max_connections", c.upstream.max_connections, 1),
         ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
         ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
+        ("limits.max_form_bytes", c.limits.max_form_bytes, 1024),
         ("storage.pool_min", c.storage.pool_min, 1),
         ("storage.pool_max", c.storage.pool_max, 1),
     ]:

@@ -1,16 +1,20 @@
 """Errors as classes, rendered in one place.
 
-Handlers raise a ``GatewayError``; ``error_middleware`` turns it into the response. The client gets a
-short, safe description; detail for operators goes to the log, never to the body. Errors on the MCP
-data plane that a client's JSON-RPC layer must understand (upstream faults, unknown sessions, body
-limits on ``/mcp``) are JSON-RPC shaped; credential errors are OAuth shaped (RFC 6750 §3).
+Handlers raise a ``GatewayError``; ``gateway.routes.error_middleware`` turns it (and anything else raised) into
+the response, in the ``ErrorStyle`` the route declares in the route table: an HTML page on the pages people
+see, JSON elsewhere. The client gets a short, safe description; detail for operators goes to the log, never
+to the body. On the MCP data plane (``ErrorStyle.JSONRPC``) errors a client's JSON-RPC layer must understand
+(upstream faults, unknown sessions, unparsable bodies, body limits) are JSON-RPC shaped; credential errors
+are OAuth shaped (RFC 6750 §3) everywhere.
 
     GatewayError
-     ├── InvalidRequest (400)           ── TwoCredentials, HeaderMismatch (JSON-RPC -32020)
+     ├── InvalidRequest (400)           ── TwoCredentials, HeaderMismatch (JSON-RPC -32020), BadJsonRpc,
+     │                                     InvalidJson (JSON-RPC -32700)
      ├── Unauthorized (401)             ── InvalidToken
      ├── Forbidden (403)                ── OriginNotAllowed, InsufficientScope
      ├── NotFound (404)
      ├── SessionNotFound (404, JSON-RPC)
+     ├── HttpError (aiohttp's 404, 405, ...)
      ├── PayloadTooLarge (413, JSON-RPC on /mcp)
      ├── UpstreamError (502, JSON-RPC)  ── UpstreamAuthFailed, UpstreamRefused
      ├── ServiceUnavailable (503, Retry-After)
@@ -19,18 +23,17 @@ limits on ``/mcp``) are JSON-RPC shaped; credential errors are OAuth shaped (RFC
 
 from __future__ import annotations
 
+import enum
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from aiohttp import web
 
-log = logging.getLogger("gateway.errors")
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # JSON-RPC error codes (JSON-RPC 2.0 §5.1 and MCP transports).
+JSONRPC_PARSE_ERROR = -32700
 JSONRPC_INTERNAL_ERROR = -32603
 JSONRPC_INVALID_REQUEST = -32600
 JSONRPC_SERVER_ERROR = -32000
@@ -40,19 +43,36 @@ JSONRPC_HEADER_MISMATCH = -32020
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+class ErrorStyle(enum.Enum):
+    """How a route shows its errors (declared per route in ``gateway.routes``)."""
+
+    JSON = "json"
+    """``{"error", "error_description"}`` (RFC 6749 §5.2, RFC 6750 §3): the OAuth endpoints, admin API, health."""
+    JSONRPC = "jsonrpc"
+    """The MCP data plane: errors with a JSON-RPC code are JSON-RPC error objects, the rest as ``JSON``."""
+    PAGE = "page"
+    """An HTML error page (the OAuth sign-in and consent pages)."""
+    ACCOUNT_PAGE = "account_page"
+    """An HTML error page linking back to the account page (the dashboard)."""
+
+    @property
+    def is_page(self) -> bool:
+        return self in (ErrorStyle.PAGE, ErrorStyle.ACCOUNT_PAGE)
+
+
 class GatewayError(Exception):
-    status: ClassVar[int] = 500
-    error: ClassVar[str] = "server_error"
+    status: int = 500
+    error: str = "server_error"
     jsonrpc_code: ClassVar[int | None] = None
-    """When set, the body is a JSON-RPC error object instead of an OAuth-style error."""
+    """On ``ErrorStyle.JSONRPC`` routes, the body is a JSON-RPC error object with this code."""
 
     def __init__(self, description: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(description)
         self.description = description
         self.headers = dict(headers or {})
 
-    def body(self) -> dict[str, Any]:
-        if self.jsonrpc_code is not None:
+    def body(self, style: ErrorStyle = ErrorStyle.JSONRPC) -> dict[str, Any]:
+        if self.jsonrpc_code is not None and style is ErrorStyle.JSONRPC:
             return {
                 "jsonrpc": "2.0",
                 "id": None,
@@ -80,6 +100,16 @@ class HeaderMismatch(InvalidRequest):
 
 class BadJsonRpc(InvalidRequest):
     jsonrpc_code = JSONRPC_INVALID_REQUEST
+
+
+class InvalidJson(InvalidRequest):
+    """A JSON body that does not parse (syntax, encoding, or nested deeper than ``gateway.jsonsafe`` allows)."""
+
+    jsonrpc_code = JSONRPC_PARSE_ERROR
+
+
+class BadForm(InvalidRequest):
+    """A form post whose body is not a form the gateway reads (media type, charset, multipart framing)."""
 
 
 class Unauthorized(GatewayError):
@@ -115,6 +145,16 @@ class NotFound(GatewayError):
 
     status = 404
     error = "not_found"
+
+
+class HttpError(GatewayError):
+    """An ``aiohttp`` HTTP exception (no route: 404; wrong method: 405 with ``Allow``) in the gateway's shape."""
+
+    def __init__(self, exc: web.HTTPException) -> None:
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Location")}
+        super().__init__(exc.reason, headers=headers)
+        self.status = exc.status
+        self.error = exc.reason.lower().replace(" ", "_")
 
 
 class SessionNotFound(GatewayError):
@@ -167,37 +207,18 @@ class ServiceUnavailable(GatewayError):
         super().__init__(description, headers={"Retry-After": str(retry_after)})
 
 
-def render(exc: GatewayError) -> web.Response:
+def render(exc: GatewayError, style: ErrorStyle = ErrorStyle.JSONRPC) -> web.Response:
+    """The JSON body of ``exc`` (the HTML page of the page styles is ``gateway.web_pages.error_response``)."""
     headers = {**NO_STORE, **exc.headers}
     return web.Response(
         status=exc.status,
-        body=json.dumps(exc.body()).encode(),
+        body=json.dumps(exc.body(style)).encode(),
         content_type="application/json",
         headers=headers,
     )
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
+def from_http_exception(exc: web.HTTPException) -> GatewayError:
     if exc.status == 413:
-        return render(PayloadTooLarge("Request body too large"))
-    body = {"error": exc.reason.lower().replace(" ", "_"), "error_description": exc.reason}
-    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Location")}
-    return web.json_response(body, status=exc.status, headers={**NO_STORE, **headers})
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place that turns exceptions into responses."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        if exc.status >= 500:
-            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.description)
-        return render(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return render(GatewayError("Internal error"))
+        return PayloadTooLarge("Request body too large")
+    return HttpError(exc)

@@ -84,8 +84,3 @@ async def readyz(request: web.Request) -> web.Response:
         status=200 if ready else 503,
         headers=NO_STORE,
     )
-
-
-def setup_health(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)

@@ -66,17 +66,19 @@ class TextFormatter(logging.Formatter):
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse with the offending bytes, which may hold a credential:
-    keep the event, drop the bytes."""
+    keep the event, drop the bytes. It is the client's fault (answered 400), so a warning, not an error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
-            status = getattr(record.exc_info[1], "code", 400)
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) or isinstance(getattr(exc, "__cause__", None), HttpProcessingError):
+            status = getattr(exc, "code", 400)
             record.msg, record.args, record.exc_info, record.exc_text = (
                 "malformed HTTP request (%s)",
                 (status,),
                 None,
                 None,
             )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 

@@ -121,6 +121,12 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures answered 502/504, by kind.", ["kind"], registry=r
         )
+        self.connection_steps = Counter(
+            "gateway_connection_steps",
+            "Steps of clients' connection attempts (the flight recorder), by step, outcome and reason.",
+            ["step", "outcome", "reason"],
+            registry=r,
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -55,5 +55,3 @@ def prime_label_sets(metrics: Metrics) -> None:
 
 def setup_metrics_endpoint(app: web.Application) -> None:
     prime_label_sets(app[METRICS])
-    if app[CONFIG].metrics.enabled:
-        app.router.add_get(METRICS_PATH, metrics)

@@ -1,7 +1,7 @@
 """Per-request series: ``gateway_http_requests``, time to headers, upstream time vs. gateway overhead, open streams.
 
 The outermost middleware starts a ``RequestTiming``; the ``on_response_prepare`` hook (the moment the status and
-headers leave) counts the request under a bounded route label, observes the latencies and, for an event stream
+headers leave) counts the request under its route table label, observes the latencies and, for an event stream
 to a client, raises ``gateway_open_streams`` until the handler returns. The upstream relay reports how long it
 waited for the upstream (``note_upstream``); the rest, up to our own headers, is the gateway's overhead.
 """
@@ -16,31 +16,9 @@ from typing import Final
 from aiohttp import web
 
 from gateway.metrics import METRICS, ROUTES, bounded
+from gateway.routing import route_of
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_EXACT: Final = {
-    "/mcp": "mcp",
-    "/mcp/sse": "mcp_sse",
-    "/mcp/sse/messages": "mcp_sse_messages",
-    "/token": "token",
-    "/revoke": "revoke",
-    "/register": "register",
-    "/authorize": "authorize",
-    "/login": "login",
-    "/consent": "consent",
-    "/healthz": "health",
-    "/readyz": "health",
-    "/metrics": "metrics",
-}
-_PREFIXES: Final = (
-    ("/.well-known/", "metadata"),
-    ("/static/", "static"),
-    ("/admin", "admin"),
-    ("/account", "dashboard"),
-    ("/signup", "dashboard"),
-    ("/logout", "dashboard"),
-    ("/dashboard", "dashboard"),
-)
 STREAM_TRANSPORTS: Final = {"mcp": "streamable_http", "mcp_sse": "sse"}
 """Routes whose event-stream responses count as open streams, and the transport label of each."""
 EVENT_STREAM: Final = "text/event-stream"
@@ -63,13 +41,8 @@ TIMING = web.RequestKey("request_timing", RequestTiming)
 
 
 def route_label(request: web.Request) -> str:
-    """The matched route as one of the closed ``ROUTES`` names (never the raw path)."""
-    resource = request.match_info.route.resource
-    if resource is None:
-        return "other"
-    path = resource.canonical
-    label = _EXACT.get(path) or next((name for prefix, name in _PREFIXES if path.startswith(prefix)), "other")
-    return bounded(label, ROUTES)
+    """The route's label in the route table, one of the closed ``ROUTES`` names (never the raw path)."""
+    return bounded(route_of(request).label, ROUTES)
 
 
 def note_upstream(request: web.Request, seconds: float) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jinja2
 from aiohttp import web
 
-from gateway.errors import Forbidden, GatewayError, Handler
+from gateway.errors import BadForm, Forbidden, GatewayError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -85,6 +86,30 @@ def clear_cookie(response: web.StreamResponse, name: str) -> None:
     response.del_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
 
 
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 32
+MAX_FIELD = 1024
+
+
+async def read_form(request: web.Request, public_origin: str) -> dict[str, str]:
+    """A same-origin form post's fields, the last of a repeated name winning (longer values dropped).
+
+    The pages' forms are URL-encoded UTF-8 (what browsers send without ``enctype``); anything else (multipart,
+    another charset, undecodable bytes or percent-escapes, too many fields) is a 400 page, never a 500. The
+    body is already bounded by the route's cap (``limits.max_form_bytes``: 413 above it)."""
+    check_same_origin_post(request, public_origin)
+    if request.content_type != FORM_MEDIA_TYPE:
+        raise BadForm(f"The form must be sent as {FORM_MEDIA_TYPE}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadForm("The form must be encoded in UTF-8")
+    body = await request.read()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BadForm("The form is not valid UTF-8 form data") from exc
+    return {name: value for name, value in pairs if len(value) <= MAX_FIELD}
+
+
 def check_same_origin_post(request: web.Request, public_origin: str) -> None:
     """Refuse cross-site form posts (OWASP CSRF: verify the source origin), besides the CSRF token."""
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
@@ -94,35 +119,13 @@ def check_same_origin_post(request: web.Request, public_origin: str) -> None:
         raise Forbidden("Cross-site request refused")
 
 
-# The OAuth pages (gateway.oauth.context paths; not imported, as gateway.oauth imports this module) and the
-# dashboard's (gateway.dashboard), whose error pages link back to the account page.
-OAUTH_PAGE_PATHS = frozenset({"/authorize", "/login", "/consent"})
-DASHBOARD_PAGE_PATHS = frozenset({"/signup", "/logout", "/account"})
-DASHBOARD_PAGE_PREFIX = "/account/"
-
-
-def is_dashboard_page(path: str) -> bool:
-    return path in DASHBOARD_PAGE_PATHS or path.startswith(DASHBOARD_PAGE_PREFIX)
-
-
-@web.middleware
-async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_response(exc: GatewayError, *, back: str | None = None) -> web.Response:
     """On pages a person sees, errors are pages too (a 503 says to retry), never a JSON body."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        dashboard = is_dashboard_page(request.path)
-        if not dashboard and request.path not in OAUTH_PAGE_PATHS:
-            raise
-        title = "Please try again shortly" if exc.status >= 500 else "Request refused"
-        response = error_page(title, exc.description, status=exc.status, back="/account" if dashboard else None)
-        response.headers.update(exc.headers)
-        return response
+    title = "Please try again shortly" if exc.status >= 500 else "Request refused"
+    response = error_page(title, exc.description, status=exc.status, back=back)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def stylesheet(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "gateway.css", headers={"Cache-Control": "public, max-age=3600"})
-
-
-def setup_pages(app: web.Application) -> None:
-    app.router.add_get("/static/gateway.css", stylesheet)

@@ -33,10 +33,10 @@ class ApiKeyVerifier:
         if key is None:
             return Refusal("unknown")
         if key.revoked_at is not None:
-            return Refusal("revoked")
+            return Refusal("revoked", account_id=key.user_id)
         user = await self._users.get_user(key.user_id)
         if user is None or not user.active:
-            return Refusal("disabled")
+            return Refusal("disabled", account_id=key.user_id)
         principal = Principal(
             user_id=user.id, email=user.email, method="api_key", credential_id=key.id, scope=key.scope, plan=user.plan
         )

@@ -18,6 +18,7 @@ from gateway.credentials.extract import API_KEY_HEADER, AUTHORIZATION, Challenge
 from gateway.credentials.principal import Principal, Refusal, Verified
 from gateway.credentials.verifier import CredentialVerifier
 from gateway.errors import InsufficientScope, InvalidToken, ServiceUnavailable, TwoCredentials, Unauthorized
+from gateway.flight.setup import first_call, note
 from gateway.metrics import AUTH_FAILURE_REASONS, Metrics, bounded
 from gateway.revocation import Revocation
 from gateway.storage.base import StorageUnavailable
@@ -62,32 +63,37 @@ class Authenticator:
         try:
             presented = extract_credential(request, self.challenge)
         except Unauthorized:
-            self._refused("malformed" if {AUTHORIZATION, API_KEY_HEADER} & request.headers.keys() else "missing")
+            reason = "malformed" if {AUTHORIZATION, API_KEY_HEADER} & request.headers.keys() else "missing"
+            self._refused(reason)
+            note(request, reason="no_credential" if reason == "missing" else reason)
             raise
         except TwoCredentials:
             self._refused("malformed")
             raise
         now = self._clock.now()
-        verifier = self._verifier_for(presented)
+        verifier = self._verifier_for(request, presented)
         verified = await self._validation(verifier, presented, cached=True)
         if isinstance(verified, Refusal):
-            raise self._invalid(verified)
+            raise self._invalid(verified, request)
+        principal = verified.principal
         if verified.expires_at is not None and now >= verified.expires_at:
-            raise self._invalid(Refusal("expired", "The credential has expired"))
-        verifier.record_use(verified.principal, now)
-        self._check_scope(verified.principal)
-        return verified.principal
+            refusal = Refusal("expired", "The credential has expired", principal.client_id, principal.user_id)
+            raise self._invalid(refusal, request)
+        verifier.record_use(principal, now)
+        self._check_scope(principal, request)
+        first_call(request, principal.credential_id, client_id=principal.client_id, account_id=principal.user_id)
+        return principal
 
-    def _verifier_for(self, presented: Presented) -> CredentialVerifier:
+    def _verifier_for(self, request: web.Request, presented: Presented) -> CredentialVerifier:
         """The first registered verifier that recognises the credential; refuses one that none (or its own
         verifier's shape check) accepts, before any lookup."""
         for verifier in self.verifiers:
             if verifier.matches(presented.raw):
                 refusal = verifier.refuse_early(presented)
                 if refusal is not None:
-                    raise self._invalid(refusal)
+                    raise self._invalid(refusal, request)
                 return verifier
-        raise self._invalid(Refusal("malformed", "The access token is invalid"))
+        raise self._invalid(Refusal("malformed", "The access token is invalid"), request)
 
     async def _validation(
         self, verifier: CredentialVerifier, presented: Presented, *, cached: bool
@@ -102,15 +108,17 @@ class Authenticator:
         if self._metrics is not None:
             self._metrics.auth_failures.labels(reason=bounded(reason, AUTH_FAILURE_REASONS)).inc()
 
-    def _invalid(self, refusal: Refusal) -> InvalidToken:
+    def _invalid(self, refusal: Refusal, request: web.Request) -> InvalidToken:
         self._refused(refusal.reason)
+        note(request, reason=refusal.reason, client_id=refusal.client_id, account_id=refusal.account_id)
         return InvalidToken(refusal.description, headers=self.challenge.headers("invalid_token"))
 
-    def _check_scope(self, principal: Principal) -> None:
+    def _check_scope(self, principal: Principal, request: web.Request) -> None:
         if principal.scope is None:
             return
         if not set(self._required) <= set(principal.scope.split()):
             self._refused("insufficient_scope")
+            note(request, reason="insufficient_scope", client_id=principal.client_id, account_id=principal.user_id)
             raise InsufficientScope(
                 "The access token does not carry the scope this resource needs",
                 headers=Challenge(self.challenge.resource_metadata, " ".join(self._required)).headers(

@@ -38,14 +38,15 @@ class AccessTokenVerifier:
         token = await self._grants.get_access_token(presented.digest)
         if token is None:
             return Refusal("unknown")
+        whose = {"client_id": token.client_id, "account_id": token.user_id}
         if token.revoked_at is not None:
-            return Refusal("revoked")
+            return Refusal("revoked", **whose)
         # RFC 8707: a token bound to another resource is not valid here.
         if token.resource != self._resource:
-            return Refusal("wrong_audience")
+            return Refusal("wrong_audience", **whose)
         user = await self._users.get_user(token.user_id)
         if user is None or not user.active:
-            return Refusal("disabled")
+            return Refusal("disabled", **whose)
         principal = Principal(
             user_id=user.id,
             email=user.email,

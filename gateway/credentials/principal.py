@@ -46,3 +46,7 @@ class Refusal:
 
     reason: str
     description: str = UNKNOWN_OR_REVOKED
+    client_id: str | None = None
+    account_id: str | None = None
+    """Whose credential it was, when the refusal found out (revoked, wrong audience, disabled): for the flight
+    recorder, never for the response."""

@@ -23,7 +23,7 @@ from gateway.audit import AUDIT
 from gateway.config import AccountsConfig
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import METRICS
-from gateway.oauth.browser_sessions import SESSION_COOKIE, LoginSessions, browser_id
+from gateway.oauth.browser_sessions import LoginSessions, browser_id, session_cookie
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.limits import EndpointLimits
@@ -31,11 +31,10 @@ from gateway.passwords import Passwords
 from gateway.quota.gate import QuotaGate
 from gateway.revocation import REVOCATIONS
 from gateway.storage.base import User
-from gateway.web_pages import check_same_origin_post
+from gateway.web_pages import read_form
 
 ACCOUNT_PATH = "/account"
 SIGNIN_PATH = "/account/login"
-MAX_FIELD = 1024
 
 
 def _derive(purpose: str, secret: str) -> str:
@@ -64,17 +63,15 @@ class Dashboard:
 
     def session_csrf(self, request: web.Request) -> str:
         """The CSRF token of this browser's sign-in session ('' without one)."""
-        value = request.cookies.get(SESSION_COOKIE)
+        value = session_cookie(request)
         return _derive("dashboard-csrf", value) if value else ""
 
     def browser_csrf(self, browser: str) -> str:
         return _derive("account-form-csrf", browser)
 
     async def form(self, request: web.Request) -> dict[str, str]:
-        """A same-origin form post's fields (oversized or file fields dropped)."""
-        check_same_origin_post(request, self.public_origin)
-        data = await request.post()
-        return {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
+        """A same-origin form post's fields (``gateway.web_pages.read_form``)."""
+        return await read_form(request, self.public_origin)
 
     async def signed_in_form(self, request: web.Request) -> tuple[User, dict[str, str]]:
         """A state-changing post from the signed-in user: same origin, a live session, the session's CSRF token."""

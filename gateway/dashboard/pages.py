@@ -193,13 +193,3 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 async def copy_script(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "copy.js", headers={"Cache-Control": "public, max-age=3600"})
-
-
-def setup_pages(app: web.Application) -> None:
-    app.router.add_get(ACCOUNT_PATH, account_page)
-    app.router.add_post(ACCOUNT_PATH + "/apps/revoke-all", revoke_all)
-    app.router.add_post(ACCOUNT_PATH + "/apps/{app_id}/revoke", revoke_app)
-    app.router.add_post(ACCOUNT_PATH + "/keys", create_key)
-    app.router.add_post(ACCOUNT_PATH + "/keys/{key_id}/revoke", revoke_key)
-    app.router.add_post(ACCOUNT_PATH + "/password", change_password)
-    app.router.add_get("/static/copy.js", copy_script)

@@ -125,11 +125,3 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await dashboard.logins.end(request, response)
     request.app[AUDIT].record("logout", actor=user.id, user_id=user.id)
     return response
-
-
-def setup_signin(app: web.Application) -> None:
-    app.router.add_get(SIGNIN_PATH, signin_page)
-    app.router.add_post(SIGNIN_PATH, signin_submit)
-    app.router.add_get(SIGNUP_PATH, signup_page)
-    app.router.add_post(SIGNUP_PATH, signup_submit)
-    app.router.add_post(LOGOUT_PATH, logout)

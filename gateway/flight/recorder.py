@@ -15,18 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Final, Protocol
 
 from gateway.background import background
 from gateway.clock import Clock
-from gateway.flight.steps import Outcome, Record, Step, clean
+from gateway.flight.steps import REASONS, STEPS, Outcome, Record, Step, clean
+from gateway.metrics import Metrics, bounded
 
 log = logging.getLogger("gateway.flight")
 
 FLUSH_INTERVAL: Final = 0.5
 MAX_PENDING: Final = 1000
+SEEN_CREDENTIALS: Final = 100_000
+STEP_SET: Final = frozenset(STEPS)
 CLIENT, ACCOUNT, ADDRESS = "c:", "a:", "i:"
 
 
@@ -50,15 +54,18 @@ class FlightRecorder:
         ring_size: int = 50,
         anonymous_per_minute: int = 600,
         enabled: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock
         self.ring_size = ring_size
         self.anonymous_per_minute = anonymous_per_minute
         self.enabled = enabled
+        self.metrics = metrics
         self.dropped = 0
         self._pending: dict[tuple[object, ...], Record] = {}
         self._subjects: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
         self._anonymous_minute = -1
         self._anonymous_used = 0
 
@@ -76,6 +83,9 @@ class FlightRecorder:
         """Note one step; never raises, never waits."""
         if not self.enabled:
             return
+        if self.metrics is not None:
+            labels = {"step": bounded(step, STEP_SET), "outcome": outcome, "reason": bounded(reason, REASONS)}
+            self.metrics.connection_steps.labels(**labels).inc()
         subjects = tuple(s for s in (client_id and CLIENT + client_id, account_id and ACCOUNT + account_id) if s) or (
             (ADDRESS + address,) if address else ()
         )
@@ -101,6 +111,15 @@ class FlightRecorder:
             account_id=account_id,
         )
         self._subjects[key] = subjects
+
+    def first_seen(self, credential_id: str) -> bool:
+        """True the first time this replica sees a credential (among the last ``SEEN_CREDENTIALS``)."""
+        if credential_id in self._seen:
+            return False
+        self._seen[credential_id] = None
+        if len(self._seen) > SEEN_CREDENTIALS:
+            self._seen.popitem(last=False)
+        return True
 
     def _anonymous_allowed(self) -> bool:
         minute = int(self.clock.now() // 60)

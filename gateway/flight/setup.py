@@ -16,6 +16,7 @@ from gateway.errors import GatewayError, Handler
 from gateway.flight.backend import trail_backend
 from gateway.flight.recorder import FlightRecorder
 from gateway.flight.steps import Outcome, Step
+from gateway.metrics import METRICS
 from gateway.net import address_bucket, client_address
 
 FLIGHT = web.AppKey("flight_recorder", FlightRecorder)
@@ -37,6 +38,8 @@ AUDIT_STEPS: Final[dict[str, tuple[Step, Outcome, str]]] = {
     "sessions.revoked": ("revocation", "ok", "ok"),
 }
 DISCOVERY_PREFIX: Final = "/.well-known/"
+BROWSER_NOISE: Final = ("/favicon.ico", "/robots.txt", "/apple-touch-icon")
+"""Paths browsers ask every site for: their 404s are no client's mistake."""
 
 
 def flight_of(app: web.Application) -> FlightRecorder | None:
@@ -71,6 +74,14 @@ def record_request(
     )
 
 
+def first_call(request: web.Request, credential_id: str, *, client_id: str | None, account_id: str) -> None:
+    """An authenticated MCP request: a step only the first time this replica sees the credential (afterwards a
+    set lookup, nothing measurable on the hot path)."""
+    recorder = flight_of(request.app)
+    if recorder is not None and recorder.first_seen(credential_id):
+        recorder.record("mcp", "ok", "first_call", client_id=client_id, account_id=account_id)
+
+
 async def _discovery_and_unserved_paths(request: web.Request, response: web.StreamResponse) -> None:
     """Discovery documents fetched (or not), and 404s for paths no route serves: a client looking in the wrong
     place. Filed by the caller's address (no client is known yet)."""
@@ -79,6 +90,8 @@ async def _discovery_and_unserved_paths(request: web.Request, response: web.Stre
         record_request(request, "discovery", "ok", "ok", detail=f"GET {request.path}")
         return
     if response.status != 404 or (request.match_info.route.resource is not None and not discovery):
+        return
+    if request.path.startswith(BROWSER_NOISE):
         return
     public = request.app[CONFIG].public_url
     record_request(
@@ -124,6 +137,8 @@ def _audit_listener(app: web.Application) -> None:
         known = AUDIT_STEPS.get(event)
         if recorder is None or known is None:
             return
+        if event.startswith("login.") and fields.get("client_id") is None:
+            return  # a dashboard sign-in is no client's connection attempt
         step, outcome, reason = known
         actor = fields.get("actor")
         account = fields.get("user_id") or (
@@ -151,16 +166,14 @@ async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
         ring_size=config.ring_size,
         anonymous_per_minute=config.anonymous_per_minute,
         enabled=config.enabled,
+        metrics=app[METRICS],
     )
     async with recorder.running():
         yield
 
 
 def setup_flight(app: web.Application) -> None:
-    from gateway.flight.views import setup_flight_views
-
     app.cleanup_ctx.append(_flight_ctx)
-    setup_flight_views(app)
     app.on_response_prepare.append(_discovery_and_unserved_paths)
     app.middlewares.append(flight_middleware)
     _audit_listener(app)

@@ -24,6 +24,36 @@ STEPS: Final = (
 )
 Step = Literal["discovery", "registration", "authorize", "sign_in", "consent", "token", "refresh", "mcp", "revocation"]
 Outcome = Literal["ok", "failed"]
+REASONS: Final = frozenset(
+    {
+        "ok",
+        "first_call",
+        "not_found",
+        "invalid_request",
+        "invalid_client",
+        "invalid_client_metadata",
+        "invalid_redirect_uri",
+        "invalid_grant",
+        "invalid_scope",
+        "invalid_target",
+        "unsupported_grant_type",
+        "unsupported_response_type",
+        "access_denied",
+        "temporarily_unavailable",
+        "invalid_credentials",
+        "denied",
+        "no_credential",
+        "malformed",
+        "unknown",
+        "expired",
+        "revoked",
+        "wrong_audience",
+        "disabled",
+        "insufficient_scope",
+        "invalid_token",
+    }
+)
+"""The metric's closed reason vocabulary (anything else is counted as ``other``)."""
 MAX_DETAIL: Final = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _SECRET = re.compile(r"\b(?:gwat|gwrt|gwac|mgw|sk)_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|\$argon2\S*", re.IGNORECASE)

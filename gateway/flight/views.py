@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin.api import PREFIX, require_admin
+from gateway.admin.api import require_admin
 from gateway.appkeys import STORAGE
 from gateway.errors import NO_STORE, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.flight.recorder import FlightRecorder
@@ -36,8 +36,3 @@ async def user_trace(request: web.Request) -> web.Response:
         raise NotFound("No such user")
     records = await _recorder(request).account_trail(user_id)
     return web.json_response({"user_id": user_id, "steps": [r.as_json() for r in records]}, headers=NO_STORE)
-
-
-def setup_flight_views(app: web.Application) -> None:
-    app.router.add_get(f"{PREFIX}/clients/trace", client_trace)
-    app.router.add_get(f"{PREFIX}/users/{{user_id}}/trace", user_trace)

@@ -9,14 +9,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
-from gateway.oauth.authorize import setup_authorize
 from gateway.oauth.browser_sessions import LOGIN_SESSIONS, LoginSessions
 from gateway.oauth.clients import CLIENT_RESOLVER, setup_clients
 from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow
-from gateway.oauth.interaction import setup_interaction
 from gateway.oauth.limits import ENDPOINT_LIMITS
-from gateway.oauth.metadata import setup_metadata
 from gateway.oauth.registration import setup_registration
 from gateway.oauth.revocation import setup_revocation
 from gateway.oauth.token_endpoint import setup_token_endpoint
@@ -52,11 +49,8 @@ async def _flow_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_oauth(app: web.Application) -> None:
-    setup_metadata(app)
     setup_registration(app)
     setup_clients(app)
     app.cleanup_ctx.append(_flow_ctx)
-    setup_authorize(app)
-    setup_interaction(app)
     setup_token_endpoint(app)
     setup_revocation(app)

@@ -25,10 +25,16 @@ MAX_COOKIE_LENGTH = 128
 
 
 def _cookie(request: web.Request, name: str) -> str | None:
+    """The cookie's value, or None when absent or not one the gateway could have set (the ids are printable
+    ASCII; undecodable bytes arrive as surrogates, which would fail hashing)."""
     value = request.cookies.get(name)
-    if value is None or not 0 < len(value) <= MAX_COOKIE_LENGTH:
+    if value is None or not 0 < len(value) <= MAX_COOKIE_LENGTH or not (value.isascii() and value.isprintable()):
         return None
     return value
+
+
+def session_cookie(request: web.Request) -> str | None:
+    return _cookie(request, SESSION_COOKIE)
 
 
 def browser_id(request: web.Request) -> str | None:

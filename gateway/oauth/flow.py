@@ -10,7 +10,6 @@ twice shows the same token, and another browser can never produce it.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import logging
 import secrets
@@ -19,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from gateway.errors import Handler, ServiceUnavailable
+from gateway.errors import ServiceUnavailable
 from gateway.oauth.browser_sessions import LoginSessions
 from gateway.oauth.clients import ClientResolver
 from gateway.oauth.context import OAuthSettings
@@ -27,7 +26,7 @@ from gateway.oauth.limits import EndpointLimits
 from gateway.oauth.token_formats import TokenType, mint
 from gateway.passwords import Passwords
 from gateway.secrets_hashing import secret_hash
-from gateway.storage.base import StorageError, StorageUnavailable, UserStore
+from gateway.storage.base import StorageUnavailable, UserStore
 from gateway.storage.oauth import (
     AuthorizationCode,
     AuthorizationRequest,
@@ -52,21 +51,6 @@ def with_params(uri: str, params: dict[str, str | None]) -> str:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     separator = "&" if urlsplit(uri).query else ("" if uri.endswith("?") else "?")
     return f"{uri}{separator}{query}"
-
-
-def storage_guarded(handler: Handler) -> Handler:
-    """``handler`` with every storage failure, wherever it happens, turned into ``ServiceUnavailable``: the
-    503 page with ``Retry-After`` on these HTML routes, never a JSON 500 halfway through a sign-in."""
-
-    @functools.wraps(handler)
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except StorageError as exc:
-            log.warning("%s %s -> 503: %s", request.method, request.path, exc)
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-
-    return guarded
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,15 @@ from gateway.oauth.browser_sessions import browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
-from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token, storage_guarded
+from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token
 from gateway.oauth.redirect_uris import redirect_receiver
 from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.security_events import consent_decided
 from gateway.storage.oauth import AuthorizationRequest, Consent
-from gateway.web_pages import check_same_origin_post, error_page, render, see_other
+from gateway.web_pages import error_page, read_form, render, see_other
 
 GENERIC_FAILURE = "Invalid email or password."
 EXPIRED = "This sign-in link has expired or was already used. Start again from your application."
-MAX_FIELD = 1024
 
 
 async def _pending_from(request: web.Request, request_id: str) -> AuthorizationRequest | None:
@@ -40,9 +39,7 @@ def _csrf_ok(request: web.Request, request_id: str, submitted: str) -> bool:
 
 
 async def _form(request: web.Request, flow: AuthorizationFlow) -> dict[str, str]:
-    check_same_origin_post(request, flow.settings.public_origin)
-    data = await request.post()
-    return {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= MAX_FIELD}
+    return await read_form(request, flow.settings.public_origin)
 
 
 async def _client(flow: AuthorizationFlow, client_id: str) -> RegisteredClient | None:
@@ -194,10 +191,3 @@ async def consent_submit(request: web.Request) -> web.StreamResponse:
     consent_decided(request.app, granted=True, user_id=user.id, client_id=pending.client_id, scope=scope)
     code = await flow.issue_code(user.id, pending)
     return see_other(flow.respond(pending, code=code))
-
-
-def setup_interaction(app: web.Application) -> None:
-    app.router.add_get(LOGIN_PATH, storage_guarded(login_page))
-    app.router.add_post(LOGIN_PATH, storage_guarded(login_submit))
-    app.router.add_get(CONSENT_PATH, storage_guarded(consent_page))
-    app.router.add_post(CONSENT_PATH, storage_guarded(consent_submit))

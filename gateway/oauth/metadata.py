@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.errors import NO_STORE
+from gateway.errors import NotFound
 from gateway.oauth.context import (
     AUTHORIZE_PATH,
     OAUTH_SETTINGS,
@@ -82,11 +82,7 @@ async def prm(request: web.Request) -> web.Response:
     resource_path = urlsplit(settings.resource).path
     # RFC 9728 §3.1: the root document and the path-inserted one for the MCP path; nothing else.
     if suffix not in ("", resource_path.lstrip("/")):
-        return web.json_response(
-            {"error": "not_found", "error_description": "No protected resource at this path"},
-            status=404,
-            headers={**PUBLIC_CORS, **NO_STORE},
-        )
+        raise NotFound("No protected resource at this path", headers=PUBLIC_CORS)
     return web.json_response(protected_resource_metadata(settings), headers={**PUBLIC_CORS, **CACHEABLE})
 
 
@@ -95,13 +91,3 @@ async def preflight(request: web.Request) -> web.Response:
         status=204,
         headers={**PUBLIC_CORS, "Access-Control-Allow-Headers": "MCP-Protocol-Version, Content-Type"},
     )
-
-
-def setup_metadata(app: web.Application) -> None:
-    for path in (AS_METADATA_PATH, OIDC_DISCOVERY_PATH):
-        app.router.add_get(path, as_metadata)
-        app.router.add_route("OPTIONS", path, preflight)
-    app.router.add_get(PRM_PATH, prm)
-    app.router.add_get(PRM_PATH + "/{tail:.+}", prm)
-    app.router.add_route("OPTIONS", PRM_PATH, preflight)
-    app.router.add_route("OPTIONS", PRM_PATH + "/{tail:.+}", preflight)

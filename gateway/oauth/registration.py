@@ -30,7 +30,7 @@ from gateway.appkeys import STORAGE
 from gateway.clock import Clock
 from gateway.errors import NO_STORE
 from gateway.net import client_address
-from gateway.oauth.context import OAUTH_SETTINGS, REGISTER_PATH
+from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.errors import (
     InvalidClientMetadata,
     InvalidRedirectUri,
@@ -40,7 +40,6 @@ from gateway.oauth.errors import (
 )
 from gateway.oauth.redirect_uris import RedirectUriKind, classify_redirect_uri
 from gateway.oauth.scopes import OFFLINE_ACCESS
-from gateway.oauth.token_endpoint import preflight, with_cors
 from gateway.security_events import client_registered
 from gateway.storage.base import StorageUnavailable
 from gateway.storage.oauth import ClientStore, OAuthClient
@@ -365,12 +364,10 @@ def use_storage_for_clients(app: web.Application) -> None:
 
 
 def setup_registration(app: web.Application, *, throttle: RegistrationThrottle | None = None) -> None:
-    """Register ``POST /register`` (and its CORS preflight: browser-based clients register too).
+    """Prepare ``POST /register`` (its route and CORS preflight are in ``gateway.routes``).
 
     When registration is disabled in the config the route still answers, with 404 ``not_found`` and a
     description saying so (the metadata document omits ``registration_endpoint`` then)."""
     use_storage_for_clients(app)
     if throttle is not None:
         app[REGISTRATION_THROTTLE] = throttle
-    app.router.add_post(REGISTER_PATH, with_cors(register))
-    app.router.add_route("OPTIONS", REGISTER_PATH, preflight)

@@ -15,17 +15,15 @@ import logging
 from aiohttp import web
 
 from gateway.errors import NO_STORE
-from gateway.oauth.context import OAUTH_SETTINGS, REVOKE_PATH
+from gateway.oauth.context import OAUTH_SETTINGS
 from gateway.oauth.errors import InvalidRequest, ServiceUnavailable
 from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.token_endpoint import (
     GRANTS,
     RequestTooLarge,
-    preflight,
     public_client_id,
     read_form,
     use_storage_by_default,
-    with_cors,
 )
 from gateway.oauth.token_formats import TokenType, classify
 from gateway.revocation import REVOCATIONS, Revocation
@@ -100,7 +98,5 @@ async def _revoke_own(grants: GrantStore, token: str, *, client_id: str, now: fl
 
 
 def setup_revocation(app: web.Application) -> None:
-    """Register ``POST /revoke`` (and its CORS preflight)."""
+    """Prepare ``POST /revoke`` (its route and CORS preflight are in ``gateway.routes``)."""
     use_storage_by_default(app)
-    app.router.add_post(REVOKE_PATH, with_cors(revoke))
-    app.router.add_route("OPTIONS", REVOKE_PATH, preflight)

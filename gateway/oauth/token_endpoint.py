@@ -22,7 +22,7 @@ from gateway.appkeys import STORAGE
 from gateway.errors import GatewayError
 from gateway.flight.setup import note
 from gateway.oauth import grace
-from gateway.oauth.context import OAUTH_SETTINGS, TOKEN_PATH, OAuthSettings
+from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.oauth.errors import (
     InvalidClient,
     InvalidGrant,
@@ -411,7 +411,5 @@ def use_storage_by_default(app: web.Application) -> None:
 
 
 def setup_token_endpoint(app: web.Application) -> None:
-    """Register ``POST /token`` (and its CORS preflight)."""
+    """Prepare ``POST /token`` (its route and CORS preflight are in ``gateway.routes``)."""
     use_storage_by_default(app)
-    app.router.add_post(TOKEN_PATH, with_cors(token))
-    app.router.add_route("OPTIONS", TOKEN_PATH, preflight)

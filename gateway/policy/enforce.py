@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from gateway.audit import AuditLog
 from gateway.credentials import Principal
 from gateway.credentials.extract import Challenge
-from gateway.errors import InsufficientScope
+from gateway.errors import ErrorStyle, InsufficientScope
 from gateway.metrics import bounded
 from gateway.policy.match import EVERYTHING, Held, Kind, Need, Policy
 from gateway.quota.plans import Plan
@@ -53,7 +53,9 @@ class ScopeRefused(InsufficientScope):
         self.refused = refused
         self.batch = batch
 
-    def body(self) -> Any:
+    def body(self, style: ErrorStyle = ErrorStyle.JSONRPC) -> Any:
+        if style is not ErrorStyle.JSONRPC:
+            return super().body(style)
         errors = [
             {
                 "jsonrpc": "2.0",
@@ -97,28 +99,32 @@ class Enforcer:
     audit: AuditLog | None
     resource_metadata: str | None
 
+    def judge_headers(self, headers: Mapping[str, str], principal: Principal) -> None:
+        """MCP 2026-07-28: refuse (``ScopeRefused``) a call whose ``Mcp-Method``/``Mcp-Name`` name a target the
+        principal may not use, before the body is read or parsed: whatever the body says, nothing else matters."""
+        target = TARGETS.get(headers.get("Mcp-Method", ""))
+        name = headers.get("Mcp-Name")
+        if not self.policy.enabled or target is None or name is None:
+            return
+        need = self.policy.need(target[0], name)
+        if not self.policy.held(principal.scope).covers(need):
+            self._note(principal, need, headers["Mcp-Method"], name, "refused")
+            raise ScopeRefused([Refused(None, need)], resource_metadata=self.resource_metadata, batch=False)
+
     def judge(
         self, headers: Mapping[str, str], principal: Principal, message: object, consistent: Consistency | None = None
     ) -> Verdict:
-        """The verdict on one POST body (parsed; None when not JSON), or ``ScopeRefused``. ``consistent`` (the
-        ``Mcp-Method``/``Mcp-Name`` check against the body, 400) runs after the headers are judged and before
-        the body is: a forbidden ``Mcp-Name`` is 403 whatever the body says; a mismatch naming a forbidden
-        target in the body only is 400."""
+        """The verdict on one POST body (parsed), or ``ScopeRefused``. The headers are judged first, then
+        ``consistent`` (the ``Mcp-Method``/``Mcp-Name`` check against the body, 400) runs, then the body is
+        judged: a forbidden ``Mcp-Name`` is 403 whatever the body says; a mismatch whose body alone names a
+        forbidden target is the 400."""
+        self.judge_headers(headers, principal)
+        if consistent is not None:
+            consistent(headers, message)
         if not self.policy.enabled:
-            if consistent is not None:
-                consistent(headers, message)
             return ALLOW_ALL
         held = self.policy.held(principal.scope)
         members = message if isinstance(message, list) else [message]
-        header_target = TARGETS.get(headers.get("Mcp-Method", ""))
-        name = headers.get("Mcp-Name")
-        if header_target is not None and name is not None:
-            need = self.policy.need(header_target[0], name)
-            if not held.covers(need):
-                first = members[0] if members and isinstance(members[0], dict) else {}
-                self._refuse(principal, headers["Mcp-Method"], name, [Refused(first.get("id"), need)], batch=False)
-        if consistent is not None:
-            consistent(headers, message)
         verdict = Verdict(held)
         refused: list[Refused] = []
         for member in members:
@@ -143,10 +149,6 @@ class Enforcer:
         if refused:
             raise ScopeRefused(refused, resource_metadata=self.resource_metadata, batch=isinstance(message, list))
         return verdict
-
-    def _refuse(self, principal: Principal, method: str, target: str, refused: list[Refused], *, batch: bool) -> None:
-        self._note(principal, refused[0].need, method, target, "refused")
-        raise ScopeRefused(refused, resource_metadata=self.resource_metadata, batch=batch)
 
     def _note(self, principal: Principal, need: Need, method: str, target: object, outcome: str) -> None:
         self.decisions.labels(rule=bounded(need.rule, self.policy.rule_names), outcome=outcome).inc()

@@ -30,6 +30,10 @@ class PolicyHooks:
     def policy(self) -> Policy:
         return self.enforcer.policy
 
+    def judge_headers(self, request: web.Request, principal: Principal) -> None:
+        """MCP 2026-07-28: a forbidden ``Mcp-Name`` is refused (403) before the body matters."""
+        self.enforcer.judge_headers(request.headers, principal)
+
     def judge(
         self, request: web.Request, principal: Principal, message: object, consistent: Consistency | None = None
     ) -> Verdict:

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import Handler
+from gateway.errors import ErrorStyle, Handler
 from gateway.proxy.context import PROXY
+from gateway.routing import route_of
 
 EXPOSED = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After, RateLimit, RateLimit-Policy"
 ALLOWED_HEADERS = (
     "Authorization, X-API-Key, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, "
     "Mcp-Method, Mcp-Name"
 )
-MCP_PREFIX = "/mcp"
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
-
-
-def _is_mcp(path: str) -> bool:
-    return path == MCP_PREFIX or path.startswith(MCP_PREFIX + "/")
 
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = request.headers.get("Origin")
-    if origin is None or not _is_mcp(request.path) or not request.app[PROXY].origin_allowed(origin):
+    mcp = route_of(request).errors is ErrorStyle.JSONRPC  # the route table's MCP data plane
+    if origin is None or not mcp or not request.app[PROXY].origin_allowed(origin):
         return await handler(request)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(

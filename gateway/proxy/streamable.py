@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import HeaderMismatch
 from gateway.policy.setup import POLICY
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
+from gateway.proxy.headers import refuse_repeats
 from gateway.proxy.sessions import STREAMABLE
 from gateway.quota.plans import STREAM_OPEN_COST
 
 SESSION_HEADER = "Mcp-Session-Id"
 # MCP 2026-07-28: methods whose target is named in ``Mcp-Name``, and where the body names it.
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-
-
-def parse_message(body: bytes) -> object:
-    """The JSON-RPC message (or batch) in a POST body; None when it is not JSON (the upstream answers that)."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def check_routing_headers(headers: Any, message: object) -> None:
@@ -50,11 +43,13 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
+    refuse_repeats(request.headers)
     body: bytes | None = None
     cost = 0
     verdict = request.app[POLICY].stream_verdict(principal)  # GET: a resumed stream may replay list answers
     if request.method == "POST":
-        body = await request.read()
+        request.app[POLICY].judge_headers(request, principal)  # a forbidden Mcp-Name: 403 before the body matters
+        body = await read_body(request)
         message = parse_message(body)
         verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers)
         cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
@@ -76,8 +71,3 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
             return await request.app[POLICY].relay(proxy.upstream, request, upstream, verdict, admission.headers)
-
-
-def setup_streamable(app: web.Application) -> None:
-    for method in ("POST", "GET", "DELETE"):
-        app.router.add_route(method, "/mcp", handle_mcp)

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from playwright.async_api import expect
 
+from gateway.clock import ManualClock
 from gateway.flight.setup import FLIGHT
+from tests.support.chromium import artifacts_dir, chromium_page
 from tests.support.dashboard import account, sign_in
-from tests.support.gateway import GatewayHandle
+from tests.support.gateway import TEST_PASSWORD, GatewayHandle
 from tests.support.mcp_clients import stateless_client
 from tests.support.oauth_browser import Browser
-from tests.support.oauth_flows import is_error_page, new_pkce, obtain_tokens, register
+from tests.support.oauth_flows import bearer, is_error_page, new_pkce, obtain_tokens, post_mcp, register
 
 EMAIL = "ada@example.com"
 
@@ -132,3 +135,42 @@ async def test_the_recorder_keeps_no_secret_and_coalesces_a_client_retrying_in_a
     assert len(failed) == 1
     assert failed[0]["count"] == 20
     assert "gwrt_" not in json.dumps(steps)
+
+
+async def test_an_expired_token_resent_to_mcp_is_recorded_for_its_client_and_person_after_the_first_call(
+    gateway: GatewayHandle, person: str, clock: ManualClock
+):
+    app = await register(gateway.url)
+    async with Browser(gateway.url) as browser:
+        tokens = await obtain_tokens(app, browser, person)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 200
+        clock.advance(tokens["expires_in"] + 1)
+        assert (await post_mcp(gateway.url, bearer(tokens["access_token"]))).status == 401
+        page = await account(browser)
+    await flushed(gateway)
+    steps = json.loads(await trace(gateway, app.client_id, "--json"))
+    mcp = [(s["outcome"], s["reason"]) for s in steps if s["step"] == "mcp"]
+    assert mcp == [("failed", "expired"), ("ok", "first_call")]
+    assert "The access token expired and the client did not refresh it" in page.text
+
+
+async def test_in_chromium_a_person_sees_their_clients_failed_attempts_and_what_to_change(
+    gateway: GatewayHandle, person: str
+):
+    app = await register(gateway.url, redirect_uris=["http://127.0.0.1:33418/callback"])
+    async with chromium_page() as page:
+        await page.goto(gateway.url + "/account/login")
+        await page.get_by_label("Email").fill(person)
+        await page.get_by_label("Password").fill(TEST_PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(gateway.url + "/account")
+        wrong = app.authorization_url(new_pkce(), redirect_uri="http://127.0.0.1:33418/elsewhere")
+        await page.goto(wrong)
+        await expect(page.get_by_role("heading", name="Invalid redirect")).to_be_visible()
+        await page.goto(gateway.url + "/account")
+        panel = page.get_by_role("region", name="Recent connection attempts")
+        await expect(panel).to_contain_text("invalid_redirect_uri")
+        await expect(panel).to_contain_text("it must send exactly one of the URIs it registered")
+        await expect(panel).to_contain_text(app.client_id)
+        await page.screenshot(path=str(artifacts_dir() / "recent-connection-attempts.png"), full_page=True)

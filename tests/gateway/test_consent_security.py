@@ -417,7 +417,7 @@ async def test_over_long_passwords_fail_generically_without_being_hashed(
     monkeypatch.setattr(passwords, "_hasher", Recording())
     async with Browser(gateway.url) as browser:
         page = await sign_in_page(browser, app.authorization_url(new_pkce()))
-        assert (await login_post(browser, page, EMAIL, TEST_PASSWORD + "x" * 1_000_000)).status == 401
+        assert (await login_post(browser, page, EMAIL, TEST_PASSWORD + "x" * 10_000)).status == 401
         replies = await asyncio.gather(*(login_post(browser, page, f"b{i}@example.com", "p" * 4096) for i in range(10)))
         assert [reply.status for reply in replies] == [401] * 10
         assert (await login_post(browser, page, EMAIL, TEST_PASSWORD)).status == 303
