@@ -84,7 +84,7 @@ class SseFilter:
         self._policy = policy
         self._held = held
         self._max = max_event_bytes
-        self._buffer = b""
+        self._buffer = bytearray()
         self._pending_cr = b""
 
     async def __call__(self, chunk: bytes) -> bytes:
@@ -92,12 +92,16 @@ class SseFilter:
         self._pending_cr = b""
         if data.endswith(b"\r"):
             data, self._pending_cr = data[:-1], b"\r"
-        self._buffer += data.replace(b"\r", b"\n")
-        if b"\n\n" not in self._buffer:
+        data = data.replace(b"\r", b"\n")
+        # Only the new bytes (and the last one before them) can complete an event: never rescan the buffer.
+        ends_event = b"\n\n" in self._buffer[-1:] + data
+        self._buffer += data
+        if not ends_event:
             if len(self._buffer) > self._max:
                 raise EndStream(error_event("upstream event too large"))
             return b""
-        complete, self._buffer = self._buffer.rsplit(b"\n\n", 1)
+        complete, rest = bytes(self._buffer).rsplit(b"\n\n", 1)
+        self._buffer = bytearray(rest)
         return b"".join(self._event(event) + b"\n\n" for event in complete.split(b"\n\n"))
 
     def _event(self, event: bytes) -> bytes:
