@@ -4,6 +4,7 @@ the lists it gets (SSE answers on Streamable HTTP, the GET stream on legacy SSE)
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -14,6 +15,11 @@ from tests.policy.conftest import POLICY
 from tests.support.gateway import running_gateway
 from tests.support.mcp_clients import CLIENT_FACTORIES
 from tests.support.upstream import UpstreamProcess
+
+
+def text_of(result: object) -> str:
+    return "".join(getattr(block, "text", "") for block in getattr(result, "content", []))
+
 
 WAIT = 30.0
 
@@ -33,6 +39,7 @@ async def test_a_minimal_scope_key_lists_only_its_tools_prompts_and_resources_on
             prompts = [p.name for p in (await client.list_prompts()).prompts]
             resources = [str(r.uri) for r in (await client.list_resources()).resources]
             echoed = await client.call_tool("echo", {"text": "hi"})
+            seen = json.loads(text_of(await client.call_tool("whoami", {})))
             if transport != "legacy-sse":  # its refusal is the POST's 403 (see below): that SDK then waits forever
                 # The SDK surfaces the 403's JSON-RPC error body.
                 with pytest.raises(MCPError, match="scope this call needs"):
@@ -41,6 +48,7 @@ async def test_a_minimal_scope_key_lists_only_its_tools_prompts_and_resources_on
     assert prompts == ["summarize"]
     assert resources == ["info://server"]
     assert not echoed.is_error
+    assert seen["identity"]["x-gateway-scope"] == "tools:read"  # the upstream's tools can check it too
 
 
 async def test_a_forbidden_call_on_the_legacy_sse_transport_gets_the_403_challenge(
