@@ -127,6 +127,7 @@ class Enforcer:
         members = message if isinstance(message, list) else [message]
         verdict = Verdict(held)
         refused: list[Refused] = []
+        allowed: list[tuple[Need, str, object]] = []
         for member in members:
             if not isinstance(member, dict) or not isinstance(member.get("method"), str):
                 continue
@@ -140,14 +141,16 @@ class Enforcer:
             value = params.get(target[1]) if isinstance(params, dict) else None
             need = self.policy.need(target[0], value if isinstance(value, str) else "")
             if held.covers(need):
-                self._note(principal, need, method, value, "allowed")
+                allowed.append((need, method, value))
                 if method == "tools/call" and need.weight is not None and "id" in member:
                     verdict.tool_weights.append(need.weight)
             else:
                 self._note(principal, need, method, value, "refused")
                 refused.append(Refused(member.get("id"), need))
-        if refused:
+        if refused:  # nothing of the batch runs: its allowed members are not counted as calls
             raise ScopeRefused(refused, resource_metadata=self.resource_metadata, batch=isinstance(message, list))
+        for need, method, value in allowed:
+            self._note(principal, need, method, value, "allowed")
         return verdict
 
     def _note(self, principal: Principal, need: Need, method: str, target: object, outcome: str) -> None:

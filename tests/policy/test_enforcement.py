@@ -174,10 +174,12 @@ async def test_refusals_and_calls_are_audited_and_counted_by_rule_name_never_by_
     await post(gw, key, call("add"))
     await post(gw, key, call("echo"))
     await post(gw, key, call("some-unlisted-tool"))
+    await post(gw, key, [call("echo", 1), call("add", 2)])  # refused: its allowed member is no call
     assert [(name, fields["rule"], fields["target"]) for name, fields in events] == [
         ("policy.refused", "math", "add"),
         ("policy.allowed", "reading", "echo"),
         ("policy.refused", "default", "some-unlisted-tool"),
+        ("policy.refused", "math", "add"),
     ]
     assert events[0][1]["reason"] == "insufficient_scope"
     exposition = generate_latest(gw.app[METRICS].registry).decode()
