@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
+from gateway.identity.config import IdentityConfig, check_identity
+from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
 from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
 from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
@@ -126,6 +128,8 @@ class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
     """Pub/sub channel on which replicas announce revocations to each other."""
+    cluster: bool = False
+    """``url`` names one node of a Redis Cluster (the client discovers the others)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,8 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
@@ -316,7 +322,11 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
         GatewayConfig,
         substituted,
         problems,
-        parsers={QuotaConfig: parse_quota_config, AuthorizationConfig: parse_authorization_config},
+        parsers={
+            QuotaConfig: parse_quota_config,
+            IdentityProvidersConfig: parse_identity_providers,
+            AuthorizationConfig: parse_authorization_config,
+        },
     )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
@@ -329,6 +339,16 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
     if problems:
         raise ConfigError(problems)
     return _normalise(config)
+
+
+def _check_redis_cluster(url: str | None) -> list[str]:
+    if not url:
+        return ["redis.cluster: needs redis.url (any one node of the cluster)"]
+    if not url.startswith(("redis://", "rediss://")):
+        return ["redis.cluster: redis.url must be redis:// or rediss:// (a node's host and port)"]
+    if urlsplit(url).path.strip("/") not in ("", "0"):
+        return ["redis.cluster: a Redis Cluster has database 0 only (redis.url ending in /0 or no path)"]
+    return []
 
 
 def _check(c: GatewayConfig) -> list[str]:
@@ -344,6 +364,8 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if c.redis.cluster:
+        problems += _check_redis_cluster(c.redis.url)
     if not _CHANNEL_RE.match(c.redis.revocation_channel):
         problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
     if c.storage.schema is not None:
@@ -400,6 +422,7 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += check_identity(c.identity)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")
