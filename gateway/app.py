@@ -24,6 +24,7 @@ from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
+from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
@@ -81,6 +82,7 @@ def create_app(
     setup_quota(app)
     setup_throttle(app, REDIS)
     setup_credentials(app)
+    setup_policy(app)
     setup_proxy(app)
     app.cleanup_ctx.append(_revocation_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)

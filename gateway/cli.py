@@ -25,6 +25,7 @@ from gateway.flight.trace_cli import TraceError
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
+from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.quota import make_limiter, quota_redis_client
 from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
@@ -181,7 +182,11 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.keys_command == "create":
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
-            row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            try:
+                scope = key_scope(config.authorization, args.scope or [])
+            except UnknownKeyScope as exc:
+                raise CliError(str(exc)) from None
+            row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in, scope=scope)
             audit_log(config).record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(
                 f"created key {row.id} for {escape_unsafe(user.email)}; copy it now, it will not be shown again:",
@@ -191,14 +196,15 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
         elif args.keys_command == "list":
             user_id = (await accounts.require_user(args.user)).id if args.user else None
             emails = {u.id: escape_unsafe(u.email) for u in await storage.list_users()}
-            print(f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21} STATUS")
+            columns = f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21}"
+            print(f"{columns} {'STATUS':<8} SCOPES")
             now = time.time()
             for key in await storage.list_api_keys(user_id):
                 shown, name = f"{key.display_prefix}…{key.last_four}", escape_unsafe(key.name)
                 status = "revoked" if key.revoked_at else ("active" if key.usable_at(now) else "expired")
                 print(
                     f"{key.id:<22} {shown:<16} {name[:20]:<20} {emails.get(key.user_id, '?')[:30]:<30} "
-                    f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
+                    f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status:<8} {key.scope or '(all)'}"
                 )
         elif args.keys_command == "revoke":
             async with announcements(config) as bus:
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", default="default")
     p.add_argument("--expires-in-days", type=float, metavar="DAYS")
+    p.add_argument("--scope", action="append", metavar="S", help="a scope the key holds (repeatable; none: everything)")
     p = command("list", "list API keys (prefix and last four characters only)", keys)
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)

@@ -21,6 +21,7 @@ import yaml
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
+from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
 from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
@@ -298,6 +299,7 @@ class GatewayConfig:
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
     def issuer(self) -> str:
@@ -333,10 +335,16 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
             QuotaConfig: parse_quota_config,
             IdentityProvidersConfig: parse_identity_providers,
             WorkerCount: _parse_workers,
+            AuthorizationConfig: parse_authorization_config,
         },
     )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
+    # The policy's scopes are OAuth scopes too (metadata, registration, /authorize).
+    oauth = dataclasses.replace(
+        config.oauth, scopes_supported=merged_scopes(config.oauth.scopes_supported, config.authorization)
+    )
+    config = dataclasses.replace(config, oauth=oauth)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)

@@ -173,6 +173,8 @@ def upstream_request_headers(
         out["X-Gateway-Credential-Id"] = principal.credential_id
         if principal.client_id is not None:
             out["X-Gateway-Client-Id"] = principal.client_id
+        if principal.scope is not None:  # the credential's scopes, so tools can check them too (gateway.policy)
+            out["X-Gateway-Scope"] = principal.scope
     if peer:
         out["X-Forwarded-For"] = peer
     out["X-Forwarded-Proto"] = public_scheme
