@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
@@ -22,6 +24,7 @@ from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
+from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
@@ -66,7 +69,9 @@ def create_app(
     app[AUDIT] = audit or AuditLog(api_key_prefix=config.api_keys.prefix)
     redis_url = config.redis.url
     app[REVOCATIONS] = (
-        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+        RedisRevocationBus(redis_url, config.redis.revocation_channel, config.redis.cluster)
+        if redis_url
+        else LocalRevocationBus()
     )
     app[BLOCKED] = BlockedAddresses()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
@@ -78,6 +83,7 @@ def create_app(
     setup_throttle(app, REDIS)
     setup_credentials(app)
     setup_identity(app)  # before the proxy: it signs the upstream's identity JWT
+    setup_policy(app)
     setup_proxy(app)
     app.cleanup_ctx.append(_revocation_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
@@ -145,8 +151,13 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.redis.url is None:
         yield
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     app[REDIS] = redis
+    if isinstance(redis, RedisCluster):
+        # Learn the cluster's topology now, not on the first request (which would take longer than the quota's
+        # Redis timeout and degrade that one call). A node that is down now is learnt later, as for any client.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await redis.initialize()
     try:
         yield
     finally:

@@ -45,6 +45,8 @@ EVENTS: Final = frozenset(
         "user.enabled",
         "user.plan_changed",
         "admin.action",
+        "policy.allowed",
+        "policy.refused",
     }
 )
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NewType
 from urllib.parse import urlsplit
 
 import yaml
@@ -20,6 +21,7 @@ import yaml
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
+from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
 from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, forwardable_problem, identity_header_problems
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
@@ -48,6 +50,10 @@ DEFAULT_MAX_CLOCK_SKEW = 30.0
 MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 MIN_METRICS_TOKEN_CHARS = 16
+MAX_WORKERS = 1024
+
+WorkerCount = NewType("WorkerCount", int)
+"""``server.workers``: an integer ≥ 1, or ``auto`` in YAML (resolved when the configuration is read)."""
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -68,6 +74,10 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    workers: WorkerCount = WorkerCount(1)
+    """Gateway processes sharing the listening socket (``auto``: the cores this process may run on)."""
+    uvloop: bool = True
+    """Run on uvloop when it is installed (false: the standard asyncio event loop)."""
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     """Seconds a client has to send a whole request head (from connecting, or from the first byte of the next
     request on a kept-alive connection); then the connection is closed."""
@@ -132,6 +142,8 @@ class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
     """Pub/sub channel on which replicas announce revocations to each other."""
+    cluster: bool = False
+    """``url`` names one node of a Redis Cluster (the client discovers the others)."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +304,7 @@ class GatewayConfig:
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
     def issuer(self) -> str:
@@ -323,14 +336,34 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
         GatewayConfig,
         substituted,
         problems,
-        parsers={QuotaConfig: parse_quota_config, IdentityProvidersConfig: parse_identity_providers},
+        parsers={
+            QuotaConfig: parse_quota_config,
+            IdentityProvidersConfig: parse_identity_providers,
+            WorkerCount: _parse_workers,
+            AuthorizationConfig: parse_authorization_config,
+        },
     )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
+    # The policy's scopes are OAuth scopes too (metadata, registration, /authorize).
+    oauth = dataclasses.replace(
+        config.oauth, scopes_supported=merged_scopes(config.oauth.scopes_supported, config.authorization)
+    )
+    config = dataclasses.replace(config, oauth=oauth)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)
     return _normalise(config)
+
+
+def _check_redis_cluster(url: str | None) -> list[str]:
+    if not url:
+        return ["redis.cluster: needs redis.url (any one node of the cluster)"]
+    if not url.startswith(("redis://", "rediss://")):
+        return ["redis.cluster: redis.url must be redis:// or rediss:// (a node's host and port)"]
+    if urlsplit(url).path.strip("/") not in ("", "0"):
+        return ["redis.cluster: a Redis Cluster has database 0 only (redis.url ending in /0 or no path)"]
+    return []
 
 
 def _check(c: GatewayConfig) -> list[str]:
@@ -346,6 +379,8 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if c.redis.cluster:
+        problems += _check_redis_cluster(c.redis.url)
     if not _CHANNEL_RE.match(c.redis.revocation_channel):
         problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
     if c.storage.schema is not None:
@@ -423,6 +458,48 @@ def _check(c: GatewayConfig) -> list[str]:
     if c.logging.format not in ("json", "text"):
         problems.append("logging.format: expected json or text")
     return problems
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def parse_workers(raw: object) -> int:
+    """A worker count from YAML or ``--workers``: an integer from 1 to ``MAX_WORKERS``, or ``auto``."""
+    if raw == "auto":
+        return available_cores()
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_WORKERS:
+        raise ValueError(f"expected auto or an integer from 1 to {MAX_WORKERS}")
+    return raw
+
+
+def _parse_workers(raw: object, path: str) -> tuple[WorkerCount, list[str]]:
+    try:
+        return WorkerCount(parse_workers(raw)), []
+    except ValueError as exc:
+        return WorkerCount(1), [f"{path}: {exc}"]
+
+
+def workers_problems(c: GatewayConfig, workers: int) -> list[str]:
+    """Several workers without ``redis.url`` would each keep their own quota counters and stream leases, so every
+    limited plan would silently allow ``workers`` times its caps: ``serve`` refuses that combination (checked there,
+    with ``--workers`` applied; other commands do not care how many workers serve)."""
+    if workers <= 1 or c.redis.url:
+        return []
+    limited = [name for name, plan in sorted(c.quota.plans.items()) if not plan.unlimited]
+    if not limited and c.quota.max_concurrent_streams is None:
+        return []
+    multiplied = [f"the caps of plan(s) {', '.join(limited)}"] if limited else []
+    if c.quota.max_concurrent_streams is not None:
+        multiplied.append("quota.max_concurrent_streams")
+    return [
+        f"server.workers: {workers} workers without redis.url would each count the quota on their own, "
+        f"multiplying {' and '.join(multiplied)} by {workers}; set redis.url (one shared counter), "
+        "or serve with one worker, or make every plan unlimited and quota.max_concurrent_streams null"
+    ]
 
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token

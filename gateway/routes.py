@@ -108,6 +108,7 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(f"{ADMIN}/users/{{user_id}}/apps/{{app_id}}/revoke", POST, admin.revoke_user_app, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/revoke", POST, admin.revoke_client, "admin", JSON, SMALL),
         Route(f"{ADMIN}/keys/{{key_id}}/revoke", POST, admin.revoke_key, "admin", JSON, SMALL),
+        Route(f"{ADMIN}/users/{{user_id}}/keys", POST, admin.create_key, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/trace", GET, flight_views.client_trace, "admin"),
         Route(f"{ADMIN}/users/{{user_id}}/trace", GET, flight_views.user_trace, "admin"),
         # The MCP data plane (Streamable HTTP, legacy HTTP+SSE): JSON-RPC errors

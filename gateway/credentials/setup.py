@@ -45,7 +45,8 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=ValidationCache(clock, watermark),
         clock=clock,
         challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
-        required_scopes=config.oauth.default_scopes,
+        # With an authorization policy, each call is judged by its rule (gateway.policy) instead.
+        required_scopes=() if config.authorization.enabled else config.oauth.default_scopes,
         metrics=app[METRICS],
     )
     bus = app[REVOCATIONS]

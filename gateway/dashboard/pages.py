@@ -28,6 +28,7 @@ from gateway.flight.steps import Record
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
+from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.throttle.limits import Throttled
@@ -92,6 +93,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         key_request_id=secrets.token_urlsafe(18),
         apps=apps,
         keys=keys,
+        key_scopes=[(s.name, s.description) for s in request.app[CONFIG].authorization.scopes.values()],
         now=now,
         when=when,
         plan=dashboard.quota.config.plan_for(user.plan),
@@ -135,10 +137,11 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     # The same form submitted twice (a reload, a double click) names the same key: the second mints nothing.
     key_id = "key_" + hashlib.sha256(f"{user.id}\n{request_id}".encode()).hexdigest()[:24]
     try:
+        scope = key_scope(request.app[CONFIG].authorization, [form.get("scopes", "")])
         row, minted = await dashboard.accounts.create_key(
-            user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id
+            user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id, scope=scope
         )
-    except AccountError as exc:
+    except (AccountError, UnknownKeyScope) as exc:
         raise InvalidRequest(str(exc).capitalize() + ".") from exc
     except Conflict:
         return render("key_created.html", key=None, secret=None, when=when, status=409)

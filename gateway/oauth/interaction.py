@@ -19,7 +19,6 @@ from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token
 from gateway.oauth.redirect_uris import redirect_receiver
-from gateway.oauth.scopes import describe
 from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.security_events import consent_decided
 from gateway.storage.oauth import AuthorizationRequest, Consent
@@ -134,6 +133,11 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
     client = await _client(flow, pending.client_id)
     if client is None:
         return error_page("Unknown application", "This application is no longer registered or its metadata is invalid.")
+    # Step-up: an application already approved is asked about what is new only.
+    previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
+    approved = set(previous.scope.split()) if previous is not None else set()
+    asked = pending.scope.split()
+    new = [scope for scope in asked if scope not in approved] or asked
     return render(
         "consent.html",
         tx=request_id,
@@ -144,7 +148,8 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
         receiver=redirect_receiver(pending.redirect_uri),
         user_email=user.email,
         resource=pending.resource,
-        scopes=[describe(scope) for scope in pending.scope.split()],
+        scopes=[flow.settings.scopes.describe(scope) for scope in new],
+        more=previous is not None and len(new) < len(asked),
     )
 
 

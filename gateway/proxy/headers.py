@@ -47,8 +47,8 @@ FORWARDED_TO_UPSTREAM = frozenset(
     }
 )
 
-# Fields whose meaning is the gateway's or the connection's: never forwarded, whatever the configuration says.
-NEVER_FORWARDABLE = frozenset(
+# RFC 9110 §7.6.1: hop-by-hop fields, meaningful for one connection only.
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -59,6 +59,12 @@ NEVER_FORWARDABLE = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+    }
+)
+
+# Fields whose meaning is the gateway's or the connection's: never forwarded, whatever the configuration says.
+NEVER_FORWARDABLE = HOP_BY_HOP | frozenset(
+    {
         "host",
         "content-length",
         "content-encoding",
@@ -76,18 +82,9 @@ NEVER_FORWARDABLE = frozenset(
 SINGLE_VALUED = ("Mcp-Session-Id", "Mcp-Method", "Mcp-Name", "MCP-Protocol-Version", "Last-Event-ID", "Content-Type")
 """Request fields the gateway checks or the upstream acts on by one value: a repeat is refused (400)."""
 
-# RFC 9110 §7.6.1 hop-by-hop fields, and fields that act on the gateway's origin or on a front proxy.
-_NEVER_DOWNSTREAM = frozenset(
+# Hop-by-hop fields, and fields that act on the gateway's origin or on a front proxy.
+_NEVER_DOWNSTREAM = HOP_BY_HOP | frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
         "set-cookie",
         "set-cookie2",
         "www-authenticate",
@@ -207,6 +204,8 @@ def upstream_request_headers(
         out["X-Gateway-Credential-Id"] = principal.credential_id
         if principal.client_id is not None:
             out["X-Gateway-Client-Id"] = principal.client_id
+        if principal.scope is not None:  # the credential's scopes, so tools can check them too (gateway.policy)
+            out["X-Gateway-Scope"] = principal.scope
     if identity_token is not None:
         out[identity_token[0]] = identity_token[1]
     if peer:

@@ -76,6 +76,8 @@ class ApiKey:
     expires_at: float | None = None
     last_used_at: float | None = None
     revoked_at: float | None = None
+    scope: str | None = None
+    """The space-separated scopes the key holds (``authorization`` policy); None: everything, as before."""
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

