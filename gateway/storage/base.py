@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.storage.identity import SigningKeyStore
+from gateway.storage.identity_links import IdentityLinkStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
     BrowserSessionStore,
@@ -207,6 +208,7 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    IdentityLinkStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""
