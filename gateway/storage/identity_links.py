@@ -35,3 +35,28 @@ class IdentityLinkStore(Protocol):
     async def list_identity_links(self, user_id: str) -> list[IdentityLink]:
         """The user's links, oldest first (none for an unknown user)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignIn:
+    """A sign-in with a provider under way (``gateway.identity.providers.PendingAuthorization`` plus where the
+    person continues), keyed by the SHA-256 of its ``state`` and bound to the browser that started it."""
+
+    state_hash: str
+    browser_hash: str
+    provider: str
+    code_verifier: str | None
+    nonce: str | None
+    redirect_uri: str
+    return_to: str
+    created_at: float
+
+
+class PendingSignInStore(Protocol):
+    async def add_pending_sign_in(self, pending: PendingSignIn, *, purge_before: float) -> None:
+        """Store ``pending``, deleting the sign-ins created before ``purge_before`` (abandoned) on the way."""
+        ...
+
+    async def take_pending_sign_in(self, state_hash: str) -> PendingSignIn | None:
+        """Delete and return the sign-in with that state hash: a second take (a replayed callback) finds None."""
+        ...

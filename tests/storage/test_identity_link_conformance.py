@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.storage import Conflict, Storage
-from gateway.storage.identity_links import IdentityLink
+from gateway.storage.identity_links import IdentityLink, PendingSignIn
 from tests.storage.test_oauth_conformance import T0, add_user
 
 ISSUER = "https://sso.example.com"
@@ -48,3 +48,27 @@ async def test_a_users_links_are_listed_oldest_first_and_go_with_the_user(storag
     await storage.add_identity_link(IdentityLink(ISSUER, "sub-2", bob.id, None, T0, T0))
     assert await storage.list_identity_links(ada.id) == [first, later]
     assert await storage.list_identity_links("usr_missing") == []
+
+
+def pending(state_hash: str, created_at: float = T0) -> PendingSignIn:
+    return PendingSignIn(
+        state_hash, "b" * 64, "corp", "verifier", "nonce", "https://gw/auth/corp/callback", "/account", created_at
+    )
+
+
+async def test_a_pending_sign_in_is_taken_once(storage: Storage) -> None:
+    await storage.add_pending_sign_in(pending("s1"), purge_before=T0 - 600)
+    assert await storage.take_pending_sign_in("s1") == pending("s1")
+    assert await storage.take_pending_sign_in("s1") is None
+    assert await storage.take_pending_sign_in("s-missing") is None
+
+
+async def test_adding_a_pending_sign_in_purges_the_abandoned_ones(storage: Storage) -> None:
+    await storage.add_pending_sign_in(pending("old", T0), purge_before=T0 - 600)
+    await storage.add_pending_sign_in(
+        PendingSignIn("new", "b", "corp", None, None, "u", "tx:1", T0 + 700), purge_before=T0 + 100
+    )
+    assert await storage.take_pending_sign_in("old") is None
+    taken = await storage.take_pending_sign_in("new")
+    assert taken is not None
+    assert (taken.code_verifier, taken.nonce, taken.return_to) == (None, None, "tx:1")

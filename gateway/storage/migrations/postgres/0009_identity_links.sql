@@ -13,3 +13,18 @@ CREATE TABLE identity_links (
     PRIMARY KEY (provider, subject)
 );
 CREATE INDEX identity_links_user_id ON identity_links (user_id);
+
+-- Sign-ins with a provider under way: what the callback needs (PKCE verifier, nonce), keyed by the SHA-256 of the
+-- state sent to the provider, bound to the browser that started it (SHA-256 of its binding cookie), taken once.
+-- return_to says where the person continues (the OAuth flow's pending request, or the dashboard).
+CREATE TABLE identity_sign_ins (
+    state_hash    TEXT PRIMARY KEY,
+    browser_hash  TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    code_verifier TEXT,
+    nonce         TEXT,
+    redirect_uri  TEXT NOT NULL,
+    return_to     TEXT NOT NULL,
+    created_at    DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX identity_sign_ins_created_at ON identity_sign_ins (created_at);
