@@ -25,6 +25,7 @@ from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.flight.reading import attempts_for
 from gateway.flight.setup import FLIGHT
 from gateway.flight.steps import Record
+from gateway.identity.signin_web import linked_identities
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
@@ -76,6 +77,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=dashboard.client_name)
         keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
+        identities = await linked_identities(request.app, user.id)
     except StorageUnavailable as exc:
         raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
     attempts = await _attempts(request, user.id, now)
@@ -98,6 +100,8 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         usage=await _usage(request, user),
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
+        identities=identities,
+        local_passwords=dashboard.settings.local_passwords,
     )
     return response
 
@@ -159,6 +163,8 @@ async def revoke_key(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
     user, form = await dashboard.signed_in_form(request)
+    if not dashboard.settings.local_passwords:
+        raise NotFound("Passwords are off on this gateway: people sign in with an identity provider.")
     # The current password is a guess like any sign-in: same budgets, same records.
     account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
     wait = await dashboard.throttle.login_attempt(account, address)
