@@ -53,7 +53,8 @@ async def test_signing_in_with_the_provider_rotates_the_browser_session(sqlite_s
         before = session_of(browser)
         assert before is not None
         account = await through_provider(browser, idp, "/account/login/corp", "alice")
-        assert isinstance(account, Page) and account.url == gateway.url + "/account"
+        assert isinstance(account, Page)
+        assert account.url == gateway.url + "/account"
         assert session_of(browser) not in (None, before)
 
 
@@ -68,7 +69,8 @@ async def test_an_mcp_clients_consent_flow_signs_in_with_the_provider_and_contin
         assert start.startswith("/login/corp?tx=")
         consent = await through_provider(browser, idp, start, "alice")
         assert is_consent(consent), consent
-        assert isinstance(consent, Page) and "alice@example.com" in consent.text
+        assert isinstance(consent, Page)
+        assert "alice@example.com" in consent.text
         back = await browser.submit(consent, "/consent", decision="approve")
         assert isinstance(back, Redirect) and "code" in back.params, back
         reply = await app.exchange(back.params["code"], pkce)
@@ -103,7 +105,8 @@ async def test_an_email_outside_the_allowed_domains_gets_a_clear_page_and_no_acc
         assert "only for e-mail addresses of corp.example" in refused.text
         assert await gateway.storage.get_user_by_email("alice@example.com") is None
         inside = await through_provider(browser, idp, "/account/login/corp", "carol")
-        assert isinstance(inside, Page) and inside.url == gateway.url + "/account"
+        assert isinstance(inside, Page)
+        assert inside.url == gateway.url + "/account"
 
 
 async def test_with_local_passwords_off_the_password_forms_are_hidden_and_refused(sqlite_storage: Storage) -> None:
@@ -113,22 +116,28 @@ async def test_with_local_passwords_off_the_password_forms_are_hidden_and_refuse
         page = await browser.open(gateway.url + "/account/login")
         assert isinstance(page, Page)
         assert continue_with(page) == "/account/login/corp"
-        assert 'type="password"' not in page.text and "/signup" not in page.text
+        assert 'type="password"' not in page.text
+        assert "/signup" not in page.text
         refused = await browser.submit(page, "/account/login", email="bob@example.com", password=TEST_PASSWORD)
-        assert isinstance(refused, Page) and refused.status == 403
+        assert isinstance(refused, Page)
+        assert refused.status == 403
         assert session_of(browser) is None
         signup = await browser.open(gateway.url + "/signup")
-        assert isinstance(signup, Page) and signup.status == 403
+        assert isinstance(signup, Page)
+        assert signup.status == 403
 
         app = await register(gateway.url)
         login = await browser.open(app.authorization_url(new_pkce()))
-        assert isinstance(login, Page) and 'type="password"' not in login.text
+        assert isinstance(login, Page)
+        assert 'type="password"' not in login.text
         tx = continue_with(login).split("tx=", 1)[1]
         refused = await browser.submit(login, "/login", tx=tx, email="bob@example.com", password=TEST_PASSWORD)
-        assert isinstance(refused, Page) and refused.status == 403
+        assert isinstance(refused, Page)
+        assert refused.status == 403
 
         account = await through_provider(browser, idp, "/account/login/corp", "alice")
-        assert isinstance(account, Page) and account.url == gateway.url + "/account"
+        assert isinstance(account, Page)
+        assert account.url == gateway.url + "/account"
         assert 'action="/account/password"' not in account.text
 
 
@@ -139,16 +148,20 @@ async def test_a_replayed_forged_or_other_browsers_callback_is_refused(sqlite_st
         back = await sign_in(idp, to_provider.location, login="alice")
         async with Browser(gateway.url) as stranger:
             other = await stranger.open(back)
-            assert isinstance(other, Page) and other.status == 400
+            assert isinstance(other, Page)
+            assert other.status == 400
             assert session_of(stranger) is None
         # The stranger's attempt used the sign-in up: the rightful browser must start again.
         again = await browser.open(back)
-        assert isinstance(again, Page) and again.status == 400
+        assert isinstance(again, Page)
+        assert again.status == 400
         forged = await browser.open(gateway.url + "/auth/corp/callback?code=x&state=forged&iss=" + idp.issuer)
-        assert isinstance(forged, Page) and forged.status == 400
+        assert isinstance(forged, Page)
+        assert forged.status == 400
         assert "not started in this browser" in forged.text
         unknown = await browser.open(gateway.url + "/auth/nope/callback?code=x&state=y")
-        assert isinstance(unknown, Page) and unknown.status == 404
+        assert isinstance(unknown, Page)
+        assert unknown.status == 404
         assert session_of(browser) is None
 
 
@@ -160,6 +173,7 @@ async def test_cancelling_at_the_provider_returns_to_the_consent_flows_sign_in(s
         assert isinstance(to_provider, Redirect)
         back = await sign_in(idp, to_provider.location, approve=False)
         page = await browser.open(back)
-        assert isinstance(page, Page) and page.status == 400
+        assert isinstance(page, Page)
+        assert page.status == 400
         assert "You cancelled the sign-in at the provider." in page.text
         assert 'href="/login?tx=' in page.text
