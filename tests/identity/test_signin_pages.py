@@ -72,7 +72,8 @@ async def test_an_mcp_clients_consent_flow_signs_in_with_the_provider_and_contin
         assert isinstance(consent, Page)
         assert "alice@example.com" in consent.text
         back = await browser.submit(consent, "/consent", decision="approve")
-        assert isinstance(back, Redirect) and "code" in back.params, back
+        assert isinstance(back, Redirect), back
+        assert "code" in back.params, back.location
         reply = await app.exchange(back.params["code"], pkce)
         assert reply.status == 200, reply.text
         access_token = reply.json()["access_token"]
