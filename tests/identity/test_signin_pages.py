@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from gateway.flight.setup import FLIGHT
 from gateway.storage import Storage
 from tests.identity.signin_support import DISPLAY_NAME, continue_with, gateway_with_provider, through_provider
 from tests.support.gateway import TEST_PASSWORD
@@ -77,6 +78,10 @@ async def test_an_mcp_clients_consent_flow_signs_in_with_the_provider_and_contin
         reply = await app.exchange(back.params["code"], pkce)
         assert reply.status == 200, reply.text
         access_token = reply.json()["access_token"]
+        recorder = gateway.app[FLIGHT]
+        await recorder.flush()
+        steps = [(r.step, r.outcome, r.detail) for r in await recorder.client_trail(app.client_id)]
+        assert ("sign_in", "ok", "provider:corp") in steps
         # The token is the provider-signed-in person's: the gateway accepts it (its upstream is not running).
         assert (await post_mcp(gateway.url, bearer(access_token))).status != 401
 
@@ -91,6 +96,7 @@ async def test_an_unverified_email_never_links_to_an_existing_account(sqlite_sto
         assert 'href="/account/login"' in refused.text
         assert await gateway.storage.list_identity_links(alice.id) == []
         assert await gateway.storage.get_identity_link(idp.issuer, "mallory") is None
+        assert alice.password_hash == (await gateway.storage.get_user(alice.id)).password_hash  # type: ignore[union-attr]
         assert session_of(browser) is None
 
 
@@ -178,3 +184,7 @@ async def test_cancelling_at_the_provider_returns_to_the_consent_flows_sign_in(s
         assert page.status == 400
         assert "You cancelled the sign-in at the provider." in page.text
         assert 'href="/login?tx=' in page.text
+        recorder = gateway.app[FLIGHT]
+        await recorder.flush()
+        steps = [(r.step, r.outcome, r.detail) for r in await recorder.client_trail(app.client_id)]
+        assert ("sign_in", "failed", "provider:corp:access_denied") in steps
