@@ -50,6 +50,7 @@ MIN_SECRET_CHARS = 16
 MIN_METRICS_TOKEN_CHARS = 16
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+_EMAIL_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -390,6 +391,11 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be at least {low}")
     if not 1 <= c.accounts.usage_chart_days <= MAX_USAGE_CHART_DAYS:
         problems.append(f"accounts.usage_chart_days: between 1 and {MAX_USAGE_CHART_DAYS}")
+    for i, domain in enumerate(c.accounts.allowed_email_domains):
+        if not _EMAIL_DOMAIN_RE.match(domain):
+            problems.append(f"accounts.allowed_email_domains[{i}]: a domain such as corp.example (no '@')")
+    if not c.accounts.local_passwords and not c.identity_providers.providers:
+        problems.append("accounts.local_passwords: false needs at least one identity_providers entry to sign in with")
     if c.server.port > 65535:
         problems.append("server.port: must be at most 65535")
     if c.storage.pool_max < c.storage.pool_min:

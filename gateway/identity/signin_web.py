@@ -26,6 +26,7 @@ from gateway.identity.provider_config import ProviderConfig
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import ProviderClient
 from gateway.identity.signin import PROVIDER_SIGN_INS
+from gateway.metrics import METRICS
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW
@@ -142,6 +143,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 def _failed(app: web.Application, provider: str, code: str, client_id: str | None) -> None:
+    app[METRICS].logins.labels(outcome="failed").inc()
     app[AUDIT].record("login.failed", actor="anonymous", client_id=client_id, reason=f"provider:{provider}:{code}")
 
 
