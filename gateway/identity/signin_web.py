@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -48,9 +48,12 @@ def sign_in_choices(app: web.Application, *, tx: str | None = None) -> dict[str,
     """The template context of a sign-in page: the provider buttons (name, label, link) and ``local_passwords``."""
     sign_ins = app.get(PROVIDER_SIGN_INS)
     providers = sign_ins.providers if sign_ins is not None else []
-    base = f"{LOGIN_PATH}/{{}}?tx={tx}" if tx is not None else f"{SIGNIN_PATH}/{{}}"
+
+    def link(name: str) -> str:
+        return f"{LOGIN_PATH}/{name}?{urlencode({'tx': tx})}" if tx is not None else f"{SIGNIN_PATH}/{name}"
+
     return {
-        "providers": [(p.name, p.display_name or p.name.capitalize(), base.format(p.name)) for p in providers],
+        "providers": [(p.name, p.display_name or p.name.capitalize(), link(p.name)) for p in providers],
         "local_passwords": app[CONFIG].accounts.local_passwords,
     }
 

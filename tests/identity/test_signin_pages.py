@@ -24,9 +24,9 @@ def session_of(browser: Browser) -> str | None:
 
 
 async def test_a_person_signs_in_to_the_dashboard_with_the_provider_and_sees_the_linked_identity(
-    sqlite_storage: Storage, caplog: pytest.LogCaptureFixture
+    any_storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with gateway_with_provider(sqlite_storage) as (gateway, idp), Browser(gateway.url) as browser:
+    async with gateway_with_provider(any_storage) as (gateway, idp), Browser(gateway.url) as browser:
         login = await browser.open(gateway.url + "/account/login")
         start = continue_with(login)
         assert start == "/account/login/corp"
