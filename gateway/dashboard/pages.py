@@ -21,7 +21,7 @@ from gateway.audit import AUDIT
 from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.flight.reading import attempts_for
 from gateway.flight.setup import FLIGHT
 from gateway.flight.steps import Record
@@ -164,7 +164,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
     user, form = await dashboard.signed_in_form(request)
     if not dashboard.settings.local_passwords:
-        raise NotFound("Passwords are off on this gateway: people sign in with an identity provider.")
+        raise Forbidden("Passwords are off on this gateway: people sign in with an identity provider.")
     # The current password is a guess like any sign-in: same budgets, same records.
     account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
     wait = await dashboard.throttle.login_attempt(account, address)

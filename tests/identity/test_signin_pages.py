@@ -146,6 +146,10 @@ async def test_with_local_passwords_off_the_password_forms_are_hidden_and_refuse
         assert isinstance(account, Page)
         assert account.url == gateway.url + "/account"
         assert 'action="/account/password"' not in account.text
+        fields = {"current_password": "", "new_password": "a-new-password-1", "new_password_again": "a-new-password-1"}
+        change = await browser.submit(account, "/account/password", **fields)
+        assert isinstance(change, Page)
+        assert change.status == 403
 
 
 async def test_a_replayed_forged_or_other_browsers_callback_is_refused(sqlite_storage: Storage) -> None:
