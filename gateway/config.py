@@ -56,6 +56,7 @@ WorkerCount = NewType("WorkerCount", int)
 """``server.workers``: an integer ≥ 1, or ``auto`` in YAML (resolved when the configuration is read)."""
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+_EMAIL_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -264,6 +265,10 @@ class AccountsConfig:
 
     signup_enabled: bool = True
     """Anyone may create an account at ``/signup``; false for invitation-only or CLI-created accounts."""
+    allowed_email_domains: tuple[str, ...] = ()
+    """Sign-in with an identity provider only for verified e-mails in these domains (exact, any case); empty: any."""
+    local_passwords: bool = True
+    """Passwords at the sign-in and sign-up pages; false for deployments where people sign in only with a provider."""
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_SECONDS
     """Seconds between batched writes of the daily request counts shown in the dashboard's chart."""
     usage_chart_days: int = DEFAULT_USAGE_CHART_DAYS
@@ -432,6 +437,11 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be at least {low}")
     if not 1 <= c.accounts.usage_chart_days <= MAX_USAGE_CHART_DAYS:
         problems.append(f"accounts.usage_chart_days: between 1 and {MAX_USAGE_CHART_DAYS}")
+    for i, domain in enumerate(c.accounts.allowed_email_domains):
+        if not _EMAIL_DOMAIN_RE.match(domain):
+            problems.append(f"accounts.allowed_email_domains[{i}]: a domain such as corp.example (no '@')")
+    if not c.accounts.local_passwords and not c.identity_providers.providers:
+        problems.append("accounts.local_passwords: false needs at least one identity_providers entry to sign in with")
     if c.server.port > 65535:
         problems.append("server.port: must be at most 65535")
     if c.storage.pool_max < c.storage.pool_min:

@@ -32,7 +32,9 @@ from gateway.errors import (
     render,
 )
 from gateway.flight import views as flight_views
+from gateway.identity import signin_web
 from gateway.identity import web as identity_web
+from gateway.identity.signin import CALLBACK_PATH
 from gateway.oauth import authorize, interaction, metadata, registration, revocation, token_endpoint
 from gateway.oauth.context import (
     AUTHORIZE_PATH,
@@ -83,11 +85,14 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(AUTHORIZE_PATH, GET, authorize.handle_authorize, "authorize", PAGE),
         Route(LOGIN_PATH, GET, interaction.login_page, "login", PAGE),
         Route(LOGIN_PATH, POST, interaction.login_submit, "login", PAGE, SMALL),
+        Route(LOGIN_PATH + "/{provider}", GET, signin_web.oauth_start, "login", PAGE),
+        Route(CALLBACK_PATH, GET, signin_web.callback, "login", PAGE),
         Route(CONSENT_PATH, GET, interaction.consent_page, "consent", PAGE),
         Route(CONSENT_PATH, POST, interaction.consent_submit, "consent", PAGE, SMALL),
         # The dashboard
         Route(SIGNIN_PATH, GET, signin.signin_page, "dashboard", ACCOUNT),
         Route(SIGNIN_PATH, POST, signin.signin_submit, "dashboard", ACCOUNT, SMALL),
+        Route(SIGNIN_PATH + "/{provider}", GET, signin_web.dashboard_start, "dashboard", ACCOUNT),
         Route(signin.SIGNUP_PATH, GET, signin.signup_page, "dashboard", ACCOUNT),
         Route(signin.SIGNUP_PATH, POST, signin.signup_submit, "dashboard", ACCOUNT, SMALL),
         Route(signin.LOGOUT_PATH, POST, signin.logout, "dashboard", ACCOUNT, SMALL),

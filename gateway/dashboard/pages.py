@@ -21,10 +21,11 @@ from gateway.audit import AUDIT
 from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.flight.reading import attempts_for
 from gateway.flight.setup import FLIGHT
 from gateway.flight.steps import Record
+from gateway.identity.signin_web import linked_identities
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
@@ -77,6 +78,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=dashboard.client_name)
         keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
+        identities = await linked_identities(request.app, user.id)
     except StorageUnavailable as exc:
         raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
     attempts = await _attempts(request, user.id, now)
@@ -100,6 +102,8 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         usage=await _usage(request, user),
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
+        identities=identities,
+        local_passwords=dashboard.settings.local_passwords,
     )
     return response
 
@@ -162,6 +166,8 @@ async def revoke_key(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
     user, form = await dashboard.signed_in_form(request)
+    if not dashboard.settings.local_passwords:
+        raise Forbidden("Passwords are off on this gateway: people sign in with an identity provider.")
     # The current password is a guess like any sign-in: same budgets, same records.
     account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
     wait = await dashboard.throttle.login_attempt(account, address)

@@ -12,6 +12,7 @@ import secrets
 
 from aiohttp import web
 
+from gateway.identity.signin_web import sign_in_choices
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import browser_id
 from gateway.oauth.cimd import CimdError
@@ -26,6 +27,7 @@ from gateway.web_pages import error_page, read_form, render, see_other
 
 GENERIC_FAILURE = "Invalid email or password."
 EXPIRED = "This sign-in link has expired or was already used. Start again from your application."
+PASSWORDS_OFF = "This gateway signs people in only with an identity provider. Go back and choose one."
 
 
 async def _pending_from(request: web.Request, request_id: str) -> AuthorizationRequest | None:
@@ -70,11 +72,14 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         email="",
         error=None,
         client_name=await _client_name(flow, pending.client_id),
+        **sign_in_choices(request.app, tx=request_id),
     )
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
+    if not flow.settings.config.accounts.local_passwords:
+        return error_page("Passwords are off", PASSWORDS_OFF, status=403)
     form = await _form(request, flow)
     request_id = form.get("tx", "")
     pending = await _pending_from(request, request_id)
@@ -94,6 +99,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             email=email,
             error=message,
             client_name=await _client_name(flow, pending.client_id),
+            **sign_in_choices(request.app, tx=request_id),
         )
 
     address = client_address(request, flow.settings.config.security.trusted_proxies)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.storage.identity import SigningKeyStore
+from gateway.storage.identity_links import IdentityLinkStore, PendingSignInStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
     BrowserSessionStore,
@@ -209,6 +210,8 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    IdentityLinkStore,
+    PendingSignInStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

@@ -27,6 +27,7 @@ from gateway.storage.base import (
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
+from gateway.storage.postgres_identity_links import PostgresIdentityLinkStore
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 from gateway.storage.postgres_trail import PostgresTrailStore
 
@@ -61,7 +62,13 @@ _CONTENTION: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores):
+class PostgresStorage(
+    PostgresOAuthStores,
+    PostgresAccountStores,
+    PostgresTrailStore,
+    PostgresIdentityStores,
+    PostgresIdentityLinkStore,
+):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's
