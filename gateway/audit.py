@@ -112,7 +112,10 @@ class AuditLog:
                 fields[key] = _safe(value)
         self._log.info("audit %s", event, extra=fields)
         for listener in self._listeners:
-            listener(event, fields)
+            try:
+                listener(event, fields)
+            except Exception:  # what was audited has happened: a listener's failure must not undo the answer
+                log.exception("audit listener failed on %s", event)
 
 
 AUDIT = web.AppKey("audit", AuditLog)

@@ -134,8 +134,9 @@ class FlightRecorderConfig:
     """Seconds a client's or an account's recent connection steps are kept."""
     ring_size: int = 50
     """Steps kept per client, per account and per address."""
-    anonymous_per_minute: int = 600
-    """Steps filed by address alone (no client or account known yet) per replica and minute; the rest are dropped."""
+    anonymous_per_minute: int = 60
+    """Failed steps of callers who proved no account, per address, replica and minute (ten addresses' worth in all);
+    the rest are dropped."""
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,11 @@ def _check_redis_cluster(url: str | None) -> list[str]:
 
 def _check(c: GatewayConfig) -> list[str]:
     problems: list[str] = []
+    flight = c.flight_recorder
+    if not 1 <= flight.ring_size <= 1000 or flight.retention < 60 or flight.anonymous_per_minute < 0:
+        problems.append(
+            "flight_recorder: ring_size must be 1-1000, retention at least 60 seconds, anonymous_per_minute 0 or more"
+        )
     # The issuer and the well-known documents live at the root of public_url's origin.
     problems += _check_http_url("public_url", c.public_url, allow_path=False)
     if urlsplit(c.public_url).query or urlsplit(c.public_url).fragment:

@@ -35,9 +35,7 @@ async def sweep(app: web.Application) -> dict[str, int]:
         "browser_sessions": await storage.purge_browser_sessions(
             ended_before=now, idle_since=now - config.oauth.login_session_idle_ttl
         ),
-        "flight_steps": await storage.purge_trail(
-            before=now - config.flight_recorder.retention, keep_per_subject=config.flight_recorder.ring_size
-        ),
+        "flight_steps": await storage.purge_trail(before=now - config.flight_recorder.retention),
     }
 
 

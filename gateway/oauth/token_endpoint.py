@@ -177,6 +177,7 @@ class _Exchange:
         self.client_id = client_id
         self.now = self.settings.clock.now()
         self.revocations = request.app[REVOCATIONS]
+        self.request = request
 
     async def revoke_replayed_family(self, user_id: str, client_id: str, family_id: str, reason: str) -> None:
         """Revoke a family whose code or refresh token was replayed (``code_reuse``, ``refresh_reuse``) or
@@ -219,6 +220,7 @@ class _Exchange:
         # OAuth 2.1 §4.1.3: the code was issued to this client_id (public clients).
         if row is None or row.client_id != self.client_id:
             raise InvalidGrant("The authorization code is invalid")
+        note(self.request, client_id=row.client_id, account_id=row.user_id)
         if self.now >= row.expires_at:
             raise InvalidGrant("The authorization code has expired")
         problem = self._binding_problem(row)
@@ -291,6 +293,8 @@ class _Exchange:
         if row is None or family is None:
             raise InvalidGrant("The refresh token is invalid")
         live = family.revoked_at is None and self.now < family.expires_at
+        if family.client_id == self.client_id:
+            note(self.request, client_id=family.client_id, account_id=family.user_id)
         # OAuth 2.1 §4.3.1: the token is bound to the client it was issued to.
         if family.client_id != self.client_id:
             # Policy (security-cases 58): a live refresh token in another client's hands has leaked.
@@ -368,6 +372,8 @@ class _Exchange:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    # The claimed client; its steps count as proven (and go to the client's own ring) only once a code or refresh
+    # token shows whose they are (the account is noted then).
     note(request, client_id=client_id, grant_type=form.get("grant_type"))
     limits = request.app[ENDPOINT_LIMITS]
     await limits.token(request)
