@@ -74,7 +74,7 @@ def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
         users=storage,
         keys=storage,
         passwords=Passwords(),
-        key_format=ApiKeyFormat(config.api_keys.prefix),
+        key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
         clock=SystemClock(),
     )
 
