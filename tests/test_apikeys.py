@@ -7,9 +7,8 @@ import re
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
-
 from gateway.apikeys import ALPHABET, RANDOM_CHARS, ApiKeyFormat
+from gateway.config import ConfigError, parse_config
 from gateway.secrets_hashing import secret_hash
 
 
@@ -73,7 +72,7 @@ def test_a_key_of_the_other_format_or_a_wrong_shape_is_refused_without_a_lookup(
 def test_the_config_accepts_the_hex32_format_and_an_underscored_prefix_and_refuses_an_unknown_format():
     ok = parse_config({"api_keys": {"prefix": "sk_mcp_rank", "format": "hex32"}})
     assert (ok.api_keys.prefix, ok.api_keys.format) == ("sk_mcp_rank", "hex32")
-    with pytest.raises(ConfigError, match="api_keys.format"):
+    with pytest.raises(ConfigError, match=r"api_keys\.format"):
         parse_config({"api_keys": {"format": "uuid"}})
-    with pytest.raises(ConfigError, match="api_keys.prefix"):
+    with pytest.raises(ConfigError, match=r"api_keys\.prefix"):
         parse_config({"api_keys": {"prefix": "sk_"}})
