@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.storage.app_flow import AppFlowStore
 from gateway.storage.identity import SigningKeyStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
@@ -207,6 +208,7 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    AppFlowStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""
