@@ -39,7 +39,8 @@ async def test_a_sign_in_is_claimed_exactly_once_and_purged_after_it_expires(sto
     assert await storage.claim_app_sign_in("h1", now=T0 + 1)
     assert not await storage.claim_app_sign_in("h1", now=T0 + 2)
     claimed = await storage.get_app_sign_in("h1")
-    assert claimed is not None and claimed.used_at == T0 + 1
+    assert claimed is not None
+    assert claimed.used_at == T0 + 1
     assert await storage.purge_app_sign_ins(expired_before=T0 + 600) == 0
     assert await storage.purge_app_sign_ins(expired_before=T0 + 601) == 1
     assert await storage.get_app_sign_in("h1") is None
