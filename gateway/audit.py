@@ -41,6 +41,7 @@ EVENTS: Final = frozenset(
         "api_key.created",
         "api_key.revoked",
         "user.created",
+        "identity.linked",
         "user.disabled",
         "user.enabled",
         "user.plan_changed",

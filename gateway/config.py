@@ -251,6 +251,10 @@ class AccountsConfig:
 
     signup_enabled: bool = True
     """Anyone may create an account at ``/signup``; false for invitation-only or CLI-created accounts."""
+    allowed_email_domains: tuple[str, ...] = ()
+    """Sign-in with an identity provider only for verified e-mails in these domains (exact, any case); empty: any."""
+    local_passwords: bool = True
+    """Passwords at the sign-in and sign-up pages; false for deployments where people sign in only with a provider."""
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_SECONDS
     """Seconds between batched writes of the daily request counts shown in the dashboard's chart."""
     usage_chart_days: int = DEFAULT_USAGE_CHART_DAYS

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from gateway.storage.app_flow import AppFlowStore
 from gateway.storage.identity import SigningKeyStore
+from gateway.storage.identity_links import IdentityLinkStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
     BrowserSessionStore,
@@ -208,6 +209,7 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    IdentityLinkStore,
     AppFlowStore,
     Protocol,
 ):

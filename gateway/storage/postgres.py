@@ -28,6 +28,7 @@ from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
 from gateway.storage.postgres_app_flow import PostgresAppFlowStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
+from gateway.storage.postgres_identity_links import PostgresIdentityLinkStore
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 from gateway.storage.postgres_trail import PostgresTrailStore
 
@@ -63,7 +64,12 @@ _CONTENTION: tuple[type[BaseException], ...] = (
 
 
 class PostgresStorage(
-    PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores, PostgresAppFlowStores
+    PostgresOAuthStores,
+    PostgresAccountStores,
+    PostgresTrailStore,
+    PostgresIdentityStores,
+    PostgresIdentityLinkStore,
+    PostgresAppFlowStores,
 ):
     """``Storage`` on PostgreSQL.
 

@@ -33,6 +33,7 @@ from gateway.storage.migrator import Migration, pending_migrations, verify_schem
 from gateway.storage.sqlite_accounts import SqliteAccountStores
 from gateway.storage.sqlite_app_flow import SqliteAppFlowStores
 from gateway.storage.sqlite_identity import SqliteIdentityStores
+from gateway.storage.sqlite_identity_links import SqliteIdentityLinkStore
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
 from gateway.storage.sqlite_trail import SqliteTrailStore
 
@@ -54,7 +55,12 @@ _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "r
 
 
 class SqliteStorage(
-    SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore, SqliteIdentityStores, SqliteAppFlowStores
+    SqliteOAuthStores,
+    SqliteAccountStores,
+    SqliteTrailStore,
+    SqliteIdentityStores,
+    SqliteIdentityLinkStore,
+    SqliteAppFlowStores,
 ):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 

@@ -1,0 +1,15 @@
+-- Accounts at third-party identity providers (identity_providers.NAME) linked to gateway accounts. provider is
+-- the provider's issuer (stable when the configured name changes); subject its user id there. One provider account
+-- links to one gateway account; a gateway account may have several. email is the verified address the provider
+-- gave at the last sign-in (for display); accounts sign in with a provider only through this table, or link on
+-- their first sign-in through a verified e-mail.
+CREATE TABLE identity_links (
+    provider     TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    email        TEXT,
+    linked_at    REAL NOT NULL,
+    last_used_at REAL NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+CREATE INDEX identity_links_user_id ON identity_links (user_id);
