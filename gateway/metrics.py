@@ -23,6 +23,7 @@ ROUTES: Final = frozenset(
         "authorize",
         "login",
         "consent",
+        "app_auth",
         "metadata",
         "dashboard",
         "admin",

@@ -32,6 +32,7 @@ from gateway.errors import (
     render,
 )
 from gateway.flight import views as flight_views
+from gateway.identity import app_flow
 from gateway.identity import web as identity_web
 from gateway.oauth import authorize, interaction, metadata, registration, revocation, token_endpoint
 from gateway.oauth.context import (
@@ -79,6 +80,11 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(TOKEN_PATH, OPTIONS, token_endpoint.preflight, "token"),
         Route(REVOKE_PATH, POST, cors(revocation.revoke), "revoke"),
         Route(REVOKE_PATH, OPTIONS, token_endpoint.preflight, "revoke"),
+        # The app flow (identity tokens for apps holding an API key): JSON for the app's server, pages for people
+        Route(app_flow.INITIATE_PATH, GET, app_flow.initiate, "app_auth"),
+        Route(app_flow.CALLBACK_PATH, GET, app_flow.callback, "app_auth", PAGE),
+        Route(app_flow.TOKEN_PATH, POST, app_flow.token, "app_auth"),
+        Route(app_flow.REVOKE_PATH, POST, app_flow.revoke, "app_auth"),
         # OAuth pages people see: sign-in and consent
         Route(AUTHORIZE_PATH, GET, authorize.handle_authorize, "authorize", PAGE),
         Route(LOGIN_PATH, GET, interaction.login_page, "login", PAGE),
