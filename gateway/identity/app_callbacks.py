@@ -44,3 +44,12 @@ def checked_redirect_uris(uris: Iterable[str]) -> tuple[str, ...]:
 def allows(app: KeyApp | None, requested: str) -> bool:
     """Whether the key's app settings allow ``requested`` as its callback URL."""
     return app is not None and any(redirect_uri_matches(registered, requested) for registered in app.redirect_uris)
+
+
+def key_app_for(api_key_id: str, uris: Iterable[str], *, tokens_in_url: bool = False) -> KeyApp | None:
+    """The app settings to store with a new key (None: the key takes no part in the app flow), or
+    ``CallbackUrlError``. Check it before minting the key, so a bad URL creates nothing."""
+    checked = checked_redirect_uris(uris)
+    if tokens_in_url and not checked:
+        raise CallbackUrlError("tokens in the callback URL need at least one callback URL")
+    return KeyApp(api_key_id, checked, tokens_in_url) if checked else None
