@@ -57,5 +57,5 @@ async def test_a_bad_callback_url_on_the_dashboard_is_refused_and_creates_no_key
     }
     refused = await post(browser, "/account/keys", fields)
     assert refused.status == 400
-    assert "callback URL" in refused.text
+    assert "Callback URL" in refused.text
     assert keys(await account(browser)) == {}
