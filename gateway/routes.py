@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import health, metrics_endpoint, web_pages
 from gateway.admin import api as admin
+from gateway.admin import key_callbacks
 from gateway.appkeys import CONFIG
 from gateway.config import MCP_PATH, GatewayConfig
 from gateway.dashboard import pages as account
@@ -114,6 +115,7 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(f"{ADMIN}/users/{{user_id}}/apps/{{app_id}}/revoke", POST, admin.revoke_user_app, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/revoke", POST, admin.revoke_client, "admin", JSON, SMALL),
         Route(f"{ADMIN}/keys/{{key_id}}/revoke", POST, admin.revoke_key, "admin", JSON, SMALL),
+        Route(f"{ADMIN}/keys/{{key_id}}/callbacks", POST, key_callbacks.set_key_callbacks, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/trace", GET, flight_views.client_trace, "admin"),
         Route(f"{ADMIN}/users/{{user_id}}/trace", GET, flight_views.user_trace, "admin"),
         # The MCP data plane (Streamable HTTP, legacy HTTP+SSE): JSON-RPC errors
