@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.housekeeping import sweep
 from gateway.identity.app_verify import verify_identity_token
 from gateway.identity.providers import PENDING_TTL
 from gateway.identity.sealing import generate_secret
@@ -264,3 +265,12 @@ async def test_a_key_explicitly_set_to_receive_tokens_in_the_url_gets_them_there
     back = query(response.headers["Location"])
     assert set(back) == {"access_token", "token_type", "expires_in", "refresh_token", "state"}
     assert set(await verify_with_pyjwt(gateway, back["access_token"])) == CLAIMS
+
+
+async def test_an_abandoned_sign_in_is_swept_once_it_has_expired(
+    app: App, gateway: GatewayHandle, clock: ManualClock
+) -> None:
+    assert (await app.initiate()).status == 302
+    assert (await sweep(gateway.app))["app_sign_ins"] == 0
+    clock.advance(PENDING_TTL + 1)
+    assert (await sweep(gateway.app))["app_sign_ins"] == 1
