@@ -91,11 +91,11 @@ async def api_key_id(request: web.Request) -> str:
     return principal.credential_id
 
 
-def _single(params: Mapping[str, str], multi: web.Request, name: str) -> str | None:
-    values = multi.query.getall(name, [])
+def _single(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
     if len(values) > 1:
         raise InvalidRequest(f"{name} is repeated")
-    return params.get(name)
+    return values[0] if values else None
 
 
 async def initiate(request: web.Request) -> web.StreamResponse:
@@ -103,8 +103,8 @@ async def initiate(request: web.Request) -> web.StreamResponse:
     name = request.match_info["provider"]
     client = flow.provider(name)
     key_id = await api_key_id(request)
-    redirect_uri = _single(request.query, request, "redirect_uri")
-    app_state = _single(request.query, request, "state")
+    redirect_uri = _single(request, "redirect_uri")
+    app_state = _single(request, "state")
     if not redirect_uri:
         raise InvalidRequest("redirect_uri is required")
     if app_state is not None and not _APP_STATE.fullmatch(app_state):

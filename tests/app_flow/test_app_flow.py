@@ -274,3 +274,20 @@ async def test_an_abandoned_sign_in_is_swept_once_it_has_expired(
     assert (await sweep(gateway.app))["app_sign_ins"] == 0
     clock.advance(PENDING_TTL + 1)
     assert (await sweep(gateway.app))["app_sign_ins"] == 1
+
+
+async def test_a_repeated_redirect_uri_is_refused(app: App, gateway: GatewayHandle) -> None:
+    url = f"{gateway.url}/v1/auth/test/initiate?redirect_uri={APP_CALLBACK}&redirect_uri=https://evil.example/cb"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=app.headers, allow_redirects=False) as response:
+        assert response.status == 400
+        assert "Location" not in response.headers
+
+
+async def test_the_oauth_token_endpoint_refuses_an_app_flow_refresh_token_and_leaves_its_family_alone(
+    app: App, gateway: GatewayHandle
+) -> None:
+    tokens = await app.tokens()
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": app.key_id}
+    status, body = await app.post("/token", form, headers={})
+    assert (status, body["error"]) == (400, "invalid_grant")
+    assert (await app.refresh(tokens["refresh_token"]))[0] == 200
