@@ -10,11 +10,13 @@ import aiohttp
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.credentials.watermark import Watermark
 from gateway.housekeeping import sweep
-from gateway.identity.app_verify import verify_identity_token
+from gateway.identity.app_verify import IdentityTokenVerifier, verify_identity_token
 from gateway.identity.providers import PENDING_TTL
 from gateway.identity.sealing import generate_secret
 from gateway.identity.tokens import InvalidIdentityToken
+from gateway.identity.web import IDENTITY
 from gateway.storage import Storage
 from tests.app_flow.support import APP_CALLBACK, CLAIMS, PUBLIC_URL, App, new_app, query, verify_with_pyjwt
 from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, running_gateway
@@ -291,3 +293,23 @@ async def test_the_oauth_token_endpoint_refuses_an_app_flow_refresh_token_and_le
     status, body = await app.post("/token", form, headers={})
     assert (status, body["error"]) == (400, "invalid_grant")
     assert (await app.refresh(tokens["refresh_token"]))[0] == 200
+
+
+async def test_another_replica_that_missed_the_announcement_refuses_a_revoked_familys_token_within_a_second(
+    app: App, gateway: GatewayHandle, clock: ManualClock
+) -> None:
+    # A replica sharing the storage, hearing no announcement: only its cache lifetime and the watermark bound it.
+    watermark = Watermark(gateway.storage, clock, interval=0.5)
+    replica = IdentityTokenVerifier(gateway.app[IDENTITY].tokens, gateway.storage, clock, watermark)
+    await watermark.read()
+    tokens = await app.tokens()
+    assert (await replica.verify(tokens["access_token"]))["api_key_id"] == app.key_id
+    clock.advance(0.5)
+    await watermark.read()  # nothing revoked yet: the cached standing stays good past its lifetime
+    clock.advance(0.5)
+    assert await replica.verify(tokens["access_token"])
+    assert (await app.post("/v1/auth/revoke", {"token": tokens["refresh_token"]}))[0] == 200
+    await watermark.read()
+    clock.advance(SETTLE)
+    with pytest.raises(InvalidIdentityToken):
+        await replica.verify(tokens["access_token"])
