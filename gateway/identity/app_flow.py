@@ -34,6 +34,7 @@ from gateway.identity.app_verify import IDENTITY_VERIFIER, IdentityTokenVerifier
 from gateway.identity.linking import AccountRefused, account_for
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization, ProviderClient
+from gateway.identity.signing_keys import SigningUnavailable
 from gateway.identity.web import IDENTITY
 from gateway.oauth.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
 from gateway.oauth.token_endpoint import read_form
@@ -109,6 +110,8 @@ async def initiate(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("redirect_uri is required")
     if app_state is not None and not _APP_STATE.fullmatch(app_state):
         raise InvalidRequest("state is 1 to 512 printable ASCII characters")
+    if not request.app[CONFIG].identity.encryption_keys:
+        raise ServiceUnavailable("Identity tokens are not configured on this gateway (identity.encryption_keys)")
     store = request.app[STORAGE]
     if not allows(await store.get_key_app(key_id), redirect_uri):
         raise InvalidRequest("redirect_uri is not one of this API key's callback URLs")
@@ -215,7 +218,7 @@ async def token(request: web.Request) -> web.Response:
             raise InvalidRequest("grant_type is required")
         else:
             raise UnsupportedGrantType("Supported grant types: authorization_code, refresh_token")
-    except StorageUnavailable as exc:
+    except (StorageUnavailable, SigningUnavailable) as exc:
         raise ServiceUnavailable("Authorization service unavailable, retry shortly") from exc
     return web.json_response(token_body(pair, now=now), headers=NO_STORE)
 

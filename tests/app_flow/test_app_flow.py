@@ -313,3 +313,16 @@ async def test_another_replica_that_missed_the_announcement_refuses_a_revoked_fa
     clock.advance(SETTLE)
     with pytest.raises(InvalidIdentityToken):
         await replica.verify(tokens["access_token"])
+
+
+async def test_without_signing_keys_initiate_says_identity_tokens_are_not_configured(
+    sqlite_storage: Storage, oidc_provider: OidcProvider
+) -> None:
+    idp = oidc_provider
+    provider = {"issuer": idp.issuer, "client_id": idp.client.client_id, "client_secret": idp.client.client_secret}
+    overrides = {"public_url": PUBLIC_URL, "identity_providers": {"test": provider}}
+    async with running_gateway(storage=sqlite_storage, upstream_url=UNUSED_UPSTREAM, overrides=overrides) as handle:
+        app = await new_app(handle, idp)
+        response = await app.initiate()
+        assert response.status == 503
+        assert "Location" not in response.headers
