@@ -19,6 +19,7 @@ from gateway.credentials.setup import setup_credentials
 from gateway.dashboard import setup_dashboard
 from gateway.flight.setup import setup_flight
 from gateway.housekeeping import housekeeping_ctx
+from gateway.identity.app_flow import setup_app_flow
 from gateway.identity.signin import setup_provider_sign_in
 from gateway.identity.web import setup_identity
 from gateway.metrics import METRICS, Metrics
@@ -96,6 +97,7 @@ def create_app(
     setup_oauth(app)
     setup_dashboard(app)
     setup_provider_sign_in(app)
+    setup_app_flow(app)
     setup_routes(app)
     return app
 

@@ -39,6 +39,7 @@ EVENTS: Final = frozenset(
         "app.revoked",
         "sessions.revoked",
         "api_key.created",
+        "api_key.callbacks_set",
         "api_key.revoked",
         "user.created",
         "identity.linked",

@@ -22,6 +22,7 @@ from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_r
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config, parse_workers, workers_problems
 from gateway.flight.trace_cli import TraceError
+from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
@@ -29,6 +30,7 @@ from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.quota import make_limiter, quota_redis_client
 from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
+from gateway.secrets_hashing import new_id
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
@@ -77,7 +79,7 @@ def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
         users=storage,
         keys=storage,
         passwords=Passwords(),
-        key_format=ApiKeyFormat(config.api_keys.prefix),
+        key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
         clock=SystemClock(),
     )
 
@@ -186,7 +188,16 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
                 scope = key_scope(config.authorization, args.scope or [])
             except UnknownKeyScope as exc:
                 raise CliError(str(exc)) from None
-            row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in, scope=scope)
+            key_id = new_id("key")
+            try:
+                key_app = key_app_for(key_id, args.redirect_uri, tokens_in_url=args.tokens_in_callback_url)
+            except CallbackUrlError as exc:
+                raise CliError(str(exc)) from exc
+            row, minted = await accounts.create_key(
+                user, name=args.name, expires_in=expires_in, key_id=key_id, scope=scope
+            )
+            if key_app is not None:
+                await storage.set_key_app(key_app)
             audit_log(config).record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(
                 f"created key {row.id} for {escape_unsafe(user.email)}; copy it now, it will not be shown again:",
@@ -294,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="default")
     p.add_argument("--expires-in-days", type=float, metavar="DAYS")
     p.add_argument("--scope", action="append", metavar="S", help="a scope the key holds (repeatable; none: everything)")
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a callback URL of the app flow (/v1/auth/...); repeatable; exact match, loopback on any port",
+    )
+    p.add_argument(
+        "--tokens-in-callback-url",
+        action="store_true",
+        help=f"deliver the tokens in the callback URL instead of a one-time code. RISK: {TOKENS_IN_URL_RISK}",
+    )
     p = command("list", "list API keys (prefix and last four characters only)", keys)
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.apikeys import FORMATS as API_KEY_FORMATS
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
@@ -55,7 +56,7 @@ MAX_WORKERS = 1024
 WorkerCount = NewType("WorkerCount", int)
 """``server.workers``: an integer ≥ 1, or ``auto`` in YAML (resolved when the configuration is read)."""
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,14}[a-z0-9]$")
 _EMAIL_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -197,6 +198,9 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class ApiKeysConfig:
     prefix: str = DEFAULT_API_KEY_PREFIX
+    format: str = "checksummed"
+    """``checksummed`` (``<prefix>_`` + 32 base62 + 6-character checksum) or ``hex32`` (``<prefix>_`` + 32 hex,
+    the MCP Rank format: ``prefix: sk_mcp_rank``). Keys of the other shape are refused before any lookup."""
     last_used_flush_interval: float = DEFAULT_LAST_USED_FLUSH_SECONDS
 
 
@@ -453,7 +457,11 @@ def _check(c: GatewayConfig) -> list[str]:
     if c.storage.pool_max < c.storage.pool_min:
         problems.append("storage.pool_max: must be at least storage.pool_min")
     if not _PREFIX_RE.match(c.api_keys.prefix):
-        problems.append("api_keys.prefix: 2-16 characters, lowercase letters and digits, starting with a letter")
+        problems.append(
+            "api_keys.prefix: 2-16 characters, lowercase letters, digits and underscores, starting with a letter"
+        )
+    if c.api_keys.format not in API_KEY_FORMATS:
+        problems.append(f"api_keys.format: one of {', '.join(API_KEY_FORMATS)}")
     for i, origin in enumerate(c.security.allowed_origins):
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):

@@ -32,6 +32,7 @@ ROUTES: Final = frozenset(
         "authorize",
         "login",
         "consent",
+        "app_auth",
         "metadata",
         "dashboard",
         "admin",

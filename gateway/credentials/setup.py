@@ -37,7 +37,9 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
     # The order is the precedence: gateway-minted opaque secrets first, then API keys by their prefix.
     verifiers: list[CredentialVerifier] = [
         AccessTokenVerifier(grants=storage, users=storage, resource=settings.resource, grant_use=grant_use),
-        ApiKeyVerifier(ApiKeyFormat(config.api_keys.prefix), keys=storage, users=storage, key_use=key_use),
+        ApiKeyVerifier(
+            ApiKeyFormat(config.api_keys.prefix, config.api_keys.format), keys=storage, users=storage, key_use=key_use
+        ),
     ]
     watermark = app[WATERMARK] = Watermark(storage, clock, interval=config.revocation.stream_recheck_interval)
     authn = app[AUTHENTICATOR] = Authenticator(

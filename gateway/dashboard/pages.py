@@ -25,6 +25,7 @@ from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailab
 from gateway.flight.reading import attempts_for
 from gateway.flight.setup import FLIGHT
 from gateway.flight.steps import Record
+from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
 from gateway.identity.signin_web import linked_identities
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
@@ -93,6 +94,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         user=user,
         csrf=dashboard.session_csrf(request),
         key_request_id=secrets.token_urlsafe(18),
+        tokens_in_url_risk=TOKENS_IN_URL_RISK,
         apps=apps,
         keys=keys,
         key_scopes=[(s.name, s.description) for s in request.app[CONFIG].authorization.scopes.values()],
@@ -141,6 +143,12 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     # The same form submitted twice (a reload, a double click) names the same key: the second mints nothing.
     key_id = "key_" + hashlib.sha256(f"{user.id}\n{request_id}".encode()).hexdigest()[:24]
     try:
+        key_app = key_app_for(
+            key_id, form.get("redirect_uris", "").splitlines(), tokens_in_url=form.get("tokens_in_url") == "on"
+        )
+    except CallbackUrlError as exc:
+        raise InvalidRequest(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from exc
+    try:
         scope = key_scope(request.app[CONFIG].authorization, [form.get("scopes", "")])
         row, minted = await dashboard.accounts.create_key(
             user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id, scope=scope
@@ -149,6 +157,8 @@ async def create_key(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest(str(exc).capitalize() + ".") from exc
     except Conflict:
         return render("key_created.html", key=None, secret=None, when=when, status=409)
+    if key_app is not None:
+        await request.app[STORAGE].set_key_app(key_app)
     request.app[AUDIT].record("api_key.created", actor=user.id, reason="dashboard", user_id=user.id, key_id=row.id)
     response = render("key_created.html", key=row, secret=minted.key, when=when)
     response.headers["Content-Security-Policy"] = SCRIPT_CSP

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.storage.app_flow import AppFlowStore
 from gateway.storage.identity import SigningKeyStore
 from gateway.storage.identity_links import IdentityLinkStore, PendingSignInStore
 from gateway.storage.oauth import (
@@ -212,6 +213,7 @@ class Storage(
     SigningKeyStore,
     IdentityLinkStore,
     PendingSignInStore,
+    AppFlowStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

@@ -26,6 +26,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
+from gateway.storage.postgres_app_flow import PostgresAppFlowStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
 from gateway.storage.postgres_identity_links import PostgresIdentityLinkStore
 from gateway.storage.postgres_oauth import PostgresOAuthStores
@@ -68,6 +69,7 @@ class PostgresStorage(
     PostgresTrailStore,
     PostgresIdentityStores,
     PostgresIdentityLinkStore,
+    PostgresAppFlowStores,
 ):
     """``Storage`` on PostgreSQL.
 

@@ -31,6 +31,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import Migration, pending_migrations, verify_schema
 from gateway.storage.sqlite_accounts import SqliteAccountStores
+from gateway.storage.sqlite_app_flow import SqliteAppFlowStores
 from gateway.storage.sqlite_identity import SqliteIdentityStores
 from gateway.storage.sqlite_identity_links import SqliteIdentityLinkStore
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
@@ -54,7 +55,12 @@ _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "r
 
 
 class SqliteStorage(
-    SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore, SqliteIdentityStores, SqliteIdentityLinkStore
+    SqliteOAuthStores,
+    SqliteAccountStores,
+    SqliteTrailStore,
+    SqliteIdentityStores,
+    SqliteIdentityLinkStore,
+    SqliteAppFlowStores,
 ):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 

@@ -90,7 +90,7 @@ async def running_gateway(
         users=storage,
         keys=storage,
         passwords=Passwords(hasher=FAST_ARGON2),
-        key_format=ApiKeyFormat(config.api_keys.prefix),
+        key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
         clock=clock,
     )
     async with serve(app, "127.0.0.1", port, sock=sock) as running:
