@@ -40,6 +40,8 @@ def check_routing_headers(headers: Any, message: object) -> None:
 
 
 async def handle_mcp(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":  # it would reach the upstream uncharged (and may open a session there)
+        raise web.HTTPMethodNotAllowed("HEAD", ["POST", "GET", "DELETE"])
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)

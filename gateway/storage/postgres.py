@@ -7,6 +7,8 @@ together apply each version exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -61,6 +63,10 @@ _CONTENTION: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
+
+
+CONTENTION_PAUSE = 0.05
+"""Seconds (up to twice this, at random) before a statement that lost a deadlock runs again."""
 
 
 class PostgresStorage(
@@ -310,10 +316,12 @@ class PostgresStorage(
 
     async def _execute_retrying(self, sql: str, *args: Any) -> str:
         """``_execute`` for one self-contained statement that is safe to run twice: a deadlock or serialization
-        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller."""
+        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller: after a short
+        random pause, so that the transaction that won gets its locks first instead of meeting the retry again."""
         try:
             return await self._execute(sql, *args)
         except Contention:
+            await asyncio.sleep(CONTENTION_PAUSE * (1 + secrets.randbelow(1000) / 1000))
             return await self._execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
