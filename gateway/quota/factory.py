@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 from gateway.clock import Clock
 from gateway.quota.config import QuotaConfig
 from gateway.quota.degrading import DegradingLimiter
+from gateway.quota.leased import LeasedLimiter
 from gateway.quota.limiter import QuotaLimiter
 from gateway.quota.memory_limiter import MemoryLimiter
 from gateway.quota.redis_limiter import RedisLimiter
@@ -44,12 +45,20 @@ def make_limiter(
     clock: Clock,
     redis: Redis | None,
     on_degraded_change: Callable[[bool], None] | None = None,
+    on_close: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> QuotaLimiter:
-    """``DegradingLimiter(RedisLimiter, MemoryLimiter)`` with Redis, ``MemoryLimiter`` without."""
+    """``DegradingLimiter(LeasedLimiter or RedisLimiter, MemoryLimiter)`` with Redis, ``MemoryLimiter``
+    without. ``on_close`` collects what must run at shutdown (the leases' give-back)."""
     if redis is None:
         return MemoryLimiter(clock)
+    shared: QuotaLimiter = RedisLimiter(redis, prefix=config.key_prefix)
+    if config.lease:
+        replicas = max(1, round(1 / config.degraded_share))
+        shared = leased = LeasedLimiter(redis, clock=clock, prefix=config.key_prefix, replicas=replicas)
+        if on_close is not None:
+            on_close.append(leased.aclose)
     return DegradingLimiter(
-        RedisLimiter(redis, prefix=config.key_prefix),
+        shared,
         MemoryLimiter(clock),
         share=config.degraded_share,
         min_limit=config.degraded_min_limit,
