@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.clock import ManualClock
-from gateway.quota import DegradingLimiter, MemoryLimiter, Plan, RedisLimiter, quota_redis_client
+from gateway.quota import DegradingLimiter, MemoryLimiter, Plan, RedisLimiter, parse_quota_config, quota_redis_client
 from gateway.quota.leased import LeasedLimiter
 from tests.quota.conftest import RedisNamespace
 from tests.quota.test_degrading import proxied_client, proxy  # noqa: F401  (fixture)
@@ -162,3 +162,9 @@ async def test_with_redis_cut_the_leasing_limiter_degrades_to_the_replica_share_
     statuses = [await limiter.admit(account, plan, 1) for _ in range(6)]
     assert [d.allowed for d in statuses] == [True] * 4 + [False] * 2  # 5 of 10 locally, one already spent
     assert all(d.degraded for d in statuses)
+
+
+def test_quota_lease_is_on_by_default_and_anything_but_a_boolean_is_reported() -> None:
+    assert parse_quota_config({})[0].lease is True
+    assert parse_quota_config({"lease": False})[0].lease is False
+    assert parse_quota_config({"lease": "yes"})[1] == ["quota.lease: expected true or false"]
