@@ -153,7 +153,7 @@ async def bench(args: argparse.Namespace) -> int:
                 held.append(await opener(session, url, key))
 
         worst = 0.0
-        print(f"{'streams':>8} {'gateway MiB':>12} {'KB/stream':>10} {'upstream MiB':>13} {'open s':>7}")
+        print(f"{'streams':>8} {'gateway MiB':>12} {'KiB/stream':>10} {'upstream MiB':>13} {'open s':>7}")
         while len(held) < args.streams:
             started = time.perf_counter()
             batch = min(args.step, args.streams - len(held))
@@ -168,7 +168,7 @@ async def bench(args: argparse.Namespace) -> int:
             per = (gw - base_gw) / len(held)
             worst = max(worst, per)
             print(
-                f"{len(held):>8} {gw / 2**20:>12.1f} {per / 1000:>10.1f} {up / 2**20:>13.1f} "
+                f"{len(held):>8} {gw / 2**20:>12.1f} {per / 1024:>10.1f} {up / 2**20:>13.1f} "
                 f"{time.perf_counter() - started:>7.1f}",
                 flush=True,
             )
@@ -176,8 +176,8 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"streams still open at the end: {alive} of {len(held)}")
         ok = per <= TARGET_BYTES and alive == args.streams
         print(
-            f"{'PASS' if ok else 'MISS'} {per / 1000:.1f} KB per idle stream at {len(held)} streams "
-            f"(target <= {TARGET_BYTES / 1000:.0f} KB), {alive} held (target {args.streams})"
+            f"{'PASS' if ok else 'MISS'} {per / 1024:.1f} KiB per idle stream at {len(held)} streams "
+            f"(target <= {TARGET_BYTES / 1024:.0f} KiB), {alive} held (target {args.streams})"
         )
     return 0 if ok else 1
 

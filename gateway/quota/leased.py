@@ -147,6 +147,8 @@ class _Pool:
     def fetched(self, task: asyncio.Task[_Reply]) -> None:
         if self.fetch is task:
             self.fetch = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have given up (timeout)
 
 
 class LeasedLimiter:
@@ -261,12 +263,9 @@ class LeasedLimiter:
         args: list[str | int] = [cost, demand, self._divisor, self._tail, self._margin, back, back_at]
         for kind, limit in plan.limits():
             args += [_KIND_CODE[kind], limit]
-        try:
-            raw: Any = await self._script(keys=self._shared.keys(account_id, plan), args=args)
-        except BaseException:
-            if back and pool.lease is not None and pool.lease.at == back_at:
-                pool.left += back  # not given back after all (the call may not have run)
-            raise
+        # When the call fails, what it gave back is not taken again: the script may have run, and spending
+        # units already returned could go over the limit (losing them only refuses, until the window ends).
+        raw: Any = await self._script(keys=self._shared.keys(account_id, plan), args=args)
         resets = [max(1, int(raw[3 + 2 * i])) for i in range(len(pool.limits))]
         return _Reply(
             granted=int(raw[0]),

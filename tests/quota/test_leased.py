@@ -168,3 +168,20 @@ def test_quota_lease_is_on_by_default_and_anything_but_a_boolean_is_reported() -
     assert parse_quota_config({})[0].lease is True
     assert parse_quota_config({"lease": False})[0].lease is False
     assert parse_quota_config({"lease": "yes"})[1] == ["quota.lease: expected true or false"]
+
+
+async def test_units_a_failed_call_was_giving_back_are_never_spent_again(
+    redis_ns: RedisNamespace,
+    proxy: TcpProxy,  # noqa: F811
+) -> None:
+    clock = ManualClock()
+    limiter = leased(redis_ns, clock, proxied_client(redis_ns, proxy), replicas=1, k=1)
+    account, plan = redis_ns.account(), Plan("t", per_day=10)
+    assert (await limiter.admit(account, plan, 1)).allowed
+    assert limiter.held(account, plan) == 9
+    clock.advance(86_400)  # the lease is over locally: the next admission gives its units back first
+    proxy.cut()
+    with pytest.raises(Exception):  # noqa: B017, PT011  (whatever the client raises for a cut connection)
+        await limiter.admit(account, plan, 1)
+    assert limiter.held(account, plan) == 0  # the script may have run: spending them again could go over
+    assert await counted(redis_ns, account, plan) == [10]
