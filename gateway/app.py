@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
@@ -17,6 +19,7 @@ from gateway.credentials.setup import setup_credentials
 from gateway.dashboard import setup_dashboard
 from gateway.flight.setup import setup_flight
 from gateway.housekeeping import housekeeping_ctx
+from gateway.identity.web import setup_identity
 from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
@@ -65,7 +68,9 @@ def create_app(
     app[AUDIT] = audit or AuditLog(api_key_prefix=config.api_keys.prefix)
     redis_url = config.redis.url
     app[REVOCATIONS] = (
-        RedisRevocationBus(redis_url, config.redis.revocation_channel) if redis_url else LocalRevocationBus()
+        RedisRevocationBus(redis_url, config.redis.revocation_channel, config.redis.cluster)
+        if redis_url
+        else LocalRevocationBus()
     )
     app[BLOCKED] = BlockedAddresses()
     app[OAUTH_SETTINGS] = OAuthSettings.from_config(config, app[CLOCK])
@@ -86,6 +91,7 @@ def create_app(
     setup_metrics_endpoint(app)
     setup_oauth(app)
     setup_dashboard(app)
+    setup_identity(app)
     setup_routes(app)
     return app
 
@@ -143,8 +149,13 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.redis.url is None:
         yield
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     app[REDIS] = redis
+    if isinstance(redis, RedisCluster):
+        # Learn the cluster's topology now, not on the first request (which would take longer than the quota's
+        # Redis timeout and degrade that one call). A node that is down now is learnt later, as for any client.
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await redis.initialize()
     try:
         yield
     finally:

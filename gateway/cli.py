@@ -21,6 +21,7 @@ from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_r
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.flight.trace_cli import TraceError
+from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import make_limiter, quota_redis_client
@@ -104,6 +105,13 @@ async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, host, port) as running:
         print(f"mcp-gateway listening on {running.url} (public URL {config.public_url})", file=sys.stderr)
+        limits = running.connections.limits
+        per_address = f"{limits.max_per_address} per address" if limits.max_per_address else "no per-address cap"
+        print(
+            f"mcp-gateway accepts at most {limits.max_connections} connections ({per_address}); request heads "
+            f"within {limits.header_timeout:g} s, bodies idle at most {limits.body_timeout:g} s",
+            file=sys.stderr,
+        )
         await stop.wait()
         print("mcp-gateway shutting down: draining in-flight requests", file=sys.stderr)
 
@@ -152,7 +160,7 @@ async def run_usage(config: GatewayConfig, email: str) -> None:
     if config.redis.url is None:
         print("  counters live inside the running gateway (embedded mode); set redis.url to share and inspect them")
         return
-    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout)
+    redis = quota_redis_client(config.redis.url, timeout=config.quota.redis_timeout, cluster=config.redis.cluster)
     try:
         usage = await make_limiter(config.quota, clock=SystemClock(), redis=redis).usage(user.id, plan)
     finally:
@@ -201,7 +209,7 @@ async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
     if config.redis.url is None:
         yield LocalRevocationBus()
         return
-    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel)
+    bus = RedisRevocationBus(config.redis.url, config.redis.revocation_channel, config.redis.cluster)
     try:
         yield bus
     finally:
@@ -249,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("revoke", "revoke an API key by id", keys)
     p.add_argument("id")
     add_commands(users, sub, command)
+    add_signing_key_commands(sub, command)
     clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
     p = command("trace", "a client's recent connection steps (the flight recorder), with what to change", clients)
     p.add_argument("client_id", metavar="CLIENT_ID", help="a DCR client id or a CIMD client's URL")
@@ -283,6 +292,8 @@ async def dispatch(args: argparse.Namespace) -> None:
         async with opened_storage(config) as storage:
             async with announcements(config) as bus:
                 await run_apps(storage, accounts_for(config, storage), args, bus, audit_log(config))
+    elif args.command == "signing-keys":
+        await run_signing_keys(config, args, lambda: opened_storage(config))
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "clients":

@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config_parsing import build_dataclass, substitute_env
+from gateway.identity.config import IdentityConfig, check_identity
+from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
+from gateway.proxy.headers import forwardable_problem
 from gateway.quota.config import QuotaConfig, parse_quota_config
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -27,6 +30,10 @@ DEFAULT_FIRST_BYTE_TIMEOUT = 60.0
 DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 DEFAULT_API_KEY_PREFIX = "mgw"
 DEFAULT_LAST_USED_FLUSH_SECONDS = 30.0
 DEFAULT_SESSION_MAX_AGE = 7 * 24 * 3600.0
@@ -61,6 +68,18 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds a client has to send a whole request head (from connecting, or from the first byte of the next
+    request on a kept-alive connection); then the connection is closed."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """Seconds a request body may make no progress while the gateway reads it; then the request ends with 408."""
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    """Seconds an idle kept-alive connection stays open (keep it longer than a front proxy's idle timeout)."""
+    max_connections: int = 0
+    """Open client connections at most; 0: the open-file limit less a reserve for the gateway's own sockets
+    and files (upstream and storage pools plus 64)."""
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    """Open connections one client address (IPv6: one /64) may hold; 0: no cap (behind a front proxy)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class UpstreamConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     identity_headers: bool = True
     """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+    forward_headers: tuple[str, ...] = ()
+    """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,8 @@ class RedisConfig:
     url: str | None = None
     revocation_channel: str = DEFAULT_REVOCATION_CHANNEL
     """Pub/sub channel on which replicas announce revocations to each other."""
+    cluster: bool = False
+    """``url`` names one node of a Redis Cluster (the client discovers the others)."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +287,8 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
 
     @property
     def issuer(self) -> str:
@@ -291,13 +316,28 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayConfig:
     problems: list[str] = []
     substituted = substitute_env(raw, env if env is not None else os.environ, problems)
-    config = build_dataclass(GatewayConfig, substituted, problems, parsers={QuotaConfig: parse_quota_config})
+    config = build_dataclass(
+        GatewayConfig,
+        substituted,
+        problems,
+        parsers={QuotaConfig: parse_quota_config, IdentityProvidersConfig: parse_identity_providers},
+    )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)
     return _normalise(config)
+
+
+def _check_redis_cluster(url: str | None) -> list[str]:
+    if not url:
+        return ["redis.cluster: needs redis.url (any one node of the cluster)"]
+    if not url.startswith(("redis://", "rediss://")):
+        return ["redis.cluster: redis.url must be redis:// or rediss:// (a node's host and port)"]
+    if urlsplit(url).path.strip("/") not in ("", "0"):
+        return ["redis.cluster: a Redis Cluster has database 0 only (redis.url ending in /0 or no path)"]
+    return []
 
 
 def _check(c: GatewayConfig) -> list[str]:
@@ -313,6 +353,8 @@ def _check(c: GatewayConfig) -> list[str]:
         problems.append("storage.url: expected sqlite:///PATH or postgresql://...")
     if c.redis.url and not c.redis.url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("redis.url: expected redis://, rediss:// or unix://")
+    if c.redis.cluster:
+        problems += _check_redis_cluster(c.redis.url)
     if not _CHANNEL_RE.match(c.redis.revocation_channel):
         problems.append("redis.revocation_channel: 1-128 characters: letters, digits, and . _ : -")
     if c.storage.schema is not None:
@@ -328,6 +370,9 @@ def _check(c: GatewayConfig) -> list[str]:
         ("api_keys.last_used_flush_interval", c.api_keys.last_used_flush_interval),
         ("limits.session_max_age", c.limits.session_max_age),
         ("server.shutdown_timeout", c.server.shutdown_timeout),
+        ("server.header_timeout", c.server.header_timeout),
+        ("server.body_timeout", c.server.body_timeout),
+        ("server.keepalive_timeout", c.server.keepalive_timeout),
         ("accounts.usage_flush_interval", c.accounts.usage_flush_interval),
         ("security.max_clock_skew", c.security.max_clock_skew),
     ]:
@@ -335,10 +380,15 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be greater than 0")
     if c.metrics.bearer_token and len(c.metrics.bearer_token) < MIN_METRICS_TOKEN_CHARS:
         problems.append(f"metrics.bearer_token: use at least {MIN_METRICS_TOKEN_CHARS} characters (or leave it empty)")
+    for i, name in enumerate(c.upstream.forward_headers):
+        if (why := forwardable_problem(name)) is not None:
+            problems.append(f"upstream.forward_headers[{i}]: {why}")
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
         ("server.port", c.server.port, 0),
+        ("server.max_connections", c.server.max_connections, 0),
+        ("server.max_connections_per_address", c.server.max_connections_per_address, 0),
         ("upstream.max_connections", c.upstream.max_connections, 1),
         ("limits.max_body_bytes", c.limits.max_body_bytes, 1024),
         ("limits.max_header_bytes", c.limits.max_header_bytes, 1024),
@@ -361,6 +411,7 @@ def _check(c: GatewayConfig) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
             problems.append(f"security.allowed_origins[{i}]: expected scheme://host[:port] with no path")
     problems += _check_oauth(c.oauth)
+    problems += check_identity(c.identity)
     protective = c.limits.protective
     if protective.window <= 0:
         problems.append("limits.protective.window: must be greater than 0")

@@ -15,7 +15,9 @@ def client_address(request: web.Request, trusted_proxies: Collection[str]) -> st
     """
     peer = request.remote or "unknown"
     if peer in trusted_proxies:
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+        # RFC 9110 §5.3: several field lines are one comma-separated list; a proxy may append its own line.
+        joined = ",".join(request.headers.getall("X-Forwarded-For", ()))
+        hops = [hop.strip() for hop in joined.split(",") if hop.strip()]
         if hops:
             return hops[-1]
     return peer

@@ -5,6 +5,13 @@ A subscriber task hands every message from other replicas to the listeners. Pub/
 Redis is unreachable messages are lost, so the task re-subscribes with backoff and, once back, tells the gap
 listeners (the validation cache flushes itself). Whatever is lost, the one-second validation cache and the
 stream re-checks bound how long a revoked credential can live on a replica; Redis only makes it faster.
+
+On a Redis Cluster (``redis.cluster``) this stays classic pub/sub, not sharded pub/sub (``SPUBLISH``): a
+classic ``PUBLISH`` on any node reaches the subscribers of every node over the cluster bus, so each replica
+publishes through whichever primary answers and subscribes on one primary of the cluster, moving to the next
+one when its connection fails. Sharded pub/sub would pin the channel to the one shard that owns its slot, and
+announcements would stop while that shard is down; revocations are rare, so the cluster-wide broadcast costs
+nothing that matters. The reconnect and gap flush are the same as on one Redis.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.background import background
+from gateway.redis_clients import RedisClient, node_url, redis_client
 from gateway.revocation import Listener, Revocation, deliver
 
 log = logging.getLogger("gateway.revocation.redis")
@@ -44,14 +53,18 @@ GapListener = Callable[[], None]
 
 @dataclass
 class RedisRevocationBus:
-    """``RevocationBus`` across replicas. ``url`` is ``redis.url``; ``channel`` is ``redis.revocation_channel``."""
+    """``RevocationBus`` across replicas. ``url`` is ``redis.url``; ``channel`` is ``redis.revocation_channel``;
+    ``cluster`` is ``redis.cluster``."""
 
     url: str
     channel: str
+    cluster: bool = False
     _listeners: list[Listener] = field(default_factory=list)
     _gap_listeners: list[GapListener] = field(default_factory=list)
     _own: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_OWN_REMEMBERED))
-    _publisher: aioredis.Redis | None = None
+    _publisher: RedisClient | None = None
+    _turn: int = 0
+    """On a cluster: which primary the next subscription (and the first publish attempt) goes to."""
     subscribed: bool = False
     """True while the subscription is live (readiness reports ``degraded`` otherwise)."""
 
@@ -61,8 +74,8 @@ class RedisRevocationBus:
         self._own.append(payload)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self._client().publish(self.channel, payload)
-        except (RedisError, OSError, TimeoutError) as exc:
+                await self._publish(payload)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             # Committed already: other replicas drop it within the cache lifetime (one second) instead.
             log.warning("revocation announcement not published: %s", type(exc).__name__)
         await deliver(self._listeners, revocation)
@@ -75,9 +88,12 @@ class RedisRevocationBus:
         self._gap_listeners.append(listener)
 
     async def healthy(self) -> bool:
-        """Subscribed, and Redis answers a PING within ``PUBLISH_TIMEOUT``."""
+        """Subscribed, and Redis answers a PING within ``PUBLISH_TIMEOUT`` (on a cluster: subscribed, the
+        subscription's own PINGs proving its node alive; a PING to every primary would fail for one dead shard)."""
         if not self.subscribed:
             return False
+        if self.cluster:
+            return True
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await self._client().ping()
@@ -85,12 +101,44 @@ class RedisRevocationBus:
             return False
         return True
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> RedisClient:
         if self._publisher is None:
-            self._publisher = aioredis.from_url(
-                self.url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT
-            )
+            self._publisher = redis_client(self.url, cluster=self.cluster, timeout=PUBLISH_TIMEOUT, max_connections=8)
         return self._publisher
+
+    async def _publish(self, payload: str) -> None:
+        client = self._client()
+        if not isinstance(client, RedisCluster):
+            await client.publish(self.channel, payload)
+            return
+        # Classic PUBLISH reaches every node's subscribers: any primary will do, the first that answers.
+        await client.initialize()
+        primaries = self._rotated(client)
+        for i, node in enumerate(primaries):
+            try:
+                await client.execute_command("PUBLISH", self.channel, payload, target_nodes=node)
+                return
+            except (RedisError, RedisClusterException, OSError):
+                if i == len(primaries) - 1:
+                    raise
+
+    def _rotated(self, cluster: RedisCluster) -> list[ClusterNode]:
+        primaries = sorted(cluster.get_primaries(), key=lambda node: node.name)
+        if not primaries:
+            raise RedisConnectionError("no primary known in the Redis Cluster")
+        start = self._turn % len(primaries)
+        return primaries[start:] + primaries[:start]
+
+    async def _subscriber_url(self) -> str:
+        """One Redis: ``url``. A cluster: the next primary in turn (classic pub/sub is cluster-wide)."""
+        if not self.cluster:
+            return self.url
+        client = self._client()
+        assert isinstance(client, RedisCluster)
+        async with asyncio.timeout(PUBLISH_TIMEOUT * 4):
+            await client.initialize()
+        node = self._rotated(client)[0]
+        return node_url(self.url, node.host, node.port)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -112,8 +160,10 @@ class RedisRevocationBus:
         while True:
             # No silent retries inside redis-py: a broken subscription must surface here, so the gap is noticed
             # (announcements may have been lost) and the validation caches are flushed.
-            client = aioredis.from_url(self.url, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
+            client: aioredis.Redis | None = None
             try:
+                url = await self._subscriber_url()
+                client = aioredis.from_url(url, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     self.subscribed = True
@@ -123,17 +173,19 @@ class RedisRevocationBus:
                         self._gap()
                         lost = False
                     await self._read(pubsub)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 if not lost:
                     log.warning("revocation subscription lost (%s); retrying", type(exc).__name__)
                 lost, self.subscribed = True, False
+                self._turn += 1  # on a cluster: the next primary
             except Exception:  # never let the subscriber die: the next subscription flushes the caches
                 log.exception("revocation subscriber failed; retrying")
                 lost, self.subscribed = True, False
             finally:
                 self.subscribed = False
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+                if client is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await client.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 

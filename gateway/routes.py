@@ -32,6 +32,7 @@ from gateway.errors import (
     render,
 )
 from gateway.flight import views as flight_views
+from gateway.identity import web as identity_web
 from gateway.oauth import authorize, interaction, metadata, registration, revocation, token_endpoint
 from gateway.oauth.context import (
     AUTHORIZE_PATH,
@@ -67,6 +68,7 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(metadata.AS_METADATA_PATH, OPTIONS, metadata.preflight, "metadata"),
         Route(metadata.OIDC_DISCOVERY_PATH, GET, metadata.as_metadata, "metadata"),
         Route(metadata.OIDC_DISCOVERY_PATH, OPTIONS, metadata.preflight, "metadata"),
+        Route(identity_web.JWKS_PATH, GET, identity_web.jwks, "metadata"),
         Route(PRM, GET, metadata.prm, "metadata"),
         Route(PRM, OPTIONS, metadata.preflight, "metadata"),
         Route(PRM + "/{tail:.+}", GET, metadata.prm, "metadata"),

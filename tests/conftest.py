@@ -13,6 +13,7 @@ from gateway.storage import Storage, open_storage
 from tests.support.databases import Backend
 from tests.support.gateway import GatewayHandle, running_gateway
 from tests.support.pgbouncer import Bouncer, running_pgbouncer
+from tests.support.redis_cluster import RedisClusterNodes, running_redis_cluster
 from tests.support.upstream import UpstreamProcess, run_upstream
 
 
@@ -27,6 +28,13 @@ def pgbouncer() -> Iterator[Bouncer]:
     """Debian's PgBouncer in transaction pooling mode in front of the test PostgreSQL (one per session)."""
     with running_pgbouncer() as bouncer:
         yield bouncer
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """Three redis-server primaries joined in a Redis Cluster on loopback ports (one per session)."""
+    with running_redis_cluster() as nodes:
+        yield nodes
 
 
 @pytest.fixture

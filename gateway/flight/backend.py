@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from gateway.config import GatewayConfig
 from gateway.flight.recorder import TrailBackend
 from gateway.flight.redis_trail import RedisTrail
 from gateway.flight.store_trail import StoreTrail
+from gateway.redis_clients import RedisClient
 from gateway.storage.trail import TrailStore
 
 
-def trail_backend(config: GatewayConfig, redis: Redis | None, store: TrailStore) -> TrailBackend:
+def trail_backend(config: GatewayConfig, redis: RedisClient | None, store: TrailStore) -> TrailBackend:
     settings = config.flight_recorder
     if redis is None:
         return StoreTrail(store)

@@ -7,13 +7,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from redis.asyncio import Redis
-
 from gateway.flight.steps import Record
+from gateway.redis_clients import RedisClient
 
 
 class RedisTrail:
-    def __init__(self, redis: Redis, *, prefix: str, ring_size: int, retention: float) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, ring_size: int, retention: float) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ring_size = ring_size

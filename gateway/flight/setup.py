@@ -38,6 +38,8 @@ AUDIT_STEPS: Final[dict[str, tuple[Step, Outcome, str]]] = {
     "sessions.revoked": ("revocation", "ok", "ok"),
 }
 DISCOVERY_PREFIX: Final = "/.well-known/"
+BROWSER_NOISE: Final = ("/favicon.ico", "/robots.txt", "/apple-touch-icon")
+"""Paths browsers ask every site for: their 404s are no client's mistake."""
 
 
 def flight_of(app: web.Application) -> FlightRecorder | None:
@@ -89,6 +91,8 @@ async def _discovery_and_unserved_paths(request: web.Request, response: web.Stre
         return
     if response.status != 404 or (request.match_info.route.resource is not None and not discovery):
         return
+    if request.path.startswith(BROWSER_NOISE):
+        return
     public = request.app[CONFIG].public_url
     record_request(
         request,
@@ -133,6 +137,8 @@ def _audit_listener(app: web.Application) -> None:
         known = AUDIT_STEPS.get(event)
         if recorder is None or known is None:
             return
+        if event.startswith("login.") and fields.get("client_id") is None:
+            return  # a dashboard sign-in is no client's connection attempt
         step, outcome, reason = known
         actor = fields.get("actor")
         account = fields.get("user_id") or (

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import InvalidRequest
-from gateway.flight.setup import record_request
+from gateway.flight.setup import note, record_request
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.cimd import CimdError
 from gateway.oauth.clients import RegisteredClient
@@ -153,6 +153,9 @@ async def _refused(
 async def handle_authorize(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
     await flow.throttle.authorize(request)
+    user = await flow.logins.current_user(request)
+    if user is not None:
+        note(request, account_id=user.id)  # the person's own attempts list this one, whatever becomes of it
     query = request.query
     client_id = query.get("client_id")
     if not client_id or len(query.getall("client_id")) > 1:
@@ -213,7 +216,6 @@ async def handle_authorize(request: web.Request) -> web.StreamResponse:
         created_at=now,
         expires_at=now + flow.settings.config.oauth.authorization_request_ttl,
     )
-    user = await flow.logins.current_user(request)
     prompt = set(query.get("prompt", "").split())
     if (
         user is not None

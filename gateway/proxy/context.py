@@ -16,6 +16,7 @@ from gateway.credentials.setup import AUTHENTICATOR, WATERMARK
 from gateway.errors import OriginNotAllowed
 from gateway.metrics import METRICS
 from gateway.net import client_address
+from gateway.proxy.body import close_after_unreadable_body
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
@@ -38,6 +39,8 @@ class ProxyContext:
     identity_headers: bool
     quota: QuotaGate
     streams: OpenStreams
+    forward_headers: tuple[str, ...] = ()
+    """``upstream.forward_headers``: request fields forwarded besides the MCP ones."""
 
     @property
     def public_origin(self) -> str:
@@ -63,6 +66,7 @@ class ProxyContext:
             public_scheme=parts.scheme,
             public_host=parts.netloc,
             identity=self.identity_headers,
+            forward=self.forward_headers,
         )
 
 
@@ -90,6 +94,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_origins=frozenset(config.security.allowed_origins),
         trusted_proxies=frozenset(config.security.trusted_proxies),
         identity_headers=config.upstream.identity_headers,
+        forward_headers=config.upstream.forward_headers,
         quota=app[QUOTA_GATE],
         streams=streams,
     )
@@ -106,3 +111,4 @@ def setup_proxy(app: web.Application) -> None:
     are registered separately)."""
     app.cleanup_ctx.append(_proxy_ctx)
     app.on_shutdown.append(_close_streams)
+    app.on_response_prepare.append(close_after_unreadable_body)

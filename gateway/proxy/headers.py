@@ -1,23 +1,49 @@
 """Which headers cross the gateway, in each direction.
 
-To the upstream: never the client's credentials (``Authorization``, ``X-API-Key``, cookies: no token
-passthrough), never hop-by-hop headers, never the client's copies of the identity or forwarding
-headers the gateway itself sets. From the upstream: never hop-by-hop headers, never cookies, never a
-challenge (``WWW-Authenticate``) that would push clients into re-authentication.
+To the upstream, an allow-list: the MCP headers (``Mcp-Session-Id``, ``MCP-Protocol-Version``, ``Mcp-Method``,
+``Mcp-Name``, ``Mcp-Param-*``, ``Last-Event-ID``), ``Accept``, ``Content-Type``, ``User-Agent``, W3C trace
+context, and the names in ``upstream.forward_headers``; then the gateway's own identity and forwarding headers.
+Nothing else: no credentials, no cookies, no routing headers (``X-Original-URL``, ``Forwarded``, ...), no
+``Content-Encoding`` (the gateway forwards the bytes it decoded, parsed and charged), and no name with an
+underscore, which CGI-style stacks merge with the hyphenated one (``X_Gateway_User_Id``).
+
+From the upstream: never hop-by-hop headers, cookies or a challenge (``WWW-Authenticate``) that would push
+clients into re-authentication, and never a header that acts on the gateway's origin (HSTS, ``Clear-Site-Data``,
+CORS, ``Alt-Svc``, CSP, ...) or on a front proxy (``X-Accel-*``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.authn import Principal
+from gateway.errors import BadJsonRpc
 from gateway.text_safety import has_unsafe_characters
 
-IDENTITY_PREFIX = "x-gateway-"
+if TYPE_CHECKING:  # config validation imports this module: keep it light
+    from gateway.authn import Principal
 
-# RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies strip.
+IDENTITY_PREFIX = "x-gateway-"
+MCP_PARAM_PREFIX = "mcp-param-"
+
+FORWARDED_TO_UPSTREAM = frozenset(
+    {
+        "accept",
+        "content-type",
+        "user-agent",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "mcp-method",
+        "mcp-name",
+        "last-event-id",
+        "traceparent",
+        "tracestate",
+    }
+)
+
+# RFC 9110 §7.6.1: hop-by-hop fields, meaningful for one connection only.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -32,36 +58,94 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-_NEVER_UPSTREAM = HOP_BY_HOP | {
-    "host",
-    "content-length",
-    "authorization",
-    "x-api-key",
-    "cookie",
-    "origin",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-}
+# Fields whose meaning is the gateway's or the connection's: never forwarded, whatever the configuration says.
+NEVER_FORWARDABLE = HOP_BY_HOP | frozenset(
+    {
+        "host",
+        "content-length",
+        "content-encoding",
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
 
-_NEVER_DOWNSTREAM = HOP_BY_HOP | {
-    "set-cookie",
-    "www-authenticate",
-    "content-length",
-    "server",
-    "date",
-}
+SINGLE_VALUED = ("Mcp-Session-Id", "Mcp-Method", "Mcp-Name", "MCP-Protocol-Version", "Last-Event-ID", "Content-Type")
+"""Request fields the gateway checks or the upstream acts on by one value: a repeat is refused (400)."""
+
+# Hop-by-hop fields, and fields that act on the gateway's origin or on a front proxy.
+_NEVER_DOWNSTREAM = HOP_BY_HOP | frozenset(
+    {
+        "set-cookie",
+        "set-cookie2",
+        "www-authenticate",
+        "content-length",
+        "server",
+        "date",
+        "location",
+        "refresh",
+        "strict-transport-security",
+        "clear-site-data",
+        "alt-svc",
+        "content-security-policy",
+        "content-security-policy-report-only",
+        "permissions-policy",
+        "feature-policy",
+        "service-worker-allowed",
+        "origin-agent-cluster",
+        "nel",
+        "report-to",
+        "reporting-endpoints",
+        "public-key-pins",
+        "expect-ct",
+        "x-sendfile",
+    }
+)
+_NEVER_DOWNSTREAM_PREFIXES = ("access-control-", "cross-origin-", "x-accel-")
 
 
-def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+class RepeatedHeader(BadJsonRpc):
+    """A field the gateway authorizes on or checks came more than once (400, JSON-RPC -32600)."""
+
+
+def refuse_repeats(incoming: CIMultiDictProxy[str]) -> None:
+    """400 when a single-valued MCP field (or one ``Mcp-Param-*`` name) is sent twice: the gateway would check
+    the first value while the upstream might act on another."""
+    for name in SINGLE_VALUED:
+        if len(incoming.getall(name, ())) > 1:
+            raise RepeatedHeader(f"{name} header repeated")
+    params = [name.lower() for name, _ in incoming.items() if name.lower().startswith(MCP_PARAM_PREFIX)]
+    if len(params) != len(set(params)):
+        raise RepeatedHeader("Mcp-Param header repeated")
+
+
+def forwardable_problem(name: str) -> str | None:
+    """Why ``name`` may not be listed in ``upstream.forward_headers`` (None: it may)."""
+    lower = name.lower()
+    if not name or not all(c.isalnum() or c == "-" for c in name) or not name.isascii():
+        return "letters, digits and '-' only"
+    if lower in NEVER_FORWARDABLE or lower.startswith(IDENTITY_PREFIX):
+        return "credential, connection, encoding, identity or forwarding header"
+    return None
+
+
+def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Fields named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1)."""
     listed: set[str] = set()
-    for value in headers.getall("Connection", []) if isinstance(headers, CIMultiDictProxy) else []:
+    for value in headers.getall("Connection", []):
         listed.update(part.strip().lower() for part in value.split(","))
     return listed
+
+
+def _forwarded(lower: str, extra: Collection[str]) -> bool:
+    if "_" in lower or lower in NEVER_FORWARDABLE:
+        return False
+    return lower in FORWARDED_TO_UPSTREAM or lower.startswith(MCP_PARAM_PREFIX) or lower in extra
 
 
 def upstream_request_headers(
@@ -72,14 +156,15 @@ def upstream_request_headers(
     public_scheme: str,
     public_host: str,
     identity: bool,
+    forward: Iterable[str] = (),
 ) -> CIMultiDict[str]:
-    drop = _NEVER_UPSTREAM | _connection_listed(incoming)
+    extra = {name.lower() for name in forward}
+    hop = _connection_listed(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
-        if lower in drop or lower.startswith(IDENTITY_PREFIX):
-            continue
-        out.add(name, value)
+        if lower not in hop and _forwarded(lower, extra):
+            out.add(name, value)
     if identity:
         out["X-Gateway-User-Id"] = principal.user_id
         if not has_unsafe_characters(principal.email):  # a row stored before addresses were checked
@@ -99,6 +184,8 @@ def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[
     drop = _NEVER_DOWNSTREAM | _connection_listed(upstream)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+        lower = name.lower()
+        if lower in drop or "_" in lower or lower.startswith(_NEVER_DOWNSTREAM_PREFIXES):
+            continue
+        out.add(name, value)
     return out

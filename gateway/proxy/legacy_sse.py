@@ -15,10 +15,11 @@ from aiohttp import web
 
 from gateway.authn import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate
+from gateway.proxy.headers import refuse_repeats
 from gateway.proxy.sessions import LEGACY_SSE
-from gateway.proxy.streamable import parse_message
 from gateway.proxy.upstream import EndStream, error_event
 from gateway.quota.plans import STREAM_OPEN_COST
 
@@ -82,9 +83,12 @@ class EndpointRewriter:
 
 
 async def handle_sse(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":  # a header-only answer would still open (and charge) an upstream stream
+        raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
+    refuse_repeats(request.headers)
     sse_url = proxy.upstream_sse_url
     if sse_url is None:
         raise web.HTTPNotFound()
@@ -112,8 +116,9 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     session_id = request.query.get("session_id")
     if session_id is None:
         raise SessionNotFound("Session not found")
+    refuse_repeats(request.headers)
     session = await proxy.sessions.require(session_id, principal, kind=LEGACY_SSE)
-    body = await request.read()
+    body = await read_body(request)
     message = parse_message(body)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")

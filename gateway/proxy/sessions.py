@@ -7,6 +7,7 @@ forwarding nothing. Bindings never change once made, so they are cached freely.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 from gateway.authn import Principal
@@ -18,6 +19,7 @@ from gateway.storage.base import McpSession, McpSessionStore, StorageUnavailable
 STREAMABLE = "streamable"
 LEGACY_SSE = "legacy_sse"
 MAX_SESSION_ID_LENGTH = 256
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class SessionBindings:
@@ -45,7 +47,8 @@ class SessionBindings:
 
     async def require(self, session_id: str, principal: Principal, *, kind: str) -> McpSession:
         """The binding, when this principal opened the session; otherwise ``SessionNotFound``."""
-        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
+        # MCP transports: a session id is visible ASCII (0x21-0x7E); anything else was never issued.
+        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH or not _VISIBLE_ASCII.fullmatch(session_id):
             raise SessionNotFound("Session not found")
         session_hash = secret_hash(session_id)
         session = self._cache.get(session_hash)

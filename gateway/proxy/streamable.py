@@ -6,21 +6,17 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import jsonsafe
 from gateway.errors import HeaderMismatch
+from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
+from gateway.proxy.headers import refuse_repeats
 from gateway.proxy.sessions import STREAMABLE
 from gateway.quota.plans import STREAM_OPEN_COST
 
 SESSION_HEADER = "Mcp-Session-Id"
 # MCP 2026-07-28: methods whose target is named in ``Mcp-Name``, and where the body names it.
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-
-
-def parse_message(body: bytes) -> object:
-    """The JSON-RPC message (or batch) in a POST body; None when it is not JSON (the upstream answers that)."""
-    return jsonsafe.loads_lenient(body)
 
 
 def check_routing_headers(headers: Any, message: object) -> None:
@@ -46,10 +42,11 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
+    refuse_repeats(request.headers)
     body: bytes | None = None
     cost = 0
     if request.method == "POST":
-        body = await request.read()
+        body = await read_body(request)
         message = parse_message(body)
         check_routing_headers(request.headers, message)
         cost = proxy.quota.cost_of(principal, message)

@@ -2,9 +2,12 @@
 
 Opening a request waits at most ``first_byte_timeout`` for the response headers (504 after that);
 a refused or broken connection is a 502. Nothing is retried: a ``tools/call`` may have side effects.
-Relaying copies the body chunk by chunk as it arrives (no buffering), so each SSE event reaches the
-client when the upstream sends it. When the client goes away the upstream connection is closed, which
-cancels the upstream request.
+A failure is ``NEVER_REACHED`` (and the quota refunds it) only when the request provably never left the
+gateway: no connection (refused, unresolvable, connect timeout) or no request headers written yet.
+Relaying copies the body chunk by chunk as it arrives, so each SSE event reaches the client when the
+upstream sends it; only an answer of known length up to ``SMALL_BODY`` is read whole first (a chunked
+JSON answer streams too). ``stream_idle_timeout`` bounds each wait for a chunk, never the whole answer.
+When the client goes away the upstream connection is closed, which cancels the upstream request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import web
@@ -29,6 +33,48 @@ log = logging.getLogger("gateway.upstream")
 
 EVENT_STREAM = "text/event-stream"
 SMALL_BODY = 256 * 1024
+
+
+class UpstreamUnreachable(UpstreamRefused):
+    """No connection to the upstream (refused, unresolvable, TLS failure): the request never left (502)."""
+
+
+class UpstreamConnectTimeout(UpstreamNoAnswer):
+    """No connection to the upstream in time: the request never left the gateway (504)."""
+
+
+NEVER_REACHED = (UpstreamUnreachable, UpstreamConnectTimeout)
+"""Failures after which the upstream provably never saw the request (the quota refunds these only)."""
+
+
+class _Delivery:
+    """Whether the request headers were written to the upstream (known only through ``delivery_trace``)."""
+
+    def __init__(self) -> None:
+        self.tracked = False
+        self.sent = False
+
+    def never_sent(self) -> bool:
+        return self.tracked and not self.sent
+
+
+async def _on_request_start(session: object, ctx: SimpleNamespace, params: object) -> None:
+    if isinstance(ctx.trace_request_ctx, _Delivery):
+        ctx.trace_request_ctx.tracked = True
+
+
+async def _on_headers_sent(session: object, ctx: SimpleNamespace, params: object) -> None:
+    if isinstance(ctx.trace_request_ctx, _Delivery):
+        ctx.trace_request_ctx.sent = True
+
+
+def delivery_trace() -> aiohttp.TraceConfig:
+    """Tells ``Upstream`` whether a failed request had left the gateway (sessions without it: assume it had)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(_on_request_start)
+    trace.on_request_headers_sent.append(_on_headers_sent)
+    return trace
+
 
 ChunkFilter = Callable[[bytes], Awaitable[bytes]]
 """Rewrites a stream chunk by chunk; may raise ``EndStream`` to finish the stream early."""
@@ -55,6 +101,7 @@ def new_client_session(*, connect_timeout: float, max_connections: int) -> aioht
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        trace_configs=[delivery_trace()],
     )
 
 
@@ -111,14 +158,20 @@ class Upstream:
         self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The upstream's response, headers received; closed (connection dropped if unread) on exit."""
+        delivery = _Delivery()
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
-        except TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (the connect timeout)
-            raise UpstreamNoAnswer("Upstream MCP server did not answer in time") from exc
+                response = await self._session.request(
+                    method, url, headers=headers, data=body, allow_redirects=False, trace_request_ctx=delivery
+                )
+        except TimeoutError as exc:  # includes aiohttp.ConnectionTimeoutError (the connect timeout)
+            never_sent = isinstance(exc, aiohttp.ConnectionTimeoutError) or delivery.never_sent()
+            error = UpstreamConnectTimeout if never_sent else UpstreamNoAnswer
+            raise error("Upstream MCP server did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream %s %s failed: %s", method, url, type(exc).__name__)
-            raise UpstreamRefused("Upstream MCP server unavailable") from exc
+            never_sent = isinstance(exc, aiohttp.ClientConnectorError) or delivery.never_sent()
+            raise (UpstreamUnreachable if never_sent else UpstreamRefused)("Upstream MCP server unavailable") from exc
         try:
             if response.status in (401, 403, 407):
                 log.warning(
@@ -144,7 +197,8 @@ class Upstream:
         headers.update(extra_headers or {})
         note_upstream(request, self._waited.get(upstream, 0.0))
         streaming = upstream.content_type == EVENT_STREAM
-        if not streaming and transform is None and (upstream.content_length or 0) <= SMALL_BODY:
+        length = upstream.content_length
+        if not streaming and transform is None and length is not None and length <= SMALL_BODY:
             reading = time.perf_counter()
             body = await self._read_small(upstream)
             note_upstream(request, time.perf_counter() - reading)
@@ -186,9 +240,15 @@ class Upstream:
         return response
 
     async def _read_small(self, upstream: aiohttp.ClientResponse) -> bytes:
+        """A body of known length up to ``SMALL_BODY``; the idle timeout bounds each wait for a chunk."""
+        body = bytearray()
         try:
-            async with asyncio.timeout(self._idle_timeout):
-                return await upstream.read()
+            while True:
+                async with asyncio.timeout(self._idle_timeout):
+                    chunk = await upstream.content.readany()
+                if not chunk:
+                    return bytes(body)
+                body += chunk
         except TimeoutError as exc:
             raise UpstreamTimeout("Upstream MCP server did not finish its answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:

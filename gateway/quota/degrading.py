@@ -11,6 +11,11 @@ warning is logged when degraded mode starts and one info line when it ends; ``de
 request per ``retry_interval`` probes Redis (bounded by ``timeout``), the others go straight to the local
 limiter, so a dead Redis never holds requests up; the first successful probe returns to the shared counter.
 Units admitted locally during the outage are not replayed into Redis.
+
+On a Redis Cluster all of this is per shard (``shard``: the primary that holds an account's keys, from
+``RedisLimiter.shard``): a dead primary fails only the commands for its slots, so only the accounts whose keys
+hash there degrade, and each dead shard is probed on its own; the accounts of the other shards keep exact
+shared counting. ``degraded`` (and ``on_change``) say whether any shard is degraded.
 """
 
 from __future__ import annotations
@@ -18,25 +23,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.clock import Clock
 from gateway.quota.limiter import Decision, QuotaLimiter, Usage
 from gateway.quota.memory_limiter import MemoryLimiter
 from gateway.quota.plans import Plan, scale_plan
+from gateway.redis_clients import SINGLE_SHARD
 
 log = logging.getLogger("gateway.quota")
 
 DEFAULT_TIMEOUT: Final = 0.25
 DEFAULT_RETRY_INTERVAL: Final = 1.0
-PRIMARY_ERRORS: Final = (RedisError, OSError, TimeoutError)
+PRIMARY_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 """What puts the limiter in degraded mode (``redis.exceptions.ConnectionError``/``TimeoutError`` are
-``RedisError``s; ``OSError`` and ``TimeoutError`` cover the socket layer and our own deadline)."""
+``RedisError``s; ``RedisClusterException`` is what the cluster client raises for a slot no primary serves;
+``OSError`` and ``TimeoutError`` cover the socket layer and our own deadline)."""
 
 _T = TypeVar("_T")
+
+
+def _single_shard(account_id: str) -> str:
+    return SINGLE_SHARD
+
+
+@dataclass(slots=True)
+class _Outage:
+    since: float
+    retry_at: float
+    probing: bool = False
 
 
 class DegradingLimiter:
@@ -51,6 +69,7 @@ class DegradingLimiter:
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         on_change: Callable[[bool], None] | None = None,
+        shard: Callable[[str], str] = _single_shard,
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
@@ -64,20 +83,18 @@ class DegradingLimiter:
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._on_change = on_change
+        self._shard = shard
         self._local_plans: dict[Plan, Plan] = {}
-        self._degraded = False
-        self._degraded_since = 0.0
-        self._retry_at = 0.0
-        self._probing = False
+        self._outages: dict[str, _Outage] = {}
 
     @property
     def degraded(self) -> bool:
-        """True while answers come from the per-replica fallback."""
-        return self._degraded
+        """True while the answers for some accounts (on a cluster: one shard's) come from the fallback."""
+        return bool(self._outages)
 
     async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
         local = self.local_plan(plan)
-        decision = await self._try_primary(lambda: self._primary.admit(account_id, plan, cost))
+        decision = await self._try_primary(account_id, lambda: self._primary.admit(account_id, plan, cost))
         if decision is None:
             return replace(self._fallback.admit_now(account_id, local, cost), degraded=True)
         if decision.allowed:
@@ -85,7 +102,7 @@ class DegradingLimiter:
         return decision
 
     async def usage(self, account_id: str, plan: Plan) -> Usage:
-        usage = await self._try_primary(lambda: self._primary.usage(account_id, plan))
+        usage = await self._try_primary(account_id, lambda: self._primary.usage(account_id, plan))
         if usage is None:
             return replace(await self._fallback.usage(account_id, self.local_plan(plan)), degraded=True)
         return usage
@@ -95,7 +112,7 @@ class DegradingLimiter:
         # charge in a window's last instant, where the local copy merely stays a little conservative).
         self._fallback.refund_now(account_id, self.local_plan(plan), cost, admitted.charged_at)
         if not admitted.degraded:
-            await self._try_primary(lambda: self._primary.refund(account_id, plan, cost, admitted))
+            await self._try_primary(account_id, lambda: self._primary.refund(account_id, plan, cost, admitted))
 
     def local_plan(self, plan: Plan) -> Plan:
         """``plan`` as the per-replica fallback enforces it."""
@@ -104,48 +121,52 @@ class DegradingLimiter:
             local = self._local_plans[plan] = scale_plan(plan, self._share, min_limit=self._min_limit)
         return local
 
-    async def _try_primary(self, call: Callable[[], Awaitable[_T]]) -> _T | None:
-        """The primary's answer, or None when it failed or is not being tried right now."""
-        probe = self._degraded
-        if probe:
-            if self._probing or self._clock.monotonic() < self._retry_at:
+    async def _try_primary(self, account_id: str, call: Callable[[], Awaitable[_T]]) -> _T | None:
+        """The primary's answer, or None when it failed or is not being tried right now (the account's shard
+        is degraded and this call is not its probe)."""
+        shard = self._shard(account_id)
+        outage = self._outages.get(shard)
+        if outage is not None:
+            if outage.probing or self._clock.monotonic() < outage.retry_at:
                 return None
-            self._probing = True
+            outage.probing = True
         try:
             async with asyncio.timeout(self._timeout):  # no extra task per call, unlike wait_for
                 result = await call()
         except PRIMARY_ERRORS as exc:
-            self._failed(exc)
+            self._failed(shard, exc)
             return None
         finally:
-            if probe:
-                self._probing = False
-        self._succeeded()
+            if outage is not None:
+                outage.probing = False
+        self._succeeded(shard)
         return result
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, shard: str, exc: BaseException) -> None:
         now = self._clock.monotonic()
-        self._retry_at = now + self._retry_interval
-        if self._degraded:
+        outage = self._outages.get(shard)
+        if outage is not None:
+            outage.retry_at = now + self._retry_interval
             return
-        self._degraded = True
-        self._degraded_since = now
+        self._outages[shard] = _Outage(since=now, retry_at=now + self._retry_interval)
         log.warning(
-            "quota: shared counter unreachable (%s: %s); degraded to the per-replica limiter at %.0f%% of each plan",
+            "quota: shared counter unreachable%s (%s: %s); degraded to the per-replica limiter at %.0f%% of each plan",
+            f" on shard {shard}" if shard else "",
             type(exc).__name__,
             exc,
             self._share * 100,
         )
-        if self._on_change is not None:
+        if len(self._outages) == 1 and self._on_change is not None:
             self._on_change(True)
 
-    def _succeeded(self) -> None:
-        if not self._degraded:
+    def _succeeded(self, shard: str) -> None:
+        outage = self._outages.pop(shard, None)
+        if outage is None:
             return
-        self._degraded = False
         log.info(
-            "quota: shared counter reachable again after %.1f s; degraded mode over",
-            self._clock.monotonic() - self._degraded_since,
+            "quota: shared counter reachable again%s after %.1f s; degraded mode over",
+            f" on shard {shard}" if shard else "",
+            self._clock.monotonic() - outage.since,
         )
-        if self._on_change is not None:
+        if not self._outages and self._on_change is not None:
             self._on_change(False)

@@ -4,10 +4,11 @@ API keys and OAuth tokens of the same account charge the same counter (the accou
 whatever client or replica they come through. Nothing is charged for unauthenticated or refused requests
 (the gate runs after authentication and every other check), nor for a request the quota itself refuses.
 
-What is refunded: a request whose upstream refused the connection or did not answer before the first byte
-(the gateway's own 502/504) gets its units back. Anything the upstream answered, errors included, stays
-charged. A standalone stream (``stream=True``) also holds a lease (``streams.py``) from admission until it
-ends; it is charged once, at open, and never cut by the quota afterwards.
+What is refunded: only a request that provably never reached the upstream (no connection: refused or
+timed out, or no request headers written; ``NEVER_REACHED``) gets its units back. A request the upstream
+received stays charged whatever followed (an answer, an error, a 504 for a late answer, a broken
+connection): the tool may have run. A standalone stream (``stream=True``) also holds a lease
+(``streams.py``) from admission until it ends; it is charged once, at open, and never cut by the quota afterwards.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Final, TypeVar
 
 from gateway.authn import Principal
 from gateway.background import background
-from gateway.errors import UpstreamNoAnswer, UpstreamRefused
 from gateway.metrics import Metrics
+from gateway.proxy.upstream import NEVER_REACHED
 from gateway.quota.config import QuotaConfig
 from gateway.quota.errors import QuotaExceeded, TooManyStreams
 from gateway.quota.headers import quota_headers
@@ -31,7 +32,6 @@ from gateway.quota.streams import Lease, StreamSlots
 
 STREAM_RETRY_AFTER: Final = 10
 """Seconds a client refused by the stream cap is told to wait (a stream ending frees a slot at once)."""
-UNANSWERED: Final = (UpstreamRefused, UpstreamNoAnswer)
 
 _T = TypeVar("_T")
 
@@ -49,7 +49,7 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def around(self, opening: contextlib.AbstractAsyncContextManager[_T]) -> AsyncIterator[_T]:
-        """Enter ``opening`` (the upstream request): refund the charge when the upstream never answered;
+        """Enter ``opening`` (the upstream request): refund the charge when the request never reached it;
         hold (and refresh) the stream lease until the block ends."""
         async with contextlib.AsyncExitStack() as stack:
             if self.lease is not None:
@@ -57,7 +57,7 @@ class Admission:
                 await stack.enter_async_context(background(self._keep_alive(self.lease), name="stream-lease"))
             try:
                 value = await stack.enter_async_context(opening)
-            except UNANSWERED:
+            except NEVER_REACHED:
                 await self.gate.refund(self)
                 raise
             yield value

@@ -38,13 +38,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from gateway.clock import Clock
 from gateway.quota.limiter import Decision, Usage, WindowState, check_cost, retry_after
 from gateway.quota.plans import Plan
 from gateway.quota.redis_limiter import _KIND_CODE, DEFAULT_KEY_MARGIN, WINDOW_BOUNDS_LUA, RedisLimiter
 from gateway.quota.windows import WindowKind
+from gateway.redis_clients import LuaScript, RedisClient
 
 DEFAULT_K: Final = 4
 DEFAULT_TAIL_SECONDS: Final = 2
@@ -156,7 +155,7 @@ class LeasedLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         clock: Clock,
         prefix: str,
@@ -169,7 +168,7 @@ class LeasedLimiter:
         if replicas < 1 or k < 1 or tail_seconds < 1 or idle_seconds <= 0:
             raise ValueError("replicas, k and tail_seconds must be at least 1; idle_seconds greater than 0")
         self._shared = RedisLimiter(redis, prefix=prefix, key_margin=key_margin)
-        self._script = redis.register_script(LEASE_LUA)
+        self._script = LuaScript(redis, LEASE_LUA)
         self._clock = clock
         self._divisor = replicas * k
         self._tail = tail_seconds

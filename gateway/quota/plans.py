@@ -5,7 +5,9 @@ may be absent: no cap for that window; a plan with none is unlimited). Windows a
 their start (see ``windows.py``).
 
 What counts (the default policy): every MCP JSON-RPC *request* that reaches the upstream costs one unit,
-``tools/call`` costs the plan's ``tools_call_weight``; notifications and responses cost nothing; a JSON-RPC
+``tools/call`` costs the plan's ``tools_call_weight``; notifications (``notifications/*`` without an id) and
+responses cost nothing, while any other method costs its price even without an id (a ``tools/call`` sent as a
+notification still runs upstream); a JSON-RPC
 batch costs the sum of its members. A standalone SSE stream (``GET``) costs ``STREAM_OPEN_COST`` once, when
 it opens. Anything that is not recognisably a notification or a response is charged as a request, so a
 malformed message never slips through for free.
@@ -22,6 +24,7 @@ from gateway.quota.windows import WindowKind
 
 STREAM_OPEN_COST: Final = 1
 TOOLS_CALL: Final = "tools/call"
+NOTIFICATIONS: Final = "notifications/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,10 @@ def _single_cost(message: object, plan: Plan) -> int:
         if "method" not in message:
             # A response (result or error) the client sends back to the server.
             return 0 if "result" in message or "error" in message else 1
-        if "id" not in message:
-            return 0  # JSON-RPC 2.0 §4.1: a request without an id is a notification.
-        if message["method"] == TOOLS_CALL:
+        method = message["method"]
+        if "id" not in message and isinstance(method, str) and method.startswith(NOTIFICATIONS):
+            return 0  # JSON-RPC 2.0 §4.1: without an id, a notification; only MCP's notification methods are free.
+        if method == TOOLS_CALL:
             return plan.tools_call_weight
     return 1
 

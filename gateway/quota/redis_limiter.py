@@ -1,6 +1,7 @@
 """Shared quota counters in Redis: one atomic Lua script per admission, on Redis time.
 
-Keys (one hash per account and window kind, all in one cluster slot thanks to the ``{…}`` hash tag)::
+Keys (one hash per account and window kind, all in one Redis Cluster slot thanks to the ``{…}`` hash tag,
+which also holds the account's stream leases, ``gateway.quota.streams``)::
 
     <prefix>:{<account>}:m    minute     fields: s = window start (epoch s), n = units charged in it
     <prefix>:{<account>}:d    UTC day
@@ -9,7 +10,9 @@ Keys (one hash per account and window kind, all in one cluster slot thanks to th
 ``<account>`` is ``account_key_part(account_id)``: a generated id as is, anything else hashed, so no request
 input ever reaches a key name. A hash whose ``s`` is not the current window start counts as empty; it is
 overwritten on the next charge. Every charge sets ``EXPIREAT`` window end + ``key_margin``, so every key
-carries a TTL and an idle account leaves nothing behind. All keys are passed in ``KEYS``.
+carries a TTL and an idle account leaves nothing behind. All keys are passed in ``KEYS`` and share the
+account's hash tag, so the script runs unchanged on one Redis and on a Redis Cluster (no ``CROSSSLOT``); on a
+cluster an account's counters live on the primary that holds its tag's slot (``shard``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from gateway.quota.limiter import Decision, Usage, WindowState, account_key_part, check_cost, retry_after
 from gateway.quota.plans import Plan
 from gateway.quota.windows import WindowKind
+from gateway.redis_clients import LuaScript, RedisClient, shard_of
 
 DEFAULT_PREFIX: Final = "gw:q"
 DEFAULT_KEY_MARGIN: Final = 60
@@ -149,26 +151,33 @@ return 1
 
 
 class RedisLimiter:
-    """``QuotaLimiter`` on one Redis: every replica sharing it shares one counter per account.
+    """``QuotaLimiter`` on one Redis or a Redis Cluster: every replica sharing it shares one counter per account.
 
     Redis errors propagate (``redis.exceptions.ConnectionError`` / ``TimeoutError``…); wrap in
     ``DegradingLimiter`` to keep serving while Redis is unreachable.
     """
 
-    def __init__(self, redis: Redis, *, prefix: str = DEFAULT_PREFIX, key_margin: int = DEFAULT_KEY_MARGIN) -> None:
+    def __init__(
+        self, redis: RedisClient, *, prefix: str = DEFAULT_PREFIX, key_margin: int = DEFAULT_KEY_MARGIN
+    ) -> None:
         if not _PREFIX_RE.match(prefix):
             raise ValueError("prefix: 1-32 characters among letters, digits, '_', ':' and '-'")
         if key_margin < 1:
             raise ValueError("key_margin must be at least 1 second")
+        self._redis = redis
         self._prefix = prefix
         self._margin = key_margin
-        self._script = redis.register_script(ADMIT_LUA)
-        self._refund = redis.register_script(REFUND_LUA)
+        self._script = LuaScript(redis, ADMIT_LUA)
+        self._refund = LuaScript(redis, REFUND_LUA)
 
     def keys(self, account_id: str, plan: Plan) -> list[str]:
         """The Redis keys of the plan's capped windows for the account (in ``plan.limits()`` order)."""
         tag = account_key_part(account_id)
         return [f"{self._prefix}:{{{tag}}}:{_KIND_CODE[kind]}" for kind, _ in plan.limits()]
+
+    def shard(self, account_id: str) -> str:
+        """Where the account's keys live: its cluster primary (``SINGLE_SHARD`` on one Redis)."""
+        return shard_of(self._redis, f"{self._prefix}:{{{account_key_part(account_id)}}}:m")
 
     async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
         check_cost(cost)

@@ -7,8 +7,10 @@ the leases of a replica that crashed are forgotten within ``lease_seconds``. A s
 cap: the cap is checked at open only.
 
 Redis (shared by every replica): one sorted set per account, ``<prefix>:{<account>}:s``, member = lease
-id, score = expiry in milliseconds of Redis time; the key's TTL is the newest lease's expiry. While Redis is
-unreachable leases are taken locally against the cap scaled to ``share`` (never unlimited).
+id, score = expiry in milliseconds of Redis time; the key's TTL is the newest lease's expiry. It shares the
+account's hash tag with its quota counters, so on a Redis Cluster both live on the same primary. While Redis (on a
+cluster: the account's primary) is unreachable leases are taken locally against the cap scaled to ``share``
+(never unlimited); other shards' accounts keep shared leases.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from gateway.clock import Clock
 from gateway.quota.degrading import PRIMARY_ERRORS
 from gateway.quota.limiter import account_key_part
+from gateway.redis_clients import LuaScript, RedisClient, shard_of
 
 log = logging.getLogger("gateway.quota")
 
@@ -68,7 +69,7 @@ class StreamSlots:
 
     def __init__(
         self,
-        redis: Redis | None,
+        redis: RedisClient | None,
         *,
         clock: Clock,
         prefix: str,
@@ -85,11 +86,11 @@ class StreamSlots:
         self._share = share
         self._timeout = timeout
         self._retry_interval = retry_interval
-        self._retry_at = 0.0
-        self._degraded = False
+        self._down: dict[str, float] = {}
+        """Unreachable shards (one Redis: ``SINGLE_SHARD``) and when each may be probed again."""
         self._local: dict[str, dict[str, float]] = {}
-        self._acquire = redis.register_script(ACQUIRE_LUA) if redis is not None else None
-        self._refresh = redis.register_script(REFRESH_LUA) if redis is not None else None
+        self._acquire = LuaScript(redis, ACQUIRE_LUA) if redis is not None else None
+        self._refresh = LuaScript(redis, REFRESH_LUA) if redis is not None else None
 
     def key(self, account_id: str) -> str:
         return f"{self._prefix}:{{{account_key_part(account_id)}}}:s"
@@ -99,7 +100,7 @@ class StreamSlots:
         lease_id = secrets.token_hex(8)
         if self._acquire is None:
             return self._acquire_locally(account_id, lease_id, cap)
-        if not (self._degraded and self._clock.monotonic() < self._retry_at):
+        if self._clock.monotonic() >= self._down.get(self._shard(account_id), 0.0):
             reply = await self._shared(self._acquire, account_id, [lease_id, cap, self._lease_ms])
             if reply is not None:
                 return Lease(account_id, lease_id, shared=True) if int(reply) else None
@@ -135,22 +136,29 @@ class StreamSlots:
         self._local[account_id] = leases
         return Lease(account_id, lease_id, shared=False)
 
+    def _shard(self, account_id: str) -> str:
+        return shard_of(self._redis, self.key(account_id)) if self._redis is not None else ""
+
     def _live(self, account_id: str) -> dict[str, float]:
         now = self._clock.monotonic()
         return {lid: ends for lid, ends in self._local.get(account_id, {}).items() if ends > now}
 
     async def _shared(self, script: Any, account_id: str, args: list[Any]) -> Any:
-        """The script's reply, or None when Redis failed (then degraded until a later call succeeds)."""
+        """The script's reply, or None when Redis failed (then the account's shard is degraded until a later
+        call succeeds)."""
+        shard = self._shard(account_id)
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await script(keys=[self.key(account_id)], args=args)
         except PRIMARY_ERRORS as exc:
-            self._retry_at = self._clock.monotonic() + self._retry_interval
-            if not self._degraded:
-                self._degraded = True
-                log.warning("stream cap: Redis unreachable (%s); per-replica leases apply", type(exc).__name__)
+            if shard not in self._down:
+                log.warning(
+                    "stream cap: Redis unreachable%s (%s); per-replica leases apply",
+                    f" on shard {shard}" if shard else "",
+                    type(exc).__name__,
+                )
+            self._down[shard] = self._clock.monotonic() + self._retry_interval
             return None
-        if self._degraded:
-            self._degraded = False
-            log.info("stream cap: Redis reachable again; shared leases apply")
+        if self._down.pop(shard, None) is not None:
+            log.info("stream cap: Redis reachable again%s; shared leases apply", f" on shard {shard}" if shard else "")
         return reply

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.storage.identity import SigningKeyStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
     BrowserSessionStore,
@@ -205,6 +206,7 @@ class Storage(
     ConsentStore,
     BrowserSessionStore,
     TrailStore,
+    SigningKeyStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

@@ -26,6 +26,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
+from gateway.storage.postgres_identity import PostgresIdentityStores
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 from gateway.storage.postgres_trail import PostgresTrailStore
 
@@ -60,7 +61,7 @@ _CONTENTION: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore):
+class PostgresStorage(PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores):
     """``Storage`` on PostgreSQL.
 
     ``search_path`` (when set) is sent as a server setting on every pooled connection, so the gateway's

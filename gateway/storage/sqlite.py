@@ -31,6 +31,7 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import Migration, pending_migrations, verify_schema
 from gateway.storage.sqlite_accounts import SqliteAccountStores
+from gateway.storage.sqlite_identity import SqliteIdentityStores
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
 from gateway.storage.sqlite_trail import SqliteTrailStore
 
@@ -51,7 +52,7 @@ _TRANSLATED = (sqlite3.OperationalError, sqlite3.IntegrityError)
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "readonly database")
 
 
-class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore):
+class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore, SqliteIdentityStores):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:

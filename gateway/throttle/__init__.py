@@ -10,12 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from gateway.appkeys import CLOCK, CONFIG
 from gateway.metrics import METRICS
 from gateway.oauth.limits import ENDPOINT_LIMITS
 from gateway.oauth.registration import REGISTRATION_THROTTLE
+from gateway.redis_clients import RedisClient
 from gateway.throttle.budgets import Budget, Budgets, FallbackBudgets, MemoryBudgets, RedisBudgets
 from gateway.throttle.limits import PROTECTIVE_LIMITS, ProtectiveLimits, Throttled, budget_key
 
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def setup_throttle(app: web.Application, redis: web.AppKey[Redis]) -> None:
+def setup_throttle(app: web.Application, redis: web.AppKey[RedisClient]) -> None:
     """At startup, build the limits on the app's Redis client (``redis`` key; absent: in process only) and
     hand them to the OAuth endpoints (a registration throttle set before startup is kept)."""
 

@@ -20,10 +20,9 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from redis.asyncio import Redis
-
 from gateway.clock import Clock
 from gateway.quota.degrading import PRIMARY_ERRORS
+from gateway.redis_clients import LuaScript, RedisClient
 
 log = logging.getLogger("gateway.throttle")
 
@@ -99,10 +98,10 @@ return 0
 class RedisBudgets:
     """Budgets every replica shares. Redis errors propagate (``FallbackBudgets`` handles them)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._script = redis.register_script(CHARGE_LUA)
-        self._refund = redis.register_script(REFUND_LUA)
+        self._script = LuaScript(redis, CHARGE_LUA)
+        self._refund = LuaScript(redis, REFUND_LUA)
 
     async def charge(self, budgets: Sequence[Budget], cost: int = 1) -> float:
         if not budgets:

@@ -67,8 +67,10 @@ class Throttled(TooManyRequests):
 
 
 def budget_key(prefix: str, endpoint: str, dimension: str, value: str) -> str:
+    """``<prefix>:t:<endpoint>:<dimension>:<digest>{<endpoint>}``: the ``{endpoint}`` hash tag puts every
+    budget one request charges together (e.g. per address and per client) in one Redis Cluster slot."""
     digest = sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{prefix}:t:{endpoint}:{dimension}:{digest}"
+    return f"{prefix}:t:{endpoint}:{dimension}:{digest}{{{endpoint}}}"
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from playwright.async_api import expect
 
 from gateway.clock import ManualClock
 from gateway.flight.setup import FLIGHT
+from tests.support.chromium import artifacts_dir, chromium_page
 from tests.support.dashboard import account, sign_in
-from tests.support.gateway import GatewayHandle
+from tests.support.gateway import TEST_PASSWORD, GatewayHandle
 from tests.support.mcp_clients import stateless_client
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import bearer, is_error_page, new_pkce, obtain_tokens, post_mcp, register
+from tests.support.oidc import ensure_installed
 
 EMAIL = "ada@example.com"
 
@@ -151,3 +154,62 @@ async def test_an_expired_token_resent_to_mcp_is_recorded_for_its_client_and_per
     mcp = [(s["outcome"], s["reason"]) for s in steps if s["step"] == "mcp"]
     assert mcp == [("failed", "expired"), ("ok", "first_call")]
     assert "The access token expired and the client did not refresh it" in page.text
+
+
+async def test_in_chromium_a_person_sees_their_clients_failed_attempts_and_what_to_change(
+    gateway: GatewayHandle, person: str
+):
+    app = await register(gateway.url, redirect_uris=["http://127.0.0.1:33418/callback"])
+    async with chromium_page() as page:
+        await page.goto(gateway.url + "/account/login")
+        await page.get_by_label("Email").fill(person)
+        await page.get_by_label("Password").fill(TEST_PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(gateway.url + "/account")
+        wrong = app.authorization_url(new_pkce(), redirect_uri="http://127.0.0.1:33418/elsewhere")
+        await page.goto(wrong)
+        await expect(page.get_by_role("heading", name="Invalid redirect")).to_be_visible()
+        await page.goto(gateway.url + "/account")
+        panel = page.get_by_role("region", name="Recent connection attempts")
+        await expect(panel).to_contain_text("invalid_redirect_uri")
+        await expect(panel).to_contain_text("it must send exactly one of the URIs it registered")
+        await expect(panel).to_contain_text(app.client_id)
+        await page.screenshot(path=str(artifacts_dir() / "recent-connection-attempts.png"), full_page=True)
+
+
+async def test_mcp_remote_given_a_wrong_url_path_is_explained_on_the_persons_account_page(
+    gateway: GatewayHandle, person: str
+):
+    user = await gateway.storage.get_user_by_email(person)
+    assert user is not None
+    key = await gateway.new_key(user)
+    node = ensure_installed()
+    bridge = node.parent.parent.parent / "mcp-remote" / "dist" / "proxy.js"
+    process = await asyncio.create_subprocess_exec(
+        *(str(node), str(bridge), f"{gateway.url}/v1/mcp", "--header", f"X-API-Key:{key}"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    assert process.stdin is not None
+    process.stdin.write((json.dumps(initialize) + "\n").encode())
+    await process.stdin.drain()
+    try:
+        async with asyncio.timeout(60):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert b"404" in stderr, stderr.decode(errors="replace")[-2000:]
+    async with Browser(gateway.url) as browser:
+        await sign_in(browser, person)
+        page = await account(browser)
+    assert "POST /v1/mcp answered 404" in page.text
+    assert "give the client the exact MCP URL (ending in /mcp)" in page.text

@@ -215,3 +215,43 @@ async def test_a_share_outside_zero_to_one_is_refused() -> None:
     for share in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="share"):
             DegradingLimiter(FailingPrimary(), MemoryLimiter(clock), share=share, clock=clock)
+
+
+class ShardedPrimary(MemoryLimiter):
+    """A shared counter whose shard ``down`` fails (as a cluster primary that died), counting calls per shard."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.down: set[str] = {"b"}
+        self.calls = {"a": 0, "b": 0}
+
+    @staticmethod
+    def shard(account_id: str) -> str:
+        return account_id.rsplit("_", 1)[-1]
+
+    async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
+        self.calls[self.shard(account_id)] += 1
+        if self.shard(account_id) in self.down:
+            raise RedisConnectionError("Connection refused")
+        return await super().admit(account_id, plan, cost)
+
+
+async def test_a_failing_shard_degrades_only_its_accounts_and_is_probed_on_its_own() -> None:
+    clock, changes = ManualClock(), list[bool]()
+    primary = ShardedPrimary(clock)
+    limiter = DegradingLimiter(
+        primary, MemoryLimiter(clock), share=0.5, clock=clock, on_change=changes.append, shard=primary.shard
+    )
+    plan = Plan("t", per_minute=1000)
+    down = [await limiter.admit("usr_1_b", plan, 1) for _ in range(5)]
+    up = [await limiter.admit("usr_2_a", plan, 1) for _ in range(5)]
+    assert all(d.degraded for d in down)
+    assert not any(d.degraded for d in up)
+    assert primary.calls == {"a": 5, "b": 1}  # shard b probed once per retry interval; shard a every call
+    assert limiter.degraded
+    assert changes == [True]
+    primary.down.clear()
+    clock.advance(1.0)
+    assert not (await limiter.admit("usr_3_b", plan, 1)).degraded
+    assert not limiter.degraded
+    assert changes == [True, False]

@@ -28,6 +28,7 @@ from tests.support.replicas import free_port
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 START_TIMEOUT = 15.0
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,33 @@ def running_pgbouncer() -> Iterator[Bouncer]:
     directory.chmod(0o755)  # it drops root for the postgres user, who must read its files
     user = urlsplit(POSTGRES_URL).username or "postgres"
     (directory / "users.txt").write_text(f'"{user}" ""\n')
+    failures: list[str] = []
+    try:
+        # A port picked free can be taken by someone else before PgBouncer binds it: try another.
+        for _ in range(START_ATTEMPTS):
+            started = _start(directory, user)
+            if isinstance(started, str):
+                failures.append(started)
+                continue
+            process, port = started
+            drain = threading.Thread(target=_drain, args=(process.stderr,), daemon=True)
+            drain.start()
+            try:
+                target = urlsplit(POSTGRES_URL)
+                yield Bouncer(POSTGRES_URL.replace(target.netloc, f"{user}@127.0.0.1:{port}"))
+            finally:
+                _stop(process)
+                drain.join(timeout=10)
+                if process.stderr is not None:
+                    process.stderr.close()
+            return
+        pytest.fail("PgBouncer did not start:\n" + "\n---\n".join(failures), pytrace=False)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _start(directory: Path, user: str) -> tuple[subprocess.Popen[bytes], int] | str:
+    """A running PgBouncer and its port, or what it said instead of listening."""
     port = free_port()
     ini = directory / "pgbouncer.ini"
     ini.write_text(_config(directory, port))
@@ -76,26 +104,29 @@ def running_pgbouncer() -> Iterator[Bouncer]:
     if as_user:
         shutil.chown(directory, user="postgres")
     process = subprocess.Popen([PGBOUNCER, *as_user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    target = urlsplit(POSTGRES_URL)
-    drain: threading.Thread | None = None
-    try:
-        assert process.stderr is not None
-        _until_listening(process.stderr, port)
-        drain = threading.Thread(target=_drain, args=(process.stderr,), daemon=True)
-        drain.start()
-        yield Bouncer(POSTGRES_URL.replace(target.netloc, f"{user}@127.0.0.1:{port}"))
-    finally:
+    assert process.stderr is not None
+    said = _until_listening(process.stderr, port)
+    if said is None:
+        return process, port
+    _stop(process)
+    process.stderr.close()
+    log = directory / "pgbouncer.log"
+    logged = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    return f"port {port}, exit status {process.returncode}; stderr:\n{said}\nlog:\n{logged}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
         process.terminate()
-        process.wait(timeout=10)
-        if drain is not None:
-            drain.join(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def _until_listening(stderr: IO[bytes], port: int) -> None:
-    """Read PgBouncer's log until it says it listens on ``port`` (or fail with what it said instead)."""
+def _until_listening(stderr: IO[bytes], port: int) -> str | None:
+    """Read PgBouncer's log until it says it listens on ``port`` (None), or return what it said instead."""
     said: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -107,8 +138,8 @@ def _until_listening(stderr: IO[bytes], port: int) -> None:
             break
         said.append(line)
         if f"listening on 127.0.0.1:{port}" in line:
-            return
-    pytest.fail("PgBouncer did not start; it said:\n" + "".join(said[-20:]), pytrace=False)
+            return None
+    return "".join(said[-20:])
 
 
 def _drain(stderr: IO[bytes]) -> None:
