@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 from redis.asyncio import Redis
@@ -12,6 +13,8 @@ from gateway.quota import DegradingLimiter, MemoryLimiter, Plan, RedisLimiter, p
 from gateway.quota.leased import LeasedLimiter
 from tests.quota.conftest import RedisNamespace
 from tests.quota.test_degrading import proxied_client, proxy  # noqa: F401  (fixture)
+from tests.quota.test_redis_cluster import Clients, accounts_on_every_node, cluster_client  # noqa: F401
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
@@ -185,3 +188,14 @@ async def test_units_a_failed_call_was_giving_back_are_never_spent_again(
         await limiter.admit(account, plan, 1)
     assert limiter.held(account, plan) == 0  # the script may have run: spending them again could go over
     assert await counted(redis_ns, account, plan) == [10]
+
+
+async def test_two_leasing_replicas_on_a_cluster_admit_exactly_the_limit_for_accounts_on_every_primary(
+    redis_cluster: RedisClusterNodes,
+    cluster_client: Clients,  # noqa: F811
+) -> None:
+    space, clock, plan = f"gwl{secrets.token_hex(4)}:q", ManualClock(), Plan("t", per_day=100, per_month=1000)
+    replicas = [LeasedLimiter(cluster_client(), clock=clock, prefix=space, replicas=2) for _ in range(2)]
+    for account in accounts_on_every_node(redis_cluster, RedisLimiter(Redis(), prefix=space), plan).values():
+        assert sum(await burst(replicas, account, plan, 300)) == 100
+        assert sum(replica.held(account, plan) for replica in replicas) == 0
