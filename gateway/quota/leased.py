@@ -205,6 +205,9 @@ class LeasedLimiter:
                 reply = await asyncio.shield(fetch)
                 if reply.granted:
                     return self._decision(pool, reply, cost)
+                now = self._clock.monotonic()
+                if pool.lease is not None and pool.left >= cost and now < pool.lease.expires:
+                    continue  # refunded to this replica's lease while the call was out
                 return self._refusal(pool, reply, cost)
             fetch = pool.fetch
             pool.demand += cost
@@ -249,6 +252,7 @@ class LeasedLimiter:
     async def _fetch(self, account_id: str, plan: Plan, pool: _Pool, cost: int) -> _Reply:
         reply = await self._call(account_id, plan, pool, cost, cost + pool.demand)
         if reply.granted:
+            self._return_later(account_id, plan, pool)  # refunded to the previous lease meanwhile: its windows
             pool.lease = reply
             pool.left = reply.granted - cost
         return reply

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -199,3 +200,29 @@ async def test_two_leasing_replicas_on_a_cluster_admit_exactly_the_limit_for_acc
     for account in accounts_on_every_node(redis_cluster, RedisLimiter(Redis(), prefix=space), plan).values():
         assert sum(await burst(replicas, account, plan, 300)) == 100
         assert sum(replica.held(account, plan) for replica in replicas) == 0
+
+
+async def test_a_refund_landing_while_a_lease_call_is_out_is_neither_lost_nor_spent_in_the_wrong_windows(
+    redis_ns: RedisNamespace,
+) -> None:
+    limiter = leased(redis_ns, ManualClock(), replicas=1, k=1)
+    account, plan = redis_ns.account(), Plan("t", per_day=20)
+    assert (await limiter.admit(account, plan, 1)).allowed  # leases all 20
+    big = await limiter.admit(account, plan, 19)
+    assert limiter.held(account, plan) == 0
+    released, script = asyncio.Event(), limiter._script
+    entered = asyncio.Event()
+
+    async def held_back(**call: Any) -> Any:
+        entered.set()
+        await released.wait()
+        return await script(**call)
+
+    limiter._script = held_back  # type: ignore[assignment]
+    call = asyncio.create_task(limiter.admit(account, plan, 1))  # nothing held: a lease call goes out
+    await entered.wait()
+    await limiter.refund(account, plan, 19, big)  # the 502 of the big one lands meanwhile
+    released.set()
+    assert (await call).allowed  # served by the 19 refunded units (Redis had nothing left)
+    await limiter.aclose()
+    assert await counted(redis_ns, account, plan) == [2]
