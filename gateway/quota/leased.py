@@ -25,6 +25,10 @@ Guarantees:
 * **Never unlimited when Redis fails.** Redis errors propagate; ``DegradingLimiter`` answers from its
   per-replica share, as with ``RedisLimiter``.
 
+A refund (the gateway's own 502/504) goes back into this replica's slice while the lease it came from is
+current, else to the counter, in the windows it was charged to. ``usage`` reads the counter and counts this
+replica's unspent units as unused (other replicas' as used).
+
 One fetch per account and plan is in flight per replica; requests arriving meanwhile wait for it, add their
 cost to its demand and are served from what it brings (or refused with it when it was refused for a cost
 no larger than theirs). The fetch runs as its own task: a caller that gives up (``DegradingLimiter``'s
