@@ -13,14 +13,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NewType
 from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.apikeys import FORMATS as API_KEY_FORMATS
 from gateway.config_parsing import build_dataclass, substitute_env
 from gateway.identity.config import IdentityConfig, check_identity
 from gateway.identity.provider_config import IdentityProvidersConfig, parse_identity_providers
-from gateway.proxy.headers import forwardable_problem
+from gateway.policy.config import AuthorizationConfig, merged_scopes, parse_authorization_config
+from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, forwardable_problem, identity_header_problems
 from gateway.quota.config import QuotaConfig, parse_quota_config
 from gateway.vault.config import ServicesConfig, check_services, parse_services
 
@@ -49,8 +52,13 @@ DEFAULT_MAX_CLOCK_SKEW = 30.0
 MIN_SECRET_CHARS = 16
 """Shortest password accepted inside ``storage.url`` and ``redis.url``."""
 MIN_METRICS_TOKEN_CHARS = 16
+MAX_WORKERS = 1024
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
+WorkerCount = NewType("WorkerCount", int)
+"""``server.workers``: an integer ≥ 1, or ``auto`` in YAML (resolved when the configuration is read)."""
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,14}[a-z0-9]$")
+_EMAIL_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -69,6 +77,10 @@ class ServerConfig:
     port: int = 8080
     shutdown_timeout: float = 30.0
     """Seconds to let in-flight requests finish on shutdown before streams are closed."""
+    workers: WorkerCount = WorkerCount(1)
+    """Gateway processes sharing the listening socket (``auto``: the cores this process may run on)."""
+    uvloop: bool = True
+    """Run on uvloop when it is installed (false: the standard asyncio event loop)."""
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     """Seconds a client has to send a whole request head (from connecting, or from the first byte of the next
     request on a kept-alive connection); then the connection is closed."""
@@ -96,7 +108,12 @@ class UpstreamConfig:
     """Seconds an open stream may stay silent before the gateway closes it (0: never)."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     identity_headers: bool = True
-    """Send ``X-Gateway-*`` headers telling the upstream who is calling."""
+    """Send ``X-Gateway-*`` headers telling the upstream who is calling (unsigned: for a trusted network)."""
+    identity_header: str | None = DEFAULT_IDENTITY_HEADER
+    """The header carrying a signed identity JWT of the caller to the upstream (``gateway/identity/upstream.py``);
+    empty or null: none. Needs ``identity.encryption_keys`` (the signing keys)."""
+    identity_audience: str | None = None
+    """The ``aud`` of that JWT; None: the origin of ``upstream.url`` (``scheme://host[:port]``)."""
     forward_headers: tuple[str, ...] = ()
     """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
 
@@ -119,8 +136,9 @@ class FlightRecorderConfig:
     """Seconds a client's or an account's recent connection steps are kept."""
     ring_size: int = 50
     """Steps kept per client, per account and per address."""
-    anonymous_per_minute: int = 600
-    """Steps filed by address alone (no client or account known yet) per replica and minute; the rest are dropped."""
+    anonymous_per_minute: int = 60
+    """Failed steps of callers who proved no account, per address, replica and minute (ten addresses' worth in all);
+    the rest are dropped."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +199,9 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class ApiKeysConfig:
     prefix: str = DEFAULT_API_KEY_PREFIX
+    format: str = "checksummed"
+    """``checksummed`` (``<prefix>_`` + 32 base62 + 6-character checksum) or ``hex32`` (``<prefix>_`` + 32 hex,
+    the MCP Rank format: ``prefix: sk_mcp_rank``). Keys of the other shape are refused before any lookup."""
     last_used_flush_interval: float = DEFAULT_LAST_USED_FLUSH_SECONDS
 
 
@@ -250,6 +271,10 @@ class AccountsConfig:
 
     signup_enabled: bool = True
     """Anyone may create an account at ``/signup``; false for invitation-only or CLI-created accounts."""
+    allowed_email_domains: tuple[str, ...] = ()
+    """Sign-in with an identity provider only for verified e-mails in these domains (exact, any case); empty: any."""
+    local_passwords: bool = True
+    """Passwords at the sign-in and sign-up pages; false for deployments where people sign in only with a provider."""
     usage_flush_interval: float = DEFAULT_USAGE_FLUSH_SECONDS
     """Seconds between batched writes of the daily request counts shown in the dashboard's chart."""
     usage_chart_days: int = DEFAULT_USAGE_CHART_DAYS
@@ -291,6 +316,7 @@ class GatewayConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
     def issuer(self) -> str:
@@ -326,10 +352,17 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None) -> GatewayCo
             QuotaConfig: parse_quota_config,
             IdentityProvidersConfig: parse_identity_providers,
             ServicesConfig: parse_services,
+            WorkerCount: _parse_workers,
+            AuthorizationConfig: parse_authorization_config,
         },
     )
     if not isinstance(config, GatewayConfig):
         raise ConfigError(problems)
+    # The policy's scopes are OAuth scopes too (metadata, registration, /authorize).
+    oauth = dataclasses.replace(
+        config.oauth, scopes_supported=merged_scopes(config.oauth.scopes_supported, config.authorization)
+    )
+    config = dataclasses.replace(config, oauth=oauth)
     problems.extend(_check(config))
     if problems:
         raise ConfigError(problems)
@@ -348,6 +381,11 @@ def _check_redis_cluster(url: str | None) -> list[str]:
 
 def _check(c: GatewayConfig) -> list[str]:
     problems: list[str] = []
+    flight = c.flight_recorder
+    if not 1 <= flight.ring_size <= 1000 or flight.retention < 60 or flight.anonymous_per_minute < 0:
+        problems.append(
+            "flight_recorder: ring_size must be 1-1000, retention at least 60 seconds, anonymous_per_minute 0 or more"
+        )
     # The issuer and the well-known documents live at the root of public_url's origin.
     problems += _check_http_url("public_url", c.public_url, allow_path=False)
     if urlsplit(c.public_url).query or urlsplit(c.public_url).fragment:
@@ -389,6 +427,12 @@ def _check(c: GatewayConfig) -> list[str]:
     for i, name in enumerate(c.upstream.forward_headers):
         if (why := forwardable_problem(name)) is not None:
             problems.append(f"upstream.forward_headers[{i}]: {why}")
+    problems += identity_header_problems(
+        c.upstream.identity_header,
+        c.upstream.identity_audience,
+        forward_headers=c.upstream.forward_headers,
+        app_audience=c.identity.audience,
+    )
     if c.upstream.stream_idle_timeout < 0:
         problems.append("upstream.stream_idle_timeout: must be 0 (never) or more")
     for name, ivalue, low in [
@@ -406,12 +450,21 @@ def _check(c: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be at least {low}")
     if not 1 <= c.accounts.usage_chart_days <= MAX_USAGE_CHART_DAYS:
         problems.append(f"accounts.usage_chart_days: between 1 and {MAX_USAGE_CHART_DAYS}")
+    for i, domain in enumerate(c.accounts.allowed_email_domains):
+        if not _EMAIL_DOMAIN_RE.match(domain):
+            problems.append(f"accounts.allowed_email_domains[{i}]: a domain such as corp.example (no '@')")
+    if not c.accounts.local_passwords and not c.identity_providers.providers:
+        problems.append("accounts.local_passwords: false needs at least one identity_providers entry to sign in with")
     if c.server.port > 65535:
         problems.append("server.port: must be at most 65535")
     if c.storage.pool_max < c.storage.pool_min:
         problems.append("storage.pool_max: must be at least storage.pool_min")
     if not _PREFIX_RE.match(c.api_keys.prefix):
-        problems.append("api_keys.prefix: 2-16 characters, lowercase letters and digits, starting with a letter")
+        problems.append(
+            "api_keys.prefix: 2-16 characters, lowercase letters, digits and underscores, starting with a letter"
+        )
+    if c.api_keys.format not in API_KEY_FORMATS:
+        problems.append(f"api_keys.format: one of {', '.join(API_KEY_FORMATS)}")
     for i, origin in enumerate(c.security.allowed_origins):
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("",):
@@ -433,6 +486,48 @@ def _check(c: GatewayConfig) -> list[str]:
     if c.logging.format not in ("json", "text"):
         problems.append("logging.format: expected json or text")
     return problems
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def parse_workers(raw: object) -> int:
+    """A worker count from YAML or ``--workers``: an integer from 1 to ``MAX_WORKERS``, or ``auto``."""
+    if raw == "auto":
+        return available_cores()
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_WORKERS:
+        raise ValueError(f"expected auto or an integer from 1 to {MAX_WORKERS}")
+    return raw
+
+
+def _parse_workers(raw: object, path: str) -> tuple[WorkerCount, list[str]]:
+    try:
+        return WorkerCount(parse_workers(raw)), []
+    except ValueError as exc:
+        return WorkerCount(1), [f"{path}: {exc}"]
+
+
+def workers_problems(c: GatewayConfig, workers: int) -> list[str]:
+    """Several workers without ``redis.url`` would each keep their own quota counters and stream leases, so every
+    limited plan would silently allow ``workers`` times its caps: ``serve`` refuses that combination (checked there,
+    with ``--workers`` applied; other commands do not care how many workers serve)."""
+    if workers <= 1 or c.redis.url:
+        return []
+    limited = [name for name, plan in sorted(c.quota.plans.items()) if not plan.unlimited]
+    if not limited and c.quota.max_concurrent_streams is None:
+        return []
+    multiplied = [f"the caps of plan(s) {', '.join(limited)}"] if limited else []
+    if c.quota.max_concurrent_streams is not None:
+        multiplied.append("quota.max_concurrent_streams")
+    return [
+        f"server.workers: {workers} workers without redis.url would each count the quota on their own, "
+        f"multiplying {' and '.join(multiplied)} by {workers}; set redis.url (one shared counter), "
+        "or serve with one worker, or make every plan unlimited and quota.max_concurrent_streams null"
+    ]
 
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
