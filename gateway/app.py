@@ -39,6 +39,7 @@ from gateway.revocation_redis import RedisRevocationBus
 from gateway.routes import error_middleware, setup_routes
 from gateway.storage import Storage, open_storage
 from gateway.throttle import setup_throttle
+from gateway.vault.listing import setup_connect
 from gateway.vault.setup import setup_vault
 
 log = logging.getLogger("gateway.app")
@@ -100,6 +101,7 @@ def create_app(
     setup_provider_sign_in(app)
     setup_app_flow(app)
     setup_vault(app)
+    setup_connect(app)
     setup_routes(app)
     return app
 

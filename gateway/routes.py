@@ -48,6 +48,7 @@ from gateway.oauth.context import (
 from gateway.proxy import legacy_sse, streamable
 from gateway.routing import ROUTE_INDEX, BodyCap, Route, RouteIndex, route_of
 from gateway.storage.base import StorageError
+from gateway.vault import connect, connect_app
 from gateway.vault import proxy as vault_proxy
 
 log = logging.getLogger("gateway.errors")
@@ -85,10 +86,12 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(REVOKE_PATH, POST, cors(revocation.revoke), "revoke"),
         Route(REVOKE_PATH, OPTIONS, token_endpoint.preflight, "revoke"),
         # The app flow (identity tokens for apps holding an API key): JSON for the app's server, pages for people
-        Route(app_flow.INITIATE_PATH, GET, app_flow.initiate, "app_auth"),
+        Route(app_flow.INITIATE_PATH, GET, connect_app.initiate, "app_auth"),  # with an identity token: connect
+        Route(connect_app.APP_CALLBACK_PATH, GET, connect_app.callback, "app_auth", PAGE),
         Route(app_flow.CALLBACK_PATH, GET, app_flow.callback, "app_auth", PAGE),
         Route(app_flow.TOKEN_PATH, POST, app_flow.token, "app_auth"),
         Route(app_flow.REVOKE_PATH, POST, app_flow.revoke, "app_auth"),
+        Route(connect_app.DISCONNECT_PATH, ("DELETE",), connect_app.disconnect, "app_auth"),
         # OAuth pages people see: sign-in and consent
         Route(AUTHORIZE_PATH, GET, authorize.handle_authorize, "authorize", PAGE),
         Route(LOGIN_PATH, GET, interaction.login_page, "login", PAGE),
@@ -110,6 +113,10 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(ACCOUNT_PATH + "/keys", POST, account.create_key, "dashboard", ACCOUNT, SMALL),
         Route(ACCOUNT_PATH + "/keys/{key_id}/revoke", POST, account.revoke_key, "dashboard", ACCOUNT, SMALL),
         Route(ACCOUNT_PATH + "/password", POST, account.change_password, "dashboard", ACCOUNT, SMALL),
+        Route(connect.SERVICES_PATH + "/{service}/connect", POST, connect.connect_start, "dashboard", ACCOUNT, SMALL),
+        Route(connect.SERVICES_PATH + "/{service}/disconnect", POST, connect.disconnect, "dashboard", ACCOUNT, SMALL),
+        Route(connect.CONNECT_CALLBACK_PATH, GET, connect.connect_callback, "dashboard", ACCOUNT),
+        Route(connect.CONNECT_LINK_PATH + "/{service}", GET, connect.connect_link_page, "dashboard", ACCOUNT),
         Route("/static/gateway.css", GET, web_pages.stylesheet, "static"),
         Route("/static/copy.js", GET, account.copy_script, "static"),
         # The admin API (JSON)

@@ -35,6 +35,7 @@ from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.throttle.limits import Throttled
 from gateway.usage_history import last_days
+from gateway.vault.connect_view import service_lines
 from gateway.web_pages import STATIC, render, see_other
 
 log = logging.getLogger("gateway.dashboard")
@@ -80,6 +81,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
         identities = await linked_identities(request.app, user.id)
+        services = await service_lines(request.app, user.id)
     except StorageUnavailable as exc:
         raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
     attempts = await _attempts(request, user.id, now)
@@ -105,6 +107,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
         identities=identities,
+        services=services,
         local_passwords=dashboard.settings.local_passwords,
     )
     return response

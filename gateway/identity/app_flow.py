@@ -42,6 +42,7 @@ from gateway.revocation import REVOCATIONS
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.app_flow import AppSignIn
 from gateway.storage.base import StorageUnavailable
+from gateway.vault.exchange import TOKEN_EXCHANGE, exchange
 
 INITIATE_PATH = "/v1/auth/{provider}/initiate"
 CALLBACK_PATH = "/v1/auth/{provider}/callback"
@@ -214,6 +215,8 @@ async def token(request: web.Request) -> web.Response:
             if refresh is None:
                 raise InvalidRequest("refresh_token is required")
             pair = await flow.tokens.refresh(refresh, api_key_id=key_id)
+        elif grant_type == TOKEN_EXCHANGE:
+            return await exchange(request, form, key_id)  # an upstream's service key (gateway.vault.exchange)
         elif grant_type is None:
             raise InvalidRequest("grant_type is required")
         else:

@@ -29,6 +29,7 @@ from gateway.security_events import reuse_detected, token_issued
 from gateway.storage.app_flow import IDENTITY_RESOURCE, IDENTITY_SCOPE
 from gateway.storage.base import UserStore
 from gateway.storage.oauth import AccessToken, AuthorizationCode, GrantStore, RefreshToken, RotateOutcome, TokenFamily
+from gateway.vault.listing import CONNECTED_SERVICES
 
 log = logging.getLogger("gateway.identity.app")
 
@@ -212,7 +213,9 @@ class AppTokens:
     # helpers
 
     async def _issue(self, family: TokenFamily, *, generation: int, now: float) -> _Issued:
-        jwt = await self._tokens.mint(subject=family.user_id, api_key_id=family.client_id, connected_services=())
+        listing = self._app.get(CONNECTED_SERVICES)  # the vault's live connections (gateway.vault.listing)
+        connected = await listing(family.user_id) if listing is not None else []
+        jwt = await self._tokens.mint(subject=family.user_id, api_key_id=family.client_id, connected_services=connected)
         refresh, refresh_hash = _mint(REFRESH_PREFIX)
         expires_at = now + self._tokens.lifetime
         access = AccessToken(

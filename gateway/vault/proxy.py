@@ -63,8 +63,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     target = upstream_url(service.api_base, request.raw_path, f"{PREFIX}/{name}/")
     if request.method not in service.methods:
         raise MethodNotAllowed(f"{request.method} is not allowed for this service")
-    principal = await _authenticate(request, services)
-    connection = await _connection(services, principal.user_id, service.name)
+    principal, subject = await _authenticate(request, services)
+    connection = await _connection(services, subject, service.name)
     admission = await request.app[QUOTA_GATE].admit(principal, 1)
     body = await request.read() if request.body_exists else None
     now = request.app[CLOCK].now()
@@ -91,8 +91,9 @@ def _expiring(connection: Connection, now: float) -> bool:
     return expires_at - now < margin
 
 
-async def _authenticate(request: web.Request, services: VaultServices) -> Principal:
-    """The key (through the credential layer's verifier and cache) and the identity token it presents."""
+async def _authenticate(request: web.Request, services: VaultServices) -> tuple[Principal, str]:
+    """The key (through the credential layer's verifier and cache) and the user (``sub``) of the identity token
+    issued to it: the key's account is charged, the user's connection used (an app's users are not its owner)."""
     challenge = {"WWW-Authenticate": 'Bearer realm="mcp-gateway", error="invalid_token"'}
     keys = request.headers.getall(API_KEY_HEADER, [])
     authorizations = request.headers.getall("Authorization", [])
@@ -115,9 +116,10 @@ async def _authenticate(request: web.Request, services: VaultServices) -> Princi
         claims = await services.verify_identity_token(authorizations[0][len(_BEARER_PREFIX) :].strip())
     except InvalidIdentityToken as exc:
         raise InvalidToken("The identity token is not valid", headers=challenge) from exc
-    if claims.get("api_key_id") != principal.credential_id or claims.get("sub") != principal.user_id:
+    subject = claims.get("sub")
+    if claims.get("api_key_id") != principal.credential_id or not isinstance(subject, str):
         raise InvalidToken("The identity token was not issued to this API key", headers=challenge)
-    return principal
+    return principal, subject
 
 
 async def _connection(services: VaultServices, user_id: str, service: str) -> Connection:

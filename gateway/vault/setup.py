@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
+from gateway.identity.app_verify import IDENTITY_VERIFIER
 from gateway.identity.providers import ProviderClient
 from gateway.identity.sealing import EncryptionKeys
 from gateway.identity.web import IDENTITY
@@ -101,7 +102,9 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
             refresher=refresher,
             services=services,
             session=session,
-            verify_identity_token=app[IDENTITY].tokens.verify,
+            verify_identity_token=app[IDENTITY_VERIFIER].verify
+            if IDENTITY_VERIFIER in app
+            else app[IDENTITY].tokens.verify,
             metrics=metrics,
         )
         yield
