@@ -22,16 +22,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
-from gateway.errors import NO_STORE, InvalidToken, NotFound, ServiceUnavailable
+from gateway.errors import NO_STORE, NotFound, ServiceUnavailable
 from gateway.identity import app_flow
 from gateway.identity.app_callbacks import allows
-from gateway.identity.app_verify import verify_identity_token
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization
 from gateway.identity.sealing import EncryptionKeys, UnsealError
-from gateway.identity.tokens import InvalidIdentityToken
 from gateway.oauth.errors import InvalidRequest
 from gateway.vault.connect import service_client
+from gateway.vault.proxy import _authenticate as proxy_authenticate
 from gateway.vault.revoke import disconnect_service
 from gateway.vault.setup import VAULT
 from gateway.vault.vault import VaultLocked
@@ -43,18 +42,10 @@ _BEARER = "bearer "
 
 
 async def identity_of(request: web.Request) -> tuple[str, dict[str, Any]]:
-    """The presenting key's id and the claims of the identity token issued to it (401 otherwise)."""
-    key_id = await app_flow.api_key_id(request)
-    values = request.headers.getall("Authorization", [])
-    if len(values) != 1 or not values[0].lower().startswith(_BEARER):
-        raise InvalidToken("Send the user's identity token as Authorization: Bearer")
-    try:
-        claims = await verify_identity_token(request.app, values[0][len(_BEARER) :].strip())
-    except InvalidIdentityToken as exc:
-        raise InvalidToken("The identity token is not valid") from exc
-    if claims.get("api_key_id") != key_id:
-        raise InvalidToken("The identity token was not issued to this API key")
-    return key_id, claims
+    """The presenting key's id and the user (``sub``) of the identity token issued to it (401 otherwise): the
+    same check as ``/v1/proxy`` (the key alone through the credential layer, then the token)."""
+    principal, subject = await proxy_authenticate(request, request.app[VAULT])
+    return principal.credential_id, {"sub": subject}
 
 
 def _keys(request: web.Request) -> EncryptionKeys:
