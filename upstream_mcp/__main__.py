@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
+from upstream_mcp.gateway_client import GatewayClient
 from upstream_mcp.identity import IdentityVerifier
 from upstream_mcp.server import (
     IDENTITY_TOKEN_HEADER,
@@ -94,6 +96,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the header carrying it: the gateway's upstream.identity_header (default: %(default)s)",
     )
     parser.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        default=os.environ.get("UPSTREAM_GATEWAY_URL"),
+        help="where this server reaches the gateway: enables the provider_profile tool, which calls the "
+        "gateway's /v1/proxy with the caller's identity (env UPSTREAM_GATEWAY_URL)",
+    )
+    parser.add_argument(
+        "--gateway-public-url",
+        metavar="URL",
+        default=os.environ.get("UPSTREAM_GATEWAY_PUBLIC_URL"),
+        help="the gateway's public URL, for the connect links people open (default: --gateway-url)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -168,7 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             audience = args.identity_audience or f"http://{shown_host}:{port}"
             verifier = IdentityVerifier(args.identity_jwks, audience, issuer=args.identity_issuer)
             logger.info("verifying %s against %s (aud %s)", args.identity_header, args.identity_jwks, audience)
-        app = build_app(create_server(verifier, args.identity_header), security=security)
+        gateway = None
+        if args.gateway_url:
+            key = os.environ.get("UPSTREAM_GATEWAY_KEY", "")
+            if not key:
+                logger.error("--gateway-url needs the service key in the environment: UPSTREAM_GATEWAY_KEY")
+                return 2
+            gateway = GatewayClient(args.gateway_url.rstrip("/"), key, args.gateway_public_url)
+        app = build_app(create_server(verifier, args.identity_header, gateway), security=security)
         config = uvicorn.Config(
             app,
             log_config=None,

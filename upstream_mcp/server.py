@@ -25,12 +25,15 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.exceptions import UrlElicitationRequiredError
+from mcp_types import ElicitRequestURLParams
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from upstream_mcp.gateway_client import GatewayCallError, GatewayClient, NotConnected
 from upstream_mcp.identity import IdentityRejected, IdentityVerifier, token_key_id
 
 SERVER_NAME = "upstream-mcp"
@@ -165,6 +168,40 @@ async def _verify(verifier: IdentityVerifier | None, tokens: list[str]) -> Ident
     return IdentityTokenReport(verified=True, key_id=token_key_id(tokens[0]), claims=claims)
 
 
+def make_provider_profile(
+    gateway: GatewayClient, token_header: str = IDENTITY_TOKEN_HEADER
+) -> Callable[..., Awaitable[dict[str, object]]]:
+    """The ``provider_profile`` tool: the caller's data at a connected service, through the gateway's proxy."""
+    token_header = token_header.lower()
+
+    async def provider_profile(ctx: Context, service: str, path: str = "profile") -> dict[str, object]:
+        """Read PATH (default ``profile``) of SERVICE's API as the calling user, through the gateway (which
+        holds the user's provider credential). When the service is not connected, asks the user to open a link."""
+        headers = ctx.headers or {}
+        tokens = [v for k, v in headers.items() if k.lower() == token_header]
+        if len(tokens) != 1:
+            raise ToolError("provider_profile needs the gateway's identity token (call it through the gateway)")
+        try:
+            answer = await gateway.get(tokens[0], service, path)
+        except NotConnected as exc:
+            verb = "Reconnect" if exc.reconnect else "Connect"
+            raise UrlElicitationRequiredError(
+                [
+                    ElicitRequestURLParams(
+                        message=f"{verb} {service} to let this tool read it: {exc.connect_url}",
+                        url=exc.connect_url,
+                        elicitation_id=f"connect-{service}",
+                    )
+                ],
+                f"{service} is not connected: open {exc.connect_url}",
+            ) from exc
+        except GatewayCallError as exc:
+            raise ToolError(f"the gateway refused: {exc}") from exc
+        return answer if isinstance(answer, dict) else {"answer": answer}
+
+    return provider_profile
+
+
 def server_info() -> str:
     """Describe this server and where its transports live."""
     return json.dumps(
@@ -186,9 +223,13 @@ def summarize(text: str) -> str:
     return f"Summarize the following text in one paragraph:\n\n{text}"
 
 
-def create_server(identity: IdentityVerifier | None = None, identity_header: str = IDENTITY_TOKEN_HEADER) -> MCPServer:
+def create_server(
+    identity: IdentityVerifier | None = None,
+    identity_header: str = IDENTITY_TOKEN_HEADER,
+    gateway: GatewayClient | None = None,
+) -> MCPServer:
     """Build a fresh ``MCPServer`` with the example tools, resources and prompt registered; ``whoami`` verifies
-    the identity JWT in ``identity_header`` with ``identity``."""
+    the identity JWT in ``identity_header`` with ``identity``; with ``gateway``, ``provider_profile`` too."""
     server: MCPServer = MCPServer(
         SERVER_NAME,
         version=SERVER_VERSION,
@@ -199,6 +240,8 @@ def create_server(identity: IdentityVerifier | None = None, identity_header: str
     server.add_tool(slow_count)
     server.add_tool(big_text, structured_output=False)
     server.add_tool(make_whoami(identity, identity_header))
+    if gateway is not None:
+        server.add_tool(make_provider_profile(gateway, identity_header))
     server.resource("info://server", name="server-info", mime_type="application/json")(server_info)
     server.resource("greeting://{name}", name="greeting", mime_type="text/plain")(greeting)
     server.prompt()(summarize)
