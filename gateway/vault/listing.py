@@ -15,7 +15,7 @@ from gateway.vault.setup import VAULT
 from gateway.vault.vault import CONNECTED
 
 ConnectedServices = Callable[[str], Awaitable[list[str]]]
-CONNECTED_SERVICES = web.AppKey("connected_services", ConnectedServices)
+CONNECTED_SERVICES: web.AppKey[ConnectedServices] = web.AppKey("connected_services")
 
 
 def setup_connect(app: web.Application) -> None:

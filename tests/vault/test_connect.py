@@ -20,8 +20,8 @@ from gateway.identity.web import IDENTITY
 from gateway.storage.base import User
 from gateway.vault.connect import connect_link
 from gateway.vault.setup import VAULT
-from tests.support.databases import Backend
 from tests.support.dashboard import page, sign_in
+from tests.support.databases import Backend
 from tests.support.gateway import UNUSED_UPSTREAM, GatewayHandle, bound_loopback_socket, running_gateway
 from tests.support.oauth_browser import Browser, Redirect
 from tests.support.oauth_flows import browser_post
@@ -69,7 +69,8 @@ async def connect_from_dashboard(browser: Browser, setup: Setup, action: str = "
         f"{browser.origin}/account/services/{SERVICE}/connect", data={"csrf": account.hidden()["csrf"]}
     )
     assert isinstance(to_provider, Redirect)
-    assert "offline_access" in to_provider.location and "prompt=consent" in to_provider.location
+    assert "offline_access" in to_provider.location
+    assert "prompt=consent" in to_provider.location
     back = await provider_sign_in(setup.idp, to_provider.location)
     landed = page(await browser.open(back))
     assert landed.status == 200, landed.text[:300]
@@ -94,14 +95,18 @@ async def test_the_account_page_connects_then_disconnects_a_service_and_the_prov
         gw = setup.gateway
         user = await gw.new_user()
         account = await sign_in(browser, user.email)
-        assert 'aria-label="Connect corp"' in account.text and "not connected" in account.text
+        assert 'aria-label="Connect corp"' in account.text
+        assert "not connected" in account.text
 
         text = await connect_from_dashboard(browser, setup)
         assert "The service was connected." in text
-        assert 'aria-label="Reconnect corp"' in text and 'aria-label="Disconnect corp"' in text
-        assert "alice@example.com" in text and "offline_access" in text
+        assert 'aria-label="Reconnect corp"' in text
+        assert 'aria-label="Disconnect corp"' in text
+        assert "alice@example.com" in text
+        assert "offline_access" in text
         connection = await gw.app[VAULT].vault.connection(user.id, SERVICE)
-        assert connection is not None and connection.tokens.refresh_token
+        assert connection is not None
+        assert connection.tokens.refresh_token
         refresh_token = connection.tokens.refresh_token
 
         caller = await caller_for(gw, user)
@@ -114,7 +119,8 @@ async def test_the_account_page_connects_then_disconnects_a_service_and_the_prov
             f"{browser.origin}/account/services/{SERVICE}/disconnect", data={"csrf": account.hidden()["csrf"]}
         )
         done = page(done)
-        assert "The service was disconnected" in done.text and 'aria-label="Connect corp"' in done.text
+        assert "The service was disconnected" in done.text
+        assert 'aria-label="Connect corp"' in done.text
         assert await gw.app[VAULT].vault.connection(user.id, SERVICE) is None
         async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
             assert response.status == 403
@@ -169,7 +175,8 @@ async def test_identity_tokens_list_the_live_connections_and_not_the_broken_ones
         assert await listed() == [SERVICE]
         vault = gw.app[VAULT].vault
         connection = await vault.connection(user.id, SERVICE)
-        assert connection is not None and await vault.mark_broken(connection)
+        assert connection is not None
+        assert await vault.mark_broken(connection)
         assert await listed() == []
 
 
@@ -189,11 +196,13 @@ async def test_the_connect_link_is_only_for_the_user_it_was_made_for(db: Backend
         assert 'action="/account/login"' in signin_page.text  # not signed in: sign in first
         await sign_in(browser, mallory.email)
         refused = page(await browser.open(link))
-        assert refused.status == 403 and "another account" in refused.text
+        assert refused.status == 403
+        assert "another account" in refused.text
         async with Browser(gw.url) as alices:
             await sign_in(alices, alice.email)
             offer = page(await alices.open(link))
-            assert offer.status == 200 and 'aria-label="Connect corp"' in offer.text
+            assert offer.status == 200
+            assert 'aria-label="Connect corp"' in offer.text
             to_provider = await alices.open(
                 f"{gw.url}/account/services/{SERVICE}/connect", data={"csrf": offer.hidden()["csrf"]}
             )

@@ -18,8 +18,8 @@ from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from gateway.identity.sealing import generate_secret
 from gateway.storage.base import User
 from gateway.vault.setup import VAULT
-from tests.support.databases import Backend
 from tests.support.dashboard import page, sign_in
+from tests.support.databases import Backend
 from tests.support.gateway import GatewayHandle, bound_loopback_socket, running_gateway
 from tests.support.mcp_clients import streamable_session_client
 from tests.support.oauth_browser import Browser
@@ -100,7 +100,8 @@ async def test_when_the_service_is_not_connected_the_tool_answers_with_the_conne
         assert elicitation.url == f"{c.gateway.config.public_url}/account/connect/{SERVICE}?for={c.user.id}"
         await sign_in(browser, c.user.email)
         offer = page(await browser.open(elicitation.url))  # what the person opens: a Connect button
-        assert offer.status == 200 and f'aria-label="Connect {SERVICE}"' in offer.text
+        assert offer.status == 200
+        assert f'aria-label="Connect {SERVICE}"' in offer.text
 
 
 async def test_after_disconnect_the_tool_is_refused_and_the_grant_is_revoked_at_the_provider(
@@ -111,7 +112,8 @@ async def test_after_disconnect_the_tool_is_refused_and_the_grant_is_revoked_at_
         await connect_from_dashboard(browser, c.setup)
         assert (await call_profile(c))["email"] == "alice@example.com"
         connection = await c.gateway.app[VAULT].vault.connection(c.user.id, SERVICE)
-        assert connection is not None and connection.tokens.refresh_token
+        assert connection is not None
+        assert connection.tokens.refresh_token
         account = page(await browser.open(browser.origin + "/account"))
         await browser.open(
             f"{browser.origin}/account/services/{SERVICE}/disconnect", data={"csrf": account.hidden()["csrf"]}

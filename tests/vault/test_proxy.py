@@ -90,9 +90,7 @@ async def test_the_provider_sees_only_the_vaulted_token_and_the_allowed_headers(
             "X-Internal": "no",
             "Content-Type": "application/json",
         }
-        async with http.post(
-            f"{gw.url}/v1/proxy/{SERVICE}/echo?q=1", headers=headers, data=b'{"a": 1}'
-        ) as response:
+        async with http.post(f"{gw.url}/v1/proxy/{SERVICE}/echo?q=1", headers=headers, data=b'{"a": 1}') as response:
             assert response.status == 200
             assert "Set-Cookie" not in response.headers
             echoed = await response.json()
