@@ -14,8 +14,9 @@ from gateway.storage.app_flow import KeyApp
 from gateway.vault.exchange import JWT_TYPE, TOKEN_EXCHANGE
 from gateway.vault.setup import VAULT
 from tests.support.databases import Backend
+from tests.support.oidc import OidcProvider
 from tests.support.oidc import sign_in as provider_sign_in
-from tests.vault.conftest import SERVICE
+from tests.vault.conftest import SERVICE, MovableClock, Outbound, connect, gateways, new_caller
 from tests.vault.test_connect import connectable
 
 APP_CALLBACK = "https://app.example/callback"
@@ -72,3 +73,18 @@ async def test_the_token_exchange_is_refused_to_app_keys_and_to_app_identity_tok
         async with http.post(f"{gw.url}/v1/auth/token", data=form, headers={"X-API-Key": service_key}) as response:
             assert response.status == 400
             assert (await response.json())["error"] == "invalid_grant"  # the app audience is not the upstream's
+
+
+async def test_a_disconnect_on_one_replica_refuses_the_next_proxy_call_on_another(
+    db: Backend, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
+) -> None:
+    async with gateways(db, oidc_provider, clock, outbound, count=2) as [a, b], aiohttp.ClientSession() as http:
+        caller = await new_caller(a)
+        await connect(a, oidc_provider, caller.user_id)
+        async with http.get(f"{b.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 200
+        async with http.delete(f"{a.url}/v1/auth/{SERVICE}", headers=caller.headers()) as response:
+            assert response.status == 204
+        async with http.get(f"{b.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 403
+            assert (await response.json())["error"] == "service_not_connected"
