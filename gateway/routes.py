@@ -137,7 +137,7 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(MCP_PATH + "/sse", GET, legacy_sse.handle_sse, "mcp_sse", JSONRPC),
         Route(legacy_sse.MESSAGES_PATH, POST, legacy_sse.handle_message, "mcp_sse_messages", JSONRPC),
         # Connected services: an app calls a provider's API with the user's vaulted credential (JSON errors)
-        Route(vault_proxy.PREFIX + "/{service}/{path:.*}", ANY, vault_proxy.proxy, "vault_proxy"),
+        Route(vault_proxy.PREFIX + "/{service}/{path:[\\s\\S]*}", ANY, vault_proxy.proxy, "vault_proxy"),
     ]
     if config.metrics.enabled:
         table.append(Route(metrics_endpoint.METRICS_PATH, GET, metrics_endpoint.metrics, "metrics"))

@@ -5,6 +5,7 @@ for a reconnection; the app's credentials never reach the provider; no token is 
 from __future__ import annotations
 
 import base64
+import contextlib
 from pathlib import Path
 
 import aiohttp
@@ -107,6 +108,14 @@ async def test_after_a_full_flow_no_provider_token_is_stored_in_clear(
     tmp_path: Path, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
 ) -> None:
     db = Backend("sqlite", tmp_path)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(db.close)
+        await _full_flow_stores_nothing_in_clear(tmp_path, db, oidc_provider, clock, outbound)
+
+
+async def _full_flow_stores_nothing_in_clear(
+    tmp_path: Path, db: Backend, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
+) -> None:
     async with gateways(db, oidc_provider, clock, outbound) as [gw], aiohttp.ClientSession() as http:
         caller = await new_caller(gw)
         await connect(gw, oidc_provider, caller.user_id)
