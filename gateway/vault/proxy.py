@@ -3,7 +3,8 @@
 The request carries the app's key (``X-API-Key``) and the user's identity token (``Authorization: Bearer``); both
 are verified and must agree (the token's ``api_key_id`` is the key's id; its ``sub``, the user whose connection is
 used, is any user the app signed in). Then the path is checked (``paths.py``: nothing outside ``api_base`` is ever
-called), the key's account's quota charged (the one counter), and the request sent with the vaulted access token — refreshed first when it expired or is about to,
+called), the key's account's quota charged (the one counter), and the request sent with the vaulted access
+token — refreshed first when it expired or is about to,
 and once more after a provider 401 — and only the configured request headers. The answer streams back without
 hop-by-hop fields and ``Set-Cookie``. The key, the identity token and cookies never leave the gateway.
 """
