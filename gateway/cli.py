@@ -24,6 +24,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config, parse_worker
 from gateway.flight.trace_cli import TraceError
 from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
+from gateway.vault.cli import add_vault_commands, run_vault
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.policy.keys import UnknownKeyScope, key_scope
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     add_commands(users, sub, command)
     add_signing_key_commands(sub, command)
+    add_vault_commands(sub, command)
     clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
     p = command("trace", "a client's recent connection steps (the flight recorder), with what to change", clients)
     p.add_argument("client_id", metavar="CLIENT_ID", help="a DCR client id or a CIMD client's URL")
@@ -355,6 +357,8 @@ async def dispatch(args: argparse.Namespace) -> None:
                 await run_apps(storage, accounts_for(config, storage), args, bus, audit_log(config))
     elif args.command == "signing-keys":
         await run_signing_keys(config, args, lambda: opened_storage(config))
+    elif args.command == "vault":
+        await run_vault(config, args, lambda: opened_storage(config))
     elif args.command == "usage":
         await run_usage(config, args.email)
     elif args.command == "clients":

@@ -90,6 +90,7 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
             if outcome == "refused":
                 metrics.vault_broken.labels(service=label(service)).inc()
 
+        _initialise_series(metrics, services)
         redis = app.get(REDIS)
         lock: RefreshLock = (
             RedisLock(redis, f"{config.quota.key_prefix}:vault-refresh", monotonic=clock.monotonic)
@@ -108,3 +109,16 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
             metrics=metrics,
         )
         yield
+
+
+def _initialise_series(metrics: Metrics, services: ServicesConfig) -> None:
+    """Every series of every configured service (and ``other``) exists from the start, at 0 (dashboards and
+    ``rate()`` see a quiet service, not a missing one)."""
+    for service in (*sorted(services.names), "other"):
+        for status_class in ("2xx", "3xx", "4xx", "5xx"):
+            metrics.vault_proxied.labels(service=service, status_class=status_class)
+        metrics.vault_refreshes.labels(service=service)
+        for kind in ("refused", "failed"):
+            metrics.vault_refresh_failures.labels(service=service, kind=kind)
+        metrics.vault_broken.labels(service=service)
+        metrics.vault_decryption_failures.labels(service=service)
