@@ -25,7 +25,7 @@ from gateway.errors import BadJsonRpc
 from gateway.text_safety import has_unsafe_characters
 
 if TYPE_CHECKING:  # config validation imports this module: keep it light
-    from gateway.authn import Principal
+    from gateway.credentials import Principal
 
 IDENTITY_PREFIX = "x-gateway-"
 DEFAULT_IDENTITY_HEADER = "X-MCP-Identity"

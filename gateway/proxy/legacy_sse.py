@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import web
 
-from gateway.authn import Principal
+from gateway.credentials import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
 from gateway.policy.filter import chained
 from gateway.policy.setup import POLICY
