@@ -77,6 +77,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response.release()
         connection = await _refresh(services, connection)
         response = await _send(services, request, service, target, connection, body)
+    if not await services.vault.exists(subject, service.name):  # disconnected while in flight (any replica)
+        response.release()
+        raise ServiceNotConnected(f"The user has disconnected {service.name}")
     await services.vault.touch(connection)
     try:
         return await _relay(request, response, services.label(service.name), admission.headers)

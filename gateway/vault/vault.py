@@ -173,6 +173,10 @@ class Vault:
     async def disconnect(self, user_id: str, service: str) -> bool:
         return await self._store.delete_connection(user_id, service)
 
+    async def exists(self, user_id: str, service: str) -> bool:
+        """Whether the row is still there (nothing unsealed): a call in flight checks it before answering."""
+        return await self._store.get_connection(user_id, service) is not None
+
     async def list_connections(self, user_id: str) -> list[StoredConnection]:
         """The rows as stored (sealed): enough to list services without unsealing anything."""
         return await self._store.list_connections(user_id)

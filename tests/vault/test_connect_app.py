@@ -12,8 +12,10 @@ from gateway.identity.web import IDENTITY
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.app_flow import KeyApp
 from gateway.vault.exchange import JWT_TYPE, TOKEN_EXCHANGE
+from gateway.vault.revoke import disconnect_service
 from gateway.vault.setup import VAULT
 from tests.support.databases import Backend
+from tests.support.gateway import GatewayHandle
 from tests.support.oidc import OidcProvider
 from tests.support.oidc import sign_in as provider_sign_in
 from tests.vault.conftest import SERVICE, MovableClock, Outbound, connect, gateways, new_caller
@@ -88,3 +90,39 @@ async def test_a_disconnect_on_one_replica_refuses_the_next_proxy_call_on_anothe
         async with http.get(f"{b.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
             assert response.status == 403
             assert (await response.json())["error"] == "service_not_connected"
+
+
+class DisconnectWhileInFlight(Outbound):
+    """The vault's session, which disconnects the user (on the other replica) the moment the provider's API has
+    answered and before the gateway relays it: a call in flight when the disconnect commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target: tuple[GatewayHandle, str] | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        async def on_end(_s: object, _c: object, params: aiohttp.TraceRequestEndParams) -> None:
+            if self.target is not None and params.url.path.endswith("/api/profile"):
+                other, user_id = self.target
+                self.target = None
+                assert await disconnect_service(other.app, user_id, SERVICE)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(on_end)
+        return aiohttp.ClientSession(auto_decompress=False, trace_configs=[trace])
+
+
+async def test_a_proxy_call_in_flight_when_the_service_is_disconnected_on_another_replica_is_refused(
+    db: Backend, oidc_provider: OidcProvider, clock: MovableClock
+) -> None:
+    outbound = DisconnectWhileInFlight()
+    async with gateways(db, oidc_provider, clock, outbound, count=2) as [a, b], aiohttp.ClientSession() as http:
+        caller = await new_caller(a)
+        await connect(a, oidc_provider, caller.user_id)
+        outbound.target = (a, caller.user_id)
+        async with http.get(f"{b.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 403
+            body = await response.json()
+        assert body["error"] == "service_not_connected"
+        assert "alice@example.com" not in str(body)
+        assert outbound.target is None  # the disconnect did happen while the call was at the provider
