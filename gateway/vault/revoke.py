@@ -2,8 +2,9 @@
 ``revocation_endpoint``), then delete the vault row.
 
 The row is deleted whatever the provider answers (the person asked for it; a provider that is down must not keep
-the gateway using the credential). The proxy reads the row on every call, so from the delete's commit on every
-replica refuses the service (``service_not_connected``): nothing is cached per connection. The refresh token is
+the gateway using the credential). The proxy reads the row on every call, and again before relaying a provider's
+answer, so from the delete's commit on every replica refuses the service (``service_not_connected``), calls in
+flight included: nothing is cached per connection, so nothing is announced on the revocation bus. The refresh token is
 revoked first (RFC 7009 §2.1: that revokes the grant and its access tokens at providers that tie them), then the
 access token, for providers that do not.
 """
