@@ -43,6 +43,8 @@ EVENTS: Final = frozenset(
         "api_key.revoked",
         "user.created",
         "identity.linked",
+        "service.connected",
+        "service.disconnected",
         "user.disabled",
         "user.enabled",
         "user.plan_changed",

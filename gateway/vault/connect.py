@@ -24,6 +24,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG
+from gateway.audit import AUDIT
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH
 from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.identity.provider_http import ProviderError
@@ -146,7 +147,7 @@ async def connect_callback(request: web.Request) -> web.StreamResponse:
         await services.vault.save_identity(user.id, name, identity)
     except VaultLocked as exc:
         raise ServiceUnavailable("The vault is unavailable; the operator has been told") from exc
-    log.info("vault: user %s connected %s", user.id, name)
+    request.app[AUDIT].record("service.connected", actor=user.id, user_id=user.id, service=name, source="dashboard")
     response = see_other(f"{ACCOUNT_PATH}?done=service-connected")
     clear_cookie(response, PENDING_COOKIE)
     return response
@@ -159,7 +160,7 @@ async def disconnect(request: web.Request) -> web.StreamResponse:
     services = request.app[VAULT]
     if services.services.get(name) is None:
         raise NotFound("No such service is configured")
-    if not await disconnect_service(request.app, user.id, name):
+    if not await disconnect_service(request.app, user.id, name, actor=user.id):
         raise NotFound("This service is not connected.")
     return see_other(f"{ACCOUNT_PATH}?done=service-disconnected")
 

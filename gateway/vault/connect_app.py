@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
+from gateway.audit import AUDIT
 from gateway.errors import NO_STORE, NotFound, ServiceUnavailable
 from gateway.identity import app_flow
 from gateway.identity.app_callbacks import allows
@@ -136,6 +137,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     try:
         identity = await client.complete(pending, {k: request.query[k] for k in request.query})
         await services.vault.save_identity(str(data["u"]), name, identity)
+        request.app[AUDIT].record(
+            "service.connected", actor=str(data["k"]), user_id=str(data["u"]), service=name, source="app"
+        )
     except ProviderError as exc:
         error = "access_denied" if exc.code in ("access_denied", "login_required") else "server_error"
         return _back(data["r"], {"error": error, "error_description": exc.description, "state": data["as"]})
@@ -145,10 +149,10 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 
 async def disconnect(request: web.Request) -> web.StreamResponse:
-    _, claims = await identity_of(request)
+    key_id, claims = await identity_of(request)
     name = request.match_info["service"]
     if request.app[VAULT].services.get(name) is None:
         raise NotFound("No such service is configured")
-    if not await disconnect_service(request.app, str(claims["sub"]), name):
+    if not await disconnect_service(request.app, str(claims["sub"]), name, actor=key_id):
         raise NotFound("The user has not connected this service")
     return web.Response(status=204, headers=NO_STORE)

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.appkeys import CONFIG
+from gateway.audit import AUDIT
 from gateway.identity.provider_config import ProviderConfig
 from gateway.identity.provider_http import ProviderError, fetch_json
 from gateway.vault.setup import VAULT
@@ -67,11 +68,13 @@ async def revoke_at_provider(
     return ok
 
 
-async def disconnect_service(app: web.Application, user_id: str, service: str) -> bool:
-    """Revoke and delete ``user_id``'s connection to ``service``; False when there was none."""
+async def disconnect_service(app: web.Application, user_id: str, service: str, *, actor: str | None = None) -> bool:
+    """Revoke and delete ``user_id``'s connection to ``service``; False when there was none. ``actor``: who asked
+    (the user, or the app's key id), for the audit log."""
     services = app[VAULT]
     found = services.services.get(service)
     provider = app[CONFIG].identity_providers.get(found.provider) if found is not None else None
+    revoked = False
     try:
         connection = await services.vault.connection(user_id, service)
     except VaultLocked:
@@ -82,8 +85,10 @@ async def disconnect_service(app: web.Application, user_id: str, service: str) -
         if connection.tokens.refresh_token:
             tokens.insert(0, (connection.tokens.refresh_token, "refresh_token"))
         revoked = await revoke_at_provider(services.session, provider, tokens)
-        log.info("vault: %s revoked at the provider: %s", service, "yes" if revoked else "no (not offered or failed)")
     deleted = await services.vault.disconnect(user_id, service)
     if deleted:
-        log.info("vault: user %s disconnected %s", user_id, service)
+        revoked_at_provider = "yes" if revoked else "no"
+        app[AUDIT].record(
+            "service.disconnected", actor=actor, user_id=user_id, service=service, revoked=revoked_at_provider
+        )
     return deleted

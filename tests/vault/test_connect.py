@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from joserfc import jwt as jose_jwt
 
+from gateway.audit import AUDIT
 from gateway.identity.app_flow import APP_FLOW
 from gateway.identity.web import IDENTITY
 from gateway.storage.base import User
@@ -93,6 +94,8 @@ async def test_the_account_page_connects_then_disconnects_a_service_and_the_prov
 ) -> None:
     async with connectable(db) as setup, Browser(setup.gateway.url) as browser, aiohttp.ClientSession() as http:
         gw = setup.gateway
+        audited: list[tuple[str, dict[str, object]]] = []
+        gw.app[AUDIT].listen(lambda event, fields: audited.append((event, fields)))
         user = await gw.new_user()
         account = await sign_in(browser, user.email)
         assert 'aria-label="Connect corp"' in account.text
@@ -126,6 +129,9 @@ async def test_the_account_page_connects_then_disconnects_a_service_and_the_prov
             assert response.status == 403
             assert (await response.json())["error"] == "service_not_connected"
         assert await provider_refresh_status(setup.idp, refresh_token) == 400  # revoked at the provider
+        services = [(e, f["service"], f.get("revoked")) for e, f in audited if e.startswith("service.")]
+        assert services == [("service.connected", SERVICE, None), ("service.disconnected", SERVICE, "yes")]
+        assert refresh_token not in str(audited)
 
 
 async def test_connect_and_disconnect_posts_without_the_session_csrf_token_are_refused(db: Backend) -> None:
