@@ -123,3 +123,10 @@ async def test_after_disconnect_the_tool_is_refused_and_the_grant_is_revoked_at_
                 await client.call_tool("provider_profile", {"service": SERVICE})
         assert UrlElicitationRequiredError.from_error(raised.value.error).elicitations
         assert await provider_refresh_status(c.idp, connection.tokens.refresh_token) == 400
+
+
+def test_the_upstream_refuses_to_start_with_a_gateway_url_but_no_service_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from upstream_mcp.__main__ import main
+
+    monkeypatch.delenv("UPSTREAM_GATEWAY_KEY", raising=False)
+    assert main(["--port", "0", "--gateway-url", "http://127.0.0.1:9"]) == 2
