@@ -24,7 +24,6 @@ from gateway.config import ConfigError, GatewayConfig, load_config, parse_worker
 from gateway.flight.trace_cli import TraceError
 from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
-from gateway.vault.cli import add_vault_commands, run_vault
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.policy.keys import UnknownKeyScope, key_scope
@@ -35,6 +34,7 @@ from gateway.secrets_hashing import new_id
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
+from gateway.vault.cli import add_vault_commands, run_vault
 from gateway.workers import bind_listening_socket, supervise
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"

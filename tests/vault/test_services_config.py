@@ -19,7 +19,8 @@ def test_the_google_and_github_presets_need_nothing_but_their_provider() -> None
         {"identity_providers": PROVIDERS, "services": {"google": {"scopes": ["email"]}, "github": None}}
     )
     google, github = config.services.get("google"), config.services.get("github")
-    assert google is not None and github is not None
+    assert google is not None
+    assert github is not None
     assert (google.provider, google.api_base, google.scopes) == ("google", "https://www.googleapis.com", ("email",))
     assert (github.provider, github.api_base, github.methods) == ("github", "https://api.github.com", ("GET", "HEAD"))
 
@@ -54,4 +55,5 @@ def test_http_is_accepted_on_loopback_only() -> None:
         }
     )
     service = config.services.get("t")
-    assert service is not None and service.api_base == "http://127.0.0.1:8/api"
+    assert service is not None
+    assert service.api_base == "http://127.0.0.1:8/api"
