@@ -28,6 +28,8 @@ async def test_a_proxied_call_returns_the_providers_answer(
             assert response.status == 200
             assert response.content_type == "application/json"
             assert (await response.json())["email"] == "alice@example.com"
+            assert "RateLimit" in response.headers  # the account's one quota counter was charged
+        assert sample(gw.app, "gateway_quota_admitted_total") == 1
         assert sample(gw.app, "gateway_vault_proxied_requests_total", service=SERVICE, status_class="2xx") == 1
         assert sample(gw.app, REFRESHES, service=SERVICE) == 0
 
