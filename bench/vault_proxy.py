@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 
 from gateway.vault.setup import VAULT
+from tests.support.databases import Backend
 from tests.support.oidc import run_oidc_provider
 from tests.vault.conftest import SERVICE, MovableClock, Outbound, connect, gateways, new_caller
-from tests.support.databases import Backend
 
 
 async def timed(http: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int) -> list[float]:
@@ -46,7 +46,10 @@ async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Backend("sqlite", Path(tmp))
         async with run_oidc_provider(access_token_ttl=3600) as idp:
-            async with gateways(db, idp, MovableClock(), Outbound(), plan="unlimited") as [gw], aiohttp.ClientSession() as http:
+            async with (
+                gateways(db, idp, MovableClock(), Outbound(), plan="unlimited") as [gw],
+                aiohttp.ClientSession() as http,
+            ):
                 caller = await new_caller(gw)
                 await connect(gw, idp, caller.user_id)
                 connection = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)

@@ -22,7 +22,6 @@ from gateway.clock import SystemClock
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.flight.trace_cli import TraceError
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
-from gateway.vault.cli import add_vault_commands, run_vault
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
 from gateway.quota import make_limiter, quota_redis_client
@@ -31,6 +30,7 @@ from gateway.revocation_redis import RedisRevocationBus
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
+from gateway.vault.cli import add_vault_commands, run_vault
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 

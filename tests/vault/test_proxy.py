@@ -47,7 +47,8 @@ async def test_after_expiry_the_next_call_refreshes_once_and_succeeds(
                 assert response.status == 200
         after = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)
         assert sample(gw.app, REFRESHES, service=SERVICE) == 1
-        assert before is not None and after is not None
+        assert before is not None
+        assert after is not None
         assert after.tokens.access_token != before.tokens.access_token
         assert after.tokens.refresh_token != before.tokens.refresh_token  # rotated, and kept
 
@@ -59,7 +60,8 @@ async def test_revoking_the_grant_at_the_provider_makes_the_next_call_ask_for_a_
         caller = await new_caller(gw)
         await connect(gw, oidc_provider, caller.user_id)
         connection = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)
-        assert connection is not None and connection.tokens.refresh_token
+        assert connection is not None
+        assert connection.tokens.refresh_token
         client = oidc_provider.client
         basic = base64.b64encode(f"{client.client_id}:{client.client_secret}".encode()).decode()
         async with http.post(
@@ -93,9 +95,7 @@ async def test_the_provider_sees_only_the_vaulted_token_and_the_allowed_headers(
             "X-Internal": "no",
             "Content-Type": "application/json",
         }
-        async with http.post(
-            f"{gw.url}/v1/proxy/{SERVICE}/echo?q=1", headers=headers, data=b'{"a": 1}'
-        ) as response:
+        async with http.post(f"{gw.url}/v1/proxy/{SERVICE}/echo?q=1", headers=headers, data=b'{"a": 1}') as response:
             assert response.status == 200
             assert "Set-Cookie" not in response.headers
             echoed = await response.json()
@@ -104,8 +104,11 @@ async def test_the_provider_sees_only_the_vaulted_token_and_the_allowed_headers(
         seen = echoed["headers"]
         assert seen["authorization"] == f"Bearer {connection.tokens.access_token}"
         assert seen["x-request-id"] == "r-1"
-        assert "x-api-key" not in seen and "cookie" not in seen and "x-internal" not in seen
-        assert caller.api_key not in str(echoed) and caller.identity_token not in str(echoed)
+        assert "x-api-key" not in seen
+        assert "cookie" not in seen
+        assert "x-internal" not in seen
+        assert caller.api_key not in str(echoed)
+        assert caller.identity_token not in str(echoed)
 
 
 async def test_after_a_full_flow_no_provider_token_is_stored_in_clear(
@@ -127,7 +130,8 @@ async def _full_flow_stores_nothing_in_clear(
         async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
             assert response.status == 200
         connection = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)
-        assert connection is not None and connection.tokens.refresh_token
+        assert connection is not None
+        assert connection.tokens.refresh_token
         stored = tmp_files(tmp_path)
         for secret in (connection.tokens.access_token, connection.tokens.refresh_token):
             assert secret.encode() not in stored

@@ -15,9 +15,12 @@ PROVIDERS = {
 
 
 def test_the_google_and_github_presets_need_nothing_but_their_provider() -> None:
-    config = parse_config({"identity_providers": PROVIDERS, "services": {"google": {"scopes": ["email"]}, "github": None}})
+    config = parse_config(
+        {"identity_providers": PROVIDERS, "services": {"google": {"scopes": ["email"]}, "github": None}}
+    )
     google, github = config.services.get("google"), config.services.get("github")
-    assert google is not None and github is not None
+    assert google is not None
+    assert github is not None
     assert (google.provider, google.api_base, google.scopes) == ("google", "https://www.googleapis.com", ("email",))
     assert (github.provider, github.api_base, github.methods) == ("github", "https://api.github.com", ("GET", "HEAD"))
 
@@ -46,7 +49,11 @@ def test_a_bad_service_is_reported_with_its_path(service: dict[str, object], pro
 
 def test_http_is_accepted_on_loopback_only() -> None:
     config = parse_config(
-        {"identity_providers": PROVIDERS, "services": {"t": {"provider": "corp", "api_base": "http://127.0.0.1:8/api/"}}}
+        {
+            "identity_providers": PROVIDERS,
+            "services": {"t": {"provider": "corp", "api_base": "http://127.0.0.1:8/api/"}},
+        }
     )
     service = config.services.get("t")
-    assert service is not None and service.api_base == "http://127.0.0.1:8/api"
+    assert service is not None
+    assert service.api_base == "http://127.0.0.1:8/api"

@@ -37,7 +37,8 @@ async def test_a_saved_connection_reads_back_and_its_tokens_are_sealed(storage: 
     assert saved.tokens == ProviderTokens("AT-secret", "RT-secret", 1060.0, ("a", "b"))
     assert "secret" not in repr(saved)
     [row] = await storage.list_connections(user)
-    assert "AT-secret" not in row.sealed_tokens and "RT-secret" not in row.sealed_tokens
+    assert "AT-secret" not in row.sealed_tokens
+    assert "RT-secret" not in row.sealed_tokens
     assert (row.encryption_key_id, row.provider_account_id, row.version) == ("k1", "alice", 1)
     assert await vault.connection(user, "other") is None
 
@@ -52,7 +53,9 @@ async def test_a_refresh_writes_only_over_the_version_it_read(storage: Storage) 
     assert await vault.store_refreshed(seen, new) is True
     assert await vault.store_refreshed(seen, ProviderTokens("a3", "r3", 3000.0, ())) is False  # fenced off
     current = await vault.connection(user, "corp")
-    assert current is not None and current.tokens == new and current.version == 2
+    assert current is not None
+    assert current.tokens == new
+    assert current.version == 2
     assert await vault.mark_broken(current) is True
     assert (await vault.connection(user, "corp")).status == BROKEN  # type: ignore[union-attr]
 
