@@ -45,6 +45,7 @@ EVENTS: Final = frozenset(
         "user.enabled",
         "user.plan_changed",
         "admin.action",
+        "service.refresh_failed",
     }
 )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.audit import AUDIT
 from gateway.vault.setup import VAULT
 from tests.support.databases import Backend
 from tests.support.oidc import OidcProvider
@@ -78,6 +79,10 @@ async def test_revoking_the_grant_at_the_provider_makes_the_next_call_ask_for_a_
                 assert connection.tokens.refresh_token not in await response.text()
         assert sample(gw.app, "gateway_vault_broken_connections_total", service=SERVICE) == 1
         assert sample(gw.app, "gateway_vault_refresh_failures_total", service=SERVICE, kind="refused") == 1
+        [(event, fields)] = events
+        assert event == "service.refresh_failed"
+        assert (fields["reason"], fields["user_id"], fields["service"]) == ("refused", caller.user_id, SERVICE)
+        assert connection.tokens.refresh_token not in str(fields)
 
 
 async def test_the_provider_sees_only_the_vaulted_token_and_the_allowed_headers(

@@ -50,12 +50,12 @@ async def seeded(vault: Vault) -> Connection:
 
 def coordinator(vault: Vault, endpoint: TokenEndpoint, outcomes: list[str]) -> RefreshCoordinator:
     return RefreshCoordinator(
-        vault, lambda _service: endpoint, LocalLock(), lambda: 1000.0, on_refresh=lambda _s, o: outcomes.append(o)
+        vault, lambda _service: endpoint, LocalLock(), lambda: 1000.0, on_refresh=lambda _u, _s, o: outcomes.append(o)
     )
 
 
 async def test_concurrent_callers_share_one_refresh_and_its_result(vault: Vault) -> None:
-    endpoint, outcomes = ScriptedEndpoint(), []
+    endpoint, outcomes = ScriptedEndpoint(), list[str]()
     seen = await seeded(vault)
     refresher = coordinator(vault, endpoint, outcomes)
     endpoint.release.set()
@@ -66,7 +66,7 @@ async def test_concurrent_callers_share_one_refresh_and_its_result(vault: Vault)
 
 
 async def test_a_transient_failure_is_reported_and_leaves_the_connection_usable(vault: Vault) -> None:
-    endpoint, outcomes = ScriptedEndpoint(RefreshUnavailable("HTTP 503")), []
+    endpoint, outcomes = ScriptedEndpoint(RefreshUnavailable("HTTP 503")), list[str]()
     endpoint.release.set()
     seen = await seeded(vault)
     with pytest.raises(RefreshUnavailable):
@@ -78,7 +78,7 @@ async def test_a_transient_failure_is_reported_and_leaves_the_connection_usable(
 
 
 async def test_invalid_grant_marks_the_connection_broken(vault: Vault) -> None:
-    endpoint, outcomes = ScriptedEndpoint(RefreshRefused("invalid_grant")), []
+    endpoint, outcomes = ScriptedEndpoint(RefreshRefused("invalid_grant")), list[str]()
     endpoint.release.set()
     seen = await seeded(vault)
     result = await coordinator(vault, endpoint, outcomes).fresh(seen)
