@@ -63,6 +63,8 @@ async def test_revoking_the_grant_at_the_provider_makes_the_next_call_ask_for_a_
         connection = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)
         assert connection is not None
         assert connection.tokens.refresh_token
+        events: list[tuple[str, dict[str, object]]] = []
+        gw.app[AUDIT].listen(lambda event, fields: events.append((event, fields)))
         client = oidc_provider.client
         basic = base64.b64encode(f"{client.client_id}:{client.client_secret}".encode()).decode()
         async with http.post(
