@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from gateway.audit import AUDIT
+from gateway.vault.refresh import RefreshUnavailable
 from gateway.vault.setup import VAULT
+from gateway.vault.singleflight import LocalLock, RefreshCoordinator
 from tests.support.databases import Backend
 from tests.support.oidc import OidcProvider
 from tests.vault.conftest import SERVICE, MovableClock, Outbound, connect, gateways, new_caller, sample, tmp_files
@@ -144,3 +148,30 @@ async def _full_flow_stores_nothing_in_clear(
             assert secret.encode() not in stored
         rows = await gw.storage.list_connections(caller.user_id)
         assert [row.encryption_key_id for row in rows] == ["k1"]
+
+
+class UnavailableTokenEndpoint:
+    async def refresh(self, refresh_token: str) -> Mapping[str, Any]:
+        raise RefreshUnavailable("token endpoint: HTTP 503")
+
+
+async def test_a_transient_refresh_failure_is_a_502_and_the_connection_stays_usable(
+    db: Backend, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
+) -> None:
+    async with gateways(db, oidc_provider, clock, outbound) as [gw], aiohttp.ClientSession() as http:
+        caller = await new_caller(gw)
+        await connect(gw, oidc_provider, caller.user_id)
+        services = gw.app[VAULT]
+        working = services.refresher
+        services.refresher = RefreshCoordinator(
+            services.vault, lambda _service: UnavailableTokenEndpoint(), LocalLock(), clock.now,
+            on_refresh=working._on_refresh,
+        )  # fmt: skip
+        clock.advance(60)
+        async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 502
+            assert (await response.json())["error"] == "provider_unavailable"
+        assert sample(gw.app, "gateway_vault_refresh_failures_total", service=SERVICE, kind="failed") == 1
+        services.refresher = working  # the provider is back
+        async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 200
