@@ -117,6 +117,7 @@ async def _authenticate(request: web.Request, services: VaultServices) -> Princi
         raise InvalidToken("The identity token is not valid", headers=challenge) from exc
     if claims.get("api_key_id") != principal.credential_id or claims.get("sub") != principal.user_id:
         raise InvalidToken("The identity token was not issued to this API key", headers=challenge)
+    verifier.record_use(principal, now)
     return principal
 
 
