@@ -51,6 +51,7 @@ EVENTS: Final = frozenset(
         "admin.action",
         "policy.allowed",
         "policy.refused",
+        "service.refresh_failed",
     }
 )
 

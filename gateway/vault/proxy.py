@@ -123,6 +123,7 @@ async def _authenticate(request: web.Request, services: VaultServices) -> tuple[
     subject = claims.get("sub")
     if claims.get("api_key_id") != principal.credential_id or not isinstance(subject, str):
         raise InvalidToken("The identity token was not issued to this API key", headers=challenge)
+    verifier.record_use(principal, now)
     return principal, subject
 
 

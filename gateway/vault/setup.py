@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
+from gateway.audit import AUDIT
 from gateway.identity.app_verify import IDENTITY_VERIFIER
 from gateway.identity.providers import ProviderClient
 from gateway.identity.sealing import EncryptionKeys
@@ -53,7 +54,7 @@ def setup_vault(app: web.Application) -> None:
 
 @contextlib.asynccontextmanager
 async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
-    config, clock, metrics = app[CONFIG], app[CLOCK], app[METRICS]
+    config, clock, metrics, audit = app[CONFIG], app[CLOCK], app[METRICS], app[AUDIT]
     given = app.get(VAULT_SESSION)
     async with contextlib.AsyncExitStack() as stack:
         session = given if given is not None else None
@@ -82,11 +83,12 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
                 clients[provider.name] = ProviderTokenEndpoint(ProviderClient(provider, session, clock), session)
             return clients[provider.name]
 
-        def on_refresh(service: str, outcome: str) -> None:
+        def on_refresh(user_id: str, service: str, outcome: str) -> None:
             if outcome == "ok":
                 metrics.vault_refreshes.labels(service=label(service)).inc()
                 return
             metrics.vault_refresh_failures.labels(service=label(service), kind=outcome).inc()
+            audit.record("service.refresh_failed", reason=outcome, user_id=user_id, service=label(service))
             if outcome == "refused":
                 metrics.vault_broken.labels(service=label(service)).inc()
 

@@ -106,10 +106,10 @@ class RefreshCoordinator:
         lock: RefreshLock,
         now: Callable[[], float],
         *,
-        on_refresh: Callable[[str, str], None] | None = None,
+        on_refresh: Callable[[str, str, str], None] | None = None,
     ) -> None:
-        """``endpoints(service)``: the token endpoint of the service's provider. ``on_refresh(service, outcome)``
-        hears ``ok``, ``refused`` or ``failed`` (metrics, audit)."""
+        """``endpoints(service)``: the token endpoint of the service's provider. ``on_refresh(user_id, service,
+        outcome)`` hears ``ok``, ``refused`` or ``failed`` (metrics, audit)."""
         self._vault = vault
         self._endpoints = endpoints
         self._lock = lock
@@ -138,19 +138,19 @@ class RefreshCoordinator:
                 response = await self._endpoints(current.service).refresh(current.tokens.refresh_token)
                 tokens = ProviderTokens.from_response(response, self._now(), previous=current.tokens)
             except RefreshRefused:
-                self._report(current.service, "refused")
+                self._report(current, "refused")
                 await self._vault.mark_broken(current)
                 return await self._reread(current)
             except (RefreshUnavailable, ValueError) as exc:
-                self._report(current.service, "failed")
+                self._report(current, "failed")
                 raise RefreshUnavailable(str(exc) if isinstance(exc, RefreshUnavailable) else "bad answer") from exc
-            self._report(current.service, "ok")
+            self._report(current, "ok")
             await self._vault.store_refreshed(current, tokens)
             return await self._reread(current)
 
     async def _reread(self, current: Connection) -> Connection:
         return await self._vault.connection(current.user_id, current.service) or current
 
-    def _report(self, service: str, outcome: str) -> None:
+    def _report(self, connection: Connection, outcome: str) -> None:
         if self._on_refresh is not None:
-            self._on_refresh(service, outcome)
+            self._on_refresh(connection.user_id, connection.service, outcome)

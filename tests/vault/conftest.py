@@ -64,7 +64,9 @@ class Outbound:
         return aiohttp.ClientSession(auto_decompress=False, trace_configs=[trace])
 
 
-def overrides(idp: OidcProvider, keys: str, prefix: str, public_url: str | None = None) -> dict[str, Any]:
+def overrides(
+    idp: OidcProvider, keys: str, prefix: str, public_url: str | None = None, plan: str = "free"
+) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "identity": {"encryption_keys": keys},
         "identity_providers": {
@@ -85,7 +87,7 @@ def overrides(idp: OidcProvider, keys: str, prefix: str, public_url: str | None 
             }
         },
         "redis": {"url": REDIS_URL},
-        "quota": {"key_prefix": prefix},
+        "quota": {"key_prefix": prefix, "default_plan": plan},
     }
     if public_url:
         raw["public_url"] = public_url
@@ -136,7 +138,7 @@ def sample(app: web.Application, name: str, **labels: str) -> float:
 
 @contextlib.asynccontextmanager
 async def gateways(
-    db: Backend, idp: OidcProvider, clock: MovableClock, outbound: Outbound, count: int = 1
+    db: Backend, idp: OidcProvider, clock: MovableClock, outbound: Outbound, count: int = 1, plan: str = "free"
 ) -> AsyncIterator[list[GatewayHandle]]:
     """``count`` replicas on one database and one Redis, with one public URL (so identity tokens are valid on all)."""
     keys, prefix = generate_secret("k1"), f"gw:test:{secrets.token_hex(6)}"
@@ -155,7 +157,7 @@ async def gateways(
                     running_gateway(
                         storage=storage,
                         upstream_url=UNUSED_UPSTREAM,
-                        overrides=overrides(idp, keys, prefix, public_url),
+                        overrides=overrides(idp, keys, prefix, public_url, plan),
                         clock=clock,
                         prepare=prepare,
                     )

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from gateway.audit import AUDIT
+from gateway.vault.refresh import RefreshUnavailable
 from gateway.vault.setup import VAULT
+from gateway.vault.singleflight import LocalLock, RefreshCoordinator
 from tests.support.databases import Backend
 from tests.support.oidc import OidcProvider
 from tests.vault.conftest import SERVICE, MovableClock, Outbound, connect, gateways, new_caller, sample, tmp_files
@@ -28,6 +33,8 @@ async def test_a_proxied_call_returns_the_providers_answer(
             assert response.status == 200
             assert response.content_type == "application/json"
             assert (await response.json())["email"] == "alice@example.com"
+            assert "RateLimit" in response.headers  # the account's one quota counter was charged
+        assert sample(gw.app, "gateway_quota_admitted_total") == 1
         assert sample(gw.app, "gateway_vault_proxied_requests_total", service=SERVICE, status_class="2xx") == 1
         assert sample(gw.app, REFRESHES, service=SERVICE) == 0
 
@@ -60,6 +67,8 @@ async def test_revoking_the_grant_at_the_provider_makes_the_next_call_ask_for_a_
         connection = await gw.app[VAULT].vault.connection(caller.user_id, SERVICE)
         assert connection is not None
         assert connection.tokens.refresh_token
+        events: list[tuple[str, dict[str, object]]] = []
+        gw.app[AUDIT].listen(lambda event, fields: events.append((event, fields)))
         client = oidc_provider.client
         basic = base64.b64encode(f"{client.client_id}:{client.client_secret}".encode()).decode()
         async with http.post(
@@ -76,6 +85,10 @@ async def test_revoking_the_grant_at_the_provider_makes_the_next_call_ask_for_a_
                 assert connection.tokens.refresh_token not in await response.text()
         assert sample(gw.app, "gateway_vault_broken_connections_total", service=SERVICE) == 1
         assert sample(gw.app, "gateway_vault_refresh_failures_total", service=SERVICE, kind="refused") == 1
+        [(event, fields)] = events
+        assert event == "service.refresh_failed"
+        assert (fields["reason"], fields["user_id"], fields["service"]) == ("refused", caller.user_id, SERVICE)
+        assert connection.tokens.refresh_token not in str(fields)
 
 
 async def test_the_provider_sees_only_the_vaulted_token_and_the_allowed_headers(
@@ -135,3 +148,30 @@ async def _full_flow_stores_nothing_in_clear(
             assert secret.encode() not in stored
         rows = await gw.storage.list_connections(caller.user_id)
         assert [row.encryption_key_id for row in rows] == ["k1"]
+
+
+class UnavailableTokenEndpoint:
+    async def refresh(self, refresh_token: str) -> Mapping[str, Any]:
+        raise RefreshUnavailable("token endpoint: HTTP 503")
+
+
+async def test_a_transient_refresh_failure_is_a_502_and_the_connection_stays_usable(
+    db: Backend, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
+) -> None:
+    async with gateways(db, oidc_provider, clock, outbound) as [gw], aiohttp.ClientSession() as http:
+        caller = await new_caller(gw)
+        await connect(gw, oidc_provider, caller.user_id)
+        services = gw.app[VAULT]
+        working = services.refresher
+        services.refresher = RefreshCoordinator(
+            services.vault, lambda _service: UnavailableTokenEndpoint(), LocalLock(), clock.now,
+            on_refresh=working._on_refresh,
+        )  # fmt: skip
+        clock.advance(60)
+        async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 502
+            assert (await response.json())["error"] == "provider_unavailable"
+        assert sample(gw.app, "gateway_vault_refresh_failures_total", service=SERVICE, kind="failed") == 1
+        services.refresher = working  # the provider is back
+        async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
+            assert response.status == 200
