@@ -203,6 +203,10 @@ class LeasedLimiter:
             if pool.lease is not None and pool.left >= cost and now < pool.lease.expires:
                 pool.left -= cost
                 return self._decision(pool, pool.lease, cost)
+            if pool.fetch is not None and pool.fetch.done():
+                # Its done-callback may not have run yet, and awaiting a finished task never yields: clear it
+                # here, or a waiter it did not cover would spin on it forever.
+                pool.fetched(pool.fetch)
             if pool.fetch is None:
                 fetch = pool.fetch = asyncio.create_task(self._fetch(account_id, plan, pool, cost))
                 fetch.add_done_callback(pool.fetched)

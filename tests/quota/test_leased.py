@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from typing import Any
 
@@ -226,3 +227,27 @@ async def test_a_refund_landing_while_a_lease_call_is_out_is_neither_lost_nor_sp
     assert (await call).allowed  # served by the 19 refunded units (Redis had nothing left)
     await limiter.aclose()
     assert await counted(redis_ns, account, plan) == [2]
+
+
+async def test_a_waiter_the_finished_fetch_did_not_cover_fetches_again_instead_of_spinning(
+    redis_ns: RedisNamespace,
+) -> None:
+    """A fetch that has finished but whose done-callback has not run yet: awaiting it never yields, so a waiter
+    it did not cover must clear it and fetch again (this spun forever, holding the event loop)."""
+    clock = ManualClock()
+    limiter = leased(redis_ns, clock)
+    account = redis_ns.account()
+    first = await limiter.admit(account, DAY, 1)  # a lease, its slice partly spent
+    assert first.allowed
+    pool = limiter._pools[(account, DAY)]
+    spent = dataclasses.replace(pool.lease, granted=1) if pool.lease is not None else None
+
+    async def finished() -> Any:
+        return spent
+
+    done = asyncio.create_task(finished())
+    await asyncio.wait({done})
+    pool.left, pool.lease, pool.fetch = 0, spent, done  # finished, not yet cleared by its callback
+    second = await asyncio.wait_for(limiter.admit(account, DAY, 1), 5)
+    assert second.allowed
+    await limiter.aclose()
