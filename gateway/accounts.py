@@ -60,12 +60,19 @@ class Accounts:
         return user
 
     async def create_key(
-        self, user: User, *, name: str, expires_in: float | None = None, key_id: str | None = None
+        self,
+        user: User,
+        *,
+        name: str,
+        expires_in: float | None = None,
+        key_id: str | None = None,
+        scope: str | None = None,
     ) -> tuple[ApiKey, MintedKey]:
         """Mint a key for the user; the returned ``MintedKey.key`` is the only copy there will ever be.
 
         ``key_id`` (unguessable, chosen by the caller) makes creation idempotent: a second call with the same id
-        raises ``Conflict`` and mints nothing."""
+        raises ``Conflict`` and mints nothing. ``scope`` (checked by the caller against the policy, see
+        ``gateway.policy.keys``): the scopes the key holds; None, everything."""
         name = name.strip()
         if not name or len(name) > MAX_KEY_NAME or not name.isprintable():
             raise AccountError(f"a key name is 1 to {MAX_KEY_NAME} printable characters")
@@ -82,6 +89,7 @@ class Accounts:
             last_four=minted.last_four,
             created_at=now,
             expires_at=now + expires_in if expires_in is not None else None,
+            scope=scope,
         )
         await self.keys.create_api_key(row)
         return row, minted

@@ -1,8 +1,14 @@
-"""API key format: ``<prefix>_<32 random base62 chars><6-char base62 CRC32 checksum>``.
+"""API key formats (``api_keys.format``):
 
-32 base62 characters carry about 190 random bits. The checksum lets a malformed or mistyped key be
-refused before any storage lookup (and lets secret scanners recognise real keys). Only the SHA-256
-digest of the whole key is stored; lists show the prefix and the last four characters.
+- ``checksummed`` (the default): ``<prefix>_<32 random base62 chars><6-char base62 CRC32 checksum>``. 32 base62
+  characters carry about 190 random bits; the checksum lets a mistyped key be refused before any storage lookup
+  (and lets secret scanners recognise real keys).
+- ``hex32``: ``<prefix>_<32 lowercase hex chars>`` (128 random bits), the MCP Rank format
+  (``sk_mcp_rank_a1b2c3d4e5f6789012345678abcdef01`` with ``prefix: sk_mcp_rank``). No checksum: only the shape is
+  checked before the lookup.
+
+The prefix may contain underscores. Only the SHA-256 digest of the whole key is stored; lists show the prefix and
+the last four characters.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANDOM_CHARS = 32
 CHECKSUM_CHARS = 6
 DISPLAY_CHARS = 4
+HEX_CHARS = 32
+FORMATS = ("checksummed", "hex32")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +50,24 @@ def _checksum(prefix: str, body: str) -> str:
 
 
 class ApiKeyFormat:
-    """Mints and recognises keys with one fixed prefix."""
+    """Mints and recognises keys with one fixed prefix, in one of ``FORMATS``."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, kind: str = "checksummed") -> None:
+        if kind not in FORMATS:
+            raise ValueError(f"unknown API key format {kind!r}")
         self.prefix = prefix
-        self._pattern = re.compile(
-            rf"^{re.escape(prefix)}_([0-9A-Za-z]{{{RANDOM_CHARS}}})([0-9A-Za-z]{{{CHECKSUM_CHARS}}})$"
-        )
+        self.kind = kind
+        body = f"[0-9a-f]{{{HEX_CHARS}}}" if kind == "hex32" else f"[0-9A-Za-z]{{{RANDOM_CHARS}}}"
+        checksum = "" if kind == "hex32" else f"([0-9A-Za-z]{{{CHECKSUM_CHARS}}})"
+        self._pattern = re.compile(rf"^{re.escape(prefix)}_({body}){checksum}$")
 
     def mint(self) -> MintedKey:
-        body = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_CHARS))
-        key = f"{self.prefix}_{body}{_checksum(self.prefix, body)}"
+        if self.kind == "hex32":
+            body = secrets.token_hex(HEX_CHARS // 2)
+            key = f"{self.prefix}_{body}"
+        else:
+            body = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_CHARS))
+            key = f"{self.prefix}_{body}{_checksum(self.prefix, body)}"
         return MintedKey(
             key=key,
             key_hash=secret_hash(key),
@@ -69,4 +84,6 @@ class ApiKeyFormat:
         match = self._pattern.match(candidate)
         if match is None:
             return False
+        if self.kind == "hex32":
+            return True
         return secrets.compare_digest(_checksum(self.prefix, match.group(1)), match.group(2))

@@ -19,11 +19,14 @@ from gateway.credentials.setup import setup_credentials
 from gateway.dashboard import setup_dashboard
 from gateway.flight.setup import setup_flight
 from gateway.housekeeping import housekeeping_ctx
+from gateway.identity.app_flow import setup_app_flow
+from gateway.identity.signin import setup_provider_sign_in
 from gateway.identity.web import setup_identity
 from gateway.metrics import METRICS, Metrics
 from gateway.metrics_endpoint import setup_metrics_endpoint
 from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
+from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
@@ -82,6 +85,8 @@ def create_app(
     setup_quota(app)
     setup_throttle(app, REDIS)
     setup_credentials(app)
+    setup_identity(app)  # before the proxy: it signs the upstream's identity JWT
+    setup_policy(app)
     setup_proxy(app)
     app.cleanup_ctx.append(_revocation_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
@@ -92,7 +97,8 @@ def create_app(
     setup_metrics_endpoint(app)
     setup_oauth(app)
     setup_dashboard(app)
-    setup_identity(app)
+    setup_provider_sign_in(app)
+    setup_app_flow(app)
     setup_vault(app)
     setup_routes(app)
     return app

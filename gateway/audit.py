@@ -39,12 +39,16 @@ EVENTS: Final = frozenset(
         "app.revoked",
         "sessions.revoked",
         "api_key.created",
+        "api_key.callbacks_set",
         "api_key.revoked",
         "user.created",
+        "identity.linked",
         "user.disabled",
         "user.enabled",
         "user.plan_changed",
         "admin.action",
+        "policy.allowed",
+        "policy.refused",
         "service.refresh_failed",
     }
 )
@@ -110,7 +114,10 @@ class AuditLog:
                 fields[key] = _safe(value)
         self._log.info("audit %s", event, extra=fields)
         for listener in self._listeners:
-            listener(event, fields)
+            try:
+                listener(event, fields)
+            except Exception:  # what was audited has happened: a listener's failure must not undo the answer
+                log.exception("audit listener failed on %s", event)
 
 
 AUDIT = web.AppKey("audit", AuditLog)

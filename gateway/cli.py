@@ -13,24 +13,29 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+from gateway import event_loop
 from gateway.accounts import AccountError, Accounts
 from gateway.apikeys import ApiKeyFormat
 from gateway.app import create_app
 from gateway.audit import AuditLog
 from gateway.cli_accounts import CommandError, add_commands, run_apps, run_key_revoke, run_user_admin
 from gateway.clock import SystemClock
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_workers, workers_problems
 from gateway.flight.trace_cli import TraceError
+from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
 from gateway.identity.cli import add_signing_key_commands, run_signing_keys
 from gateway.logs import configure_logging
 from gateway.passwords import Passwords, WeakPassword
+from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.quota import make_limiter, quota_redis_client
 from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
+from gateway.secrets_hashing import new_id
 from gateway.server import serve
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
 from gateway.vault.cli import add_vault_commands, run_vault
+from gateway.workers import bind_listening_socket, supervise
 
 CONFIG_ENV = "MCP_GATEWAY_CONFIG"
 
@@ -75,7 +80,7 @@ def accounts_for(config: GatewayConfig, storage: Storage) -> Accounts:
         users=storage,
         keys=storage,
         passwords=Passwords(),
-        key_format=ApiKeyFormat(config.api_keys.prefix),
+        key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
         clock=SystemClock(),
     )
 
@@ -105,7 +110,8 @@ async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, host, port) as running:
-        print(f"mcp-gateway listening on {running.url} (public URL {config.public_url})", file=sys.stderr)
+        ready = f"mcp-gateway listening on {running.url} (public URL {config.public_url}"
+        print(f"{ready}; event loop {event_loop.loop_name(loop)})", file=sys.stderr)
         limits = running.connections.limits
         per_address = f"{limits.max_per_address} per address" if limits.max_per_address else "no per-address cap"
         print(
@@ -179,7 +185,20 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
         if args.keys_command == "create":
             user = await accounts.require_user(args.user)
             expires_in = args.expires_in_days * 86400.0 if args.expires_in_days is not None else None
-            row, minted = await accounts.create_key(user, name=args.name, expires_in=expires_in)
+            try:
+                scope = key_scope(config.authorization, args.scope or [])
+            except UnknownKeyScope as exc:
+                raise CliError(str(exc)) from None
+            key_id = new_id("key")
+            try:
+                key_app = key_app_for(key_id, args.redirect_uri, tokens_in_url=args.tokens_in_callback_url)
+            except CallbackUrlError as exc:
+                raise CliError(str(exc)) from exc
+            row, minted = await accounts.create_key(
+                user, name=args.name, expires_in=expires_in, key_id=key_id, scope=scope
+            )
+            if key_app is not None:
+                await storage.set_key_app(key_app)
             audit_log(config).record("api_key.created", actor="cli", user_id=user.id, key_id=row.id)
             print(
                 f"created key {row.id} for {escape_unsafe(user.email)}; copy it now, it will not be shown again:",
@@ -189,14 +208,15 @@ async def run_keys(config: GatewayConfig, args: argparse.Namespace) -> None:
         elif args.keys_command == "list":
             user_id = (await accounts.require_user(args.user)).id if args.user else None
             emails = {u.id: escape_unsafe(u.email) for u in await storage.list_users()}
-            print(f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21} STATUS")
+            columns = f"{'ID':<22} {'KEY':<16} {'NAME':<20} {'USER':<30} {'CREATED':<21} {'LAST USED':<21}"
+            print(f"{columns} {'STATUS':<8} SCOPES")
             now = time.time()
             for key in await storage.list_api_keys(user_id):
                 shown, name = f"{key.display_prefix}…{key.last_four}", escape_unsafe(key.name)
                 status = "revoked" if key.revoked_at else ("active" if key.usable_at(now) else "expired")
                 print(
                     f"{key.id:<22} {shown:<16} {name[:20]:<20} {emails.get(key.user_id, '?')[:30]:<30} "
-                    f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status}"
+                    f"{when(key.created_at):<21} {when(key.last_used_at):<21} {status:<8} {key.scope or '(all)'}"
                 )
         elif args.keys_command == "revoke":
             async with announcements(config) as bus:
@@ -217,6 +237,35 @@ async def announcements(config: GatewayConfig) -> AsyncIterator[RevocationBus]:
         await bus.close()
 
 
+def worker_count(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``serve``: one process, or a supervisor and ``--workers`` processes. Runs its own event loop(s), so that
+    workers are forked from a process that holds none, on uvloop unless ``server.uvloop`` is false."""
+    config = load(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    workers = args.workers or config.server.workers
+    problems = workers_problems(config, workers)
+    if problems:
+        raise ConfigError(problems)
+    if args.migrate:
+        asyncio.run(run_migrate(config))
+    host, port = args.host or config.server.host, args.port if args.port is not None else config.server.port
+    if workers == 1:
+        event_loop.run(run_serve(config, host, port), use_uvloop=config.server.uvloop)
+        return 0
+    try:
+        sock = bind_listening_socket(host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return supervise(config, sock, workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (default: server.host)")
     p.add_argument("--port", type=int, help="listen port (default: server.port)")
     p.add_argument("--migrate", action="store_true", help="apply pending migrations before serving")
+    p.add_argument(
+        "--workers", type=worker_count, metavar="N", help="gateway processes, or auto (default: server.workers)"
+    )
     command("migrate", "apply pending database migrations")
     p = command("quickstart", "start the example upstream and the gateway on the embedded default, with a login")
     p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
@@ -253,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, metavar="EMAIL")
     p.add_argument("--name", default="default")
     p.add_argument("--expires-in-days", type=float, metavar="DAYS")
+    p.add_argument("--scope", action="append", metavar="S", help="a scope the key holds (repeatable; none: everything)")
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a callback URL of the app flow (/v1/auth/...); repeatable; exact match, loopback on any port",
+    )
+    p.add_argument(
+        "--tokens-in-callback-url",
+        action="store_true",
+        help=f"deliver the tokens in the callback URL instead of a one-time code. RISK: {TOKENS_IN_URL_RISK}",
+    )
     p = command("list", "list API keys (prefix and last four characters only)", keys)
     p.add_argument("--user", metavar="EMAIL")
     p = command("revoke", "revoke an API key by id", keys)
@@ -280,11 +345,7 @@ async def dispatch(args: argparse.Namespace) -> None:
         raise DoctorFinished(exit_status(findings, strict=args.strict))
     # Every command logs like the server does: account commands write their audit events to stderr.
     configure_logging(config.logging.level, config.logging.format)
-    if args.command == "serve":
-        if args.migrate:
-            await run_migrate(config)
-        await run_serve(config, args.host or config.server.host, args.port or config.server.port)
-    elif args.command == "migrate":
+    if args.command == "migrate":
         await run_migrate(config)
     elif args.command == "users":
         await run_users(config, args)
@@ -314,6 +375,8 @@ async def dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            return serve_command(args)
         asyncio.run(dispatch(args))
     except ConfigError as exc:
         print(f"error: {escape_unsafe(str(exc))}", file=sys.stderr)

@@ -31,13 +31,12 @@ async def sweep(app: web.Application) -> dict[str, int]:
         "mcp_sessions": await storage.purge_sessions(created_before=now - config.limits.session_max_age),
         "tokens": await storage.purge_expired_tokens(before=now),
         "authorization_requests": await storage.purge_authorization_requests(expired_before=now),
+        "app_sign_ins": await storage.purge_app_sign_ins(expired_before=now),
         "clients": await reap_unused_clients(storage, clock, config.oauth.registration.unused_client_ttl),
         "browser_sessions": await storage.purge_browser_sessions(
             ended_before=now, idle_since=now - config.oauth.login_session_idle_ttl
         ),
-        "flight_steps": await storage.purge_trail(
-            before=now - config.flight_recorder.retention, keep_per_subject=config.flight_recorder.ring_size
-        ),
+        "flight_steps": await storage.purge_trail(before=now - config.flight_recorder.retention),
     }
 
 

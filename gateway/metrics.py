@@ -2,14 +2,23 @@
 
 Each application owns its own ``CollectorRegistry`` (several gateways can share a test process). Every label is
 drawn from a small closed set named here: never a raw client id, URL, e-mail or token.
+
+Under ``serve --workers N`` every worker process writes its samples to files in one per-run directory
+(prometheus-client's multiprocess mode, switched on by ``enable_multiprocess`` in each worker before any metric
+exists) and ``exposition`` reads them all: counters and histograms are summed over the workers (those that died
+too: a counter never goes back), gauges say how they combine (``multiprocess_mode``, ignored in one process).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 # Closed label vocabularies (a value outside these is reported as "other").
 ROUTES: Final = frozenset(
@@ -23,6 +32,7 @@ ROUTES: Final = frozenset(
         "authorize",
         "login",
         "consent",
+        "app_auth",
         "metadata",
         "dashboard",
         "admin",
@@ -48,11 +58,31 @@ def bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "other"
 
 
+def enable_multiprocess(directory: str) -> None:
+    """Make every metric created from now on in this process write its samples under ``directory``.
+
+    prometheus-client picks its value class once, at import, from ``PROMETHEUS_MULTIPROC_DIR``; a forked worker
+    imported it long before, so the choice is made again here. Call it once per worker process, first thing."""
+    os.environ[MULTIPROC_ENV] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def exposition(metrics: Metrics) -> bytes:
+    """The text exposition: this registry's, or with workers, every worker's samples combined."""
+    if metrics.multiprocess_dir is None:
+        return generate_latest(metrics.registry)
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined, path=metrics.multiprocess_dir)  # type: ignore[no-untyped-call]
+    return generate_latest(combined)
+
+
 class Metrics:
     """All series of one gateway. Names and labels are the contract the Grafana dashboard relies on."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir
+        """The workers' shared sample directory (``enable_multiprocess``), or None in one process."""
         r = self.registry
         self.requests = Counter(
             "gateway_http_requests",
@@ -82,7 +112,11 @@ class Metrics:
             registry=r,
         )
         self.open_streams = Gauge(
-            "gateway_open_streams", "Event streams open to clients, by transport.", ["transport"], registry=r
+            "gateway_open_streams",
+            "Event streams open to clients, by transport.",
+            ["transport"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.auth_failures = Counter(
             "gateway_auth_failures", "Refused MCP credentials, by reason.", ["reason"], registry=r
@@ -108,6 +142,7 @@ class Metrics:
             "gateway_quota_degraded",
             "1 while the shared quota counter is unreachable and a local share applies.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.quota_degraded_admissions = Counter(
             "gateway_quota_degraded_admissions", "Requests admitted by the per-replica degraded limiter.", registry=r

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the Prometheus text exposition of this replica's registry.
+"""``GET /metrics``: the Prometheus text exposition of this replica's registry (all its workers' with ``--workers``).
 
 With ``metrics.bearer_token`` set the scraper must send ``Authorization: Bearer <token>`` (compared in constant
 time); without it the endpoint is open, so keep it on an internal network or block it at the load balancer.
@@ -9,11 +9,18 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.appkeys import CONFIG
 from gateway.errors import Unauthorized
-from gateway.metrics import AUTH_FAILURE_REASONS, METRICS, REVOCATION_SOURCES, UPSTREAM_ERROR_KINDS, Metrics
+from gateway.metrics import (
+    AUTH_FAILURE_REASONS,
+    METRICS,
+    REVOCATION_SOURCES,
+    UPSTREAM_ERROR_KINDS,
+    Metrics,
+    exposition,
+)
 from gateway.request_metrics import STREAM_TRANSPORTS
 from gateway.security_events import GRANT_TYPES, LOGIN_OUTCOMES, REGISTRATION_KINDS
 from gateway.throttle.limits import ENDPOINTS as THROTTLED_ENDPOINTS
@@ -28,7 +35,7 @@ async def metrics(request: web.Request) -> web.Response:
         presented = sent.strip().encode("utf-8", "surrogateescape")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token.encode()):
             raise Unauthorized("The metrics bearer token is missing or wrong", headers={"WWW-Authenticate": "Bearer"})
-    body = generate_latest(request.app[METRICS].registry)
+    body = exposition(request.app[METRICS])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.identity.sealing import generate_secret
 from gateway.server import serve
 
 QUICKSTART_EMAIL = "you@example.com"
@@ -25,10 +27,14 @@ READY_TIMEOUT = 30.0
 
 
 @contextlib.asynccontextmanager
-async def upstream_process() -> AsyncIterator[str]:
-    """Run ``python -m upstream_mcp --port 0``; yields its base URL."""
+async def upstream_process(gateway_url: str | None = None) -> AsyncIterator[str]:
+    """Run ``python -m upstream_mcp --port 0`` (verifying the identity JWTs of the gateway at ``gateway_url``);
+    yields its base URL."""
+    verify = [] if gateway_url is None else ["--identity-jwks", f"{gateway_url}/.well-known/jwks.json"]
+    verify += [] if gateway_url is None else ["--identity-issuer", gateway_url]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "upstream_mcp", "--host", "127.0.0.1", "--port", "0", stdout=asyncio.subprocess.PIPE
+        *(sys.executable, "-m", "upstream_mcp", "--host", "127.0.0.1", "--port", "0", *verify),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -58,9 +64,21 @@ def quickstart_config(port: int, upstream: str, data_dir: Path) -> GatewayConfig
             "server": {"host": "127.0.0.1", "port": port},
             "upstream": {"url": f"{upstream}/mcp", "sse_url": f"{upstream}/sse"},
             "storage": {"url": f"sqlite:///{data_dir / 'gateway.db'}"},
+            "identity": {"encryption_keys": _encryption_key(data_dir)},
             "logging": {"format": "text", "level": "WARNING"},
         }
     )
+
+
+def _encryption_key(data_dir: Path) -> str:
+    """The key that seals the identity signing keys: made once, kept beside the database, readable by its owner only
+    (a production deployment passes ``identity.encryption_keys`` from a secret store instead)."""
+    path = data_dir / "identity-encryption.key"
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(generate_secret() + "\n")
+    return path.read_text().strip()
 
 
 async def prepare_login(config: GatewayConfig) -> tuple[str, str]:
@@ -92,7 +110,7 @@ def _make_dir(data_dir: str) -> Path:
 
 async def run_quickstart(port: int, data_dir: str) -> None:
     directory = await asyncio.to_thread(_make_dir, data_dir)
-    async with upstream_process() as upstream:
+    async with upstream_process(f"http://127.0.0.1:{port}") as upstream:
         config = quickstart_config(port, upstream, directory)
         password, key = await prepare_login(config)
         stop = asyncio.Event()

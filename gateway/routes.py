@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import health, metrics_endpoint, web_pages
 from gateway.admin import api as admin
+from gateway.admin import key_callbacks
 from gateway.appkeys import CONFIG
 from gateway.config import MCP_PATH, GatewayConfig
 from gateway.dashboard import pages as account
@@ -32,7 +33,9 @@ from gateway.errors import (
     render,
 )
 from gateway.flight import views as flight_views
+from gateway.identity import app_flow, signin_web
 from gateway.identity import web as identity_web
+from gateway.identity.signin import CALLBACK_PATH
 from gateway.oauth import authorize, interaction, metadata, registration, revocation, token_endpoint
 from gateway.oauth.context import (
     AUTHORIZE_PATH,
@@ -81,15 +84,23 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(TOKEN_PATH, OPTIONS, token_endpoint.preflight, "token"),
         Route(REVOKE_PATH, POST, cors(revocation.revoke), "revoke"),
         Route(REVOKE_PATH, OPTIONS, token_endpoint.preflight, "revoke"),
+        # The app flow (identity tokens for apps holding an API key): JSON for the app's server, pages for people
+        Route(app_flow.INITIATE_PATH, GET, app_flow.initiate, "app_auth"),
+        Route(app_flow.CALLBACK_PATH, GET, app_flow.callback, "app_auth", PAGE),
+        Route(app_flow.TOKEN_PATH, POST, app_flow.token, "app_auth"),
+        Route(app_flow.REVOKE_PATH, POST, app_flow.revoke, "app_auth"),
         # OAuth pages people see: sign-in and consent
         Route(AUTHORIZE_PATH, GET, authorize.handle_authorize, "authorize", PAGE),
         Route(LOGIN_PATH, GET, interaction.login_page, "login", PAGE),
         Route(LOGIN_PATH, POST, interaction.login_submit, "login", PAGE, SMALL),
+        Route(LOGIN_PATH + "/{provider}", GET, signin_web.oauth_start, "login", PAGE),
+        Route(CALLBACK_PATH, GET, signin_web.callback, "login", PAGE),
         Route(CONSENT_PATH, GET, interaction.consent_page, "consent", PAGE),
         Route(CONSENT_PATH, POST, interaction.consent_submit, "consent", PAGE, SMALL),
         # The dashboard
         Route(SIGNIN_PATH, GET, signin.signin_page, "dashboard", ACCOUNT),
         Route(SIGNIN_PATH, POST, signin.signin_submit, "dashboard", ACCOUNT, SMALL),
+        Route(SIGNIN_PATH + "/{provider}", GET, signin_web.dashboard_start, "dashboard", ACCOUNT),
         Route(signin.SIGNUP_PATH, GET, signin.signup_page, "dashboard", ACCOUNT),
         Route(signin.SIGNUP_PATH, POST, signin.signup_submit, "dashboard", ACCOUNT, SMALL),
         Route(signin.LOGOUT_PATH, POST, signin.logout, "dashboard", ACCOUNT, SMALL),
@@ -110,6 +121,8 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(f"{ADMIN}/users/{{user_id}}/apps/{{app_id}}/revoke", POST, admin.revoke_user_app, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/revoke", POST, admin.revoke_client, "admin", JSON, SMALL),
         Route(f"{ADMIN}/keys/{{key_id}}/revoke", POST, admin.revoke_key, "admin", JSON, SMALL),
+        Route(f"{ADMIN}/users/{{user_id}}/keys", POST, admin.create_key, "admin", JSON, SMALL),
+        Route(f"{ADMIN}/keys/{{key_id}}/callbacks", POST, key_callbacks.set_key_callbacks, "admin", JSON, SMALL),
         Route(f"{ADMIN}/clients/trace", GET, flight_views.client_trace, "admin"),
         Route(f"{ADMIN}/users/{{user_id}}/trace", GET, flight_views.user_trace, "admin"),
         # The MCP data plane (Streamable HTTP, legacy HTTP+SSE): JSON-RPC errors

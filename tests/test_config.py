@@ -128,3 +128,18 @@ def test_a_short_metrics_bearer_token_is_refused_with_its_path():
     with pytest.raises(ConfigError) as short:
         parse_config({"metrics": {"bearer_token": "short"}}, env={})
     assert short.value.problems == ["metrics.bearer_token: use at least 16 characters (or leave it empty)"]
+
+
+def test_allowed_email_domains_must_be_domains_and_passwords_off_needs_a_provider():
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"accounts": {"allowed_email_domains": ["corp.example", "@corp.example", ""], "local_passwords": False}}
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "accounts.allowed_email_domains[1]" in problems
+    assert "accounts.allowed_email_domains[2]" in problems
+    assert "accounts.allowed_email_domains[0]" not in problems
+    assert "accounts.local_passwords: false needs at least one identity_providers entry" in problems
+    provider = {"issuer": "https://sso.corp.example", "client_id": "gw", "client_secret": "s3cret"}
+    config = parse_config({"accounts": {"local_passwords": False}, "identity_providers": {"corp": provider}})
+    assert config.accounts.local_passwords is False

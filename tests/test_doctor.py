@@ -127,12 +127,13 @@ SITE_METADATA = {"issuer": "https://sso.example.com", "resource": "https://www.e
 
 
 @contextlib.asynccontextmanager
-async def _front_proxy(sock: socket.socket, target: list[str]) -> AsyncIterator[None]:
-    """A front proxy that passes the gateway's paths but sends /.well-known/ to the company website (which has
-    discovery documents of its own): a common way to break MCP discovery."""
+async def _front_proxy(sock: socket.socket, target: list[str], *, well_known_elsewhere: bool) -> AsyncIterator[None]:
+    """A front proxy that answers with its own ``Server`` header (as nginx does); with ``well_known_elsewhere`` it
+    sends /.well-known/ to the company website (which has discovery documents of its own): a common way to break
+    MCP discovery."""
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        if request.path.startswith("/.well-known/"):
+        if well_known_elsewhere and request.path.startswith("/.well-known/"):
             return web.json_response(SITE_METADATA)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with (
@@ -142,7 +143,8 @@ async def _front_proxy(sock: socket.socket, target: list[str]) -> AsyncIterator[
             ) as answer,
         ):
             body = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"server"}}
+            kept["Server"] = "nginx"
             return web.Response(status=answer.status, headers=kept, body=body)
 
     app = web.Application()
@@ -163,7 +165,7 @@ async def test_doctor_names_discovery_documents_a_front_proxy_sends_elsewhere(
     with _free_socket() as proxy_sock:
         public_url = f"http://127.0.0.1:{proxy_sock.getsockname()[1]}"
         async with (
-            _front_proxy(proxy_sock, target),
+            _front_proxy(proxy_sock, target, well_known_elsewhere=True),
             running_gateway(
                 storage=sqlite_storage,
                 upstream_url=upstream.mcp_url,
@@ -177,3 +179,24 @@ async def test_doctor_names_discovery_documents_a_front_proxy_sends_elsewhere(
     assert failed.keys() == {"resource_metadata"}
     assert f"says resource 'https://www.example.com' but clients use '{public_url}/mcp'" in failed["resource_metadata"]
     assert exit_status(findings) == 1
+
+
+async def test_doctor_finds_nothing_wrong_behind_a_front_proxy_that_replaces_the_server_header(
+    sqlite_storage: Storage, upstream: UpstreamProcess, tmp_path: Path
+) -> None:
+    target: list[str] = []
+    with _free_socket() as proxy_sock:
+        public_url = f"http://127.0.0.1:{proxy_sock.getsockname()[1]}"
+        async with (
+            _front_proxy(proxy_sock, target, well_known_elsewhere=False),
+            running_gateway(
+                storage=sqlite_storage,
+                upstream_url=upstream.mcp_url,
+                overrides={"public_url": public_url, "metrics": {"bearer_token": METRICS_TOKEN}},
+            ) as handle,
+        ):
+            target.append(handle.url)
+            findings = await diagnose(
+                parse_config(_config_of(public_url, tmp_path, upstream.mcp_url)), clock=SystemClock()
+            )
+    assert _failed(findings) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -56,6 +57,8 @@ async def test_quickstart_prints_a_working_mcp_url_api_key_and_dashboard_and_sto
         async with streamable_session_client(mcp_url.group(1), {"X-API-Key": key.group(1)}) as client:
             result = await client.call_tool("echo", {"text": "from the quick start"})
             assert "from the quick start" in str(result.content)
+            seen = json.loads(str((await client.call_tool("whoami", {})).content[0].text))  # type: ignore[union-attr]
+            assert seen["identity_token"]["verified"] is True, seen["identity_token"]
 
         async with aiohttp.ClientSession() as http:
             async with http.get(dashboard.group(1), allow_redirects=False) as page:

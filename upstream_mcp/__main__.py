@@ -12,7 +12,9 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
+from upstream_mcp.identity import IdentityVerifier
 from upstream_mcp.server import (
+    IDENTITY_TOKEN_HEADER,
     MCP_PATH,
     MESSAGES_PATH,
     READY_LINE_PREFIX,
@@ -69,6 +71,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="dns_rebinding_protection",
         action="store_false",
         help="accept any Host and Origin header (the protection is on by default)",
+    )
+    parser.add_argument(
+        "--identity-jwks",
+        metavar="URL",
+        help=(
+            "the gateway's key set (https://GATEWAY/.well-known/jwks.json): whoami then verifies the signed "
+            "identity JWT the gateway sends and reports its claims (without it: reported as not verified)"
+        ),
+    )
+    parser.add_argument(
+        "--identity-audience",
+        metavar="AUD",
+        help="the aud the identity JWT must carry: the gateway's upstream.identity_audience (default: this "
+        "server's origin, http://HOST:PORT as the gateway reaches it, which is the gateway's default too)",
+    )
+    parser.add_argument("--identity-issuer", metavar="URL", help="the iss it must carry: the gateway's public_url")
+    parser.add_argument(
+        "--identity-header",
+        default=IDENTITY_TOKEN_HEADER,
+        metavar="NAME",
+        help="the header carrying it: the gateway's upstream.identity_header (default: %(default)s)",
     )
     parser.add_argument(
         "--log-level",
@@ -136,11 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     security = transport_security(
         args.host, args.allowed_host, args.allowed_origin, enabled=args.dns_rebinding_protection
     )
-    app = build_app(create_server(), security=security)
     sock = bind_socket(args.host, args.port)
     with sock:
         port = sock.getsockname()[1]
         shown_host = f"[{args.host}]" if ":" in args.host else args.host
+        verifier = None
+        if args.identity_jwks:
+            audience = args.identity_audience or f"http://{shown_host}:{port}"
+            verifier = IdentityVerifier(args.identity_jwks, audience, issuer=args.identity_issuer)
+            logger.info("verifying %s against %s (aud %s)", args.identity_header, args.identity_jwks, audience)
+        app = build_app(create_server(verifier, args.identity_header), security=security)
         config = uvicorn.Config(
             app,
             log_config=None,

@@ -9,7 +9,8 @@ One Starlette app serves every transport the ``mcp`` SDK offers:
   ``MCP-Protocol-Version`` header.
 * ``/sse`` with messages POSTed to ``/messages/?session_id=...``: the legacy HTTP+SSE transport.
 
-The server has no notion of auth; ``whoami`` only reports what the caller's HTTP request carried.
+The server has no notion of auth; ``whoami`` only reports what the caller's HTTP request carried, and, given
+an ``IdentityVerifier`` (``--identity-jwks``), whether the gateway's signed identity JWT in it verifies.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import string
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -29,6 +30,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from upstream_mcp.identity import IdentityRejected, IdentityVerifier, token_key_id
 
 SERVER_NAME = "upstream-mcp"
 SERVER_VERSION = "0.1.0"
@@ -48,6 +51,8 @@ BIG_TEXT_LINE_LENGTH = 64
 """Every ``big_text`` line is this many characters, newline included; 16 lines make one KiB."""
 
 IDENTITY_HEADER_PREFIX = "x-gateway-"
+IDENTITY_TOKEN_HEADER = "x-mcp-identity"  # noqa: S105 - a header name
+"""Where the gateway sends its signed identity JWT (its ``upstream.identity_header``)."""
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 _FILLER = string.ascii_letters + string.digits
@@ -61,6 +66,19 @@ class WhoAmI(BaseModel):
 
     header_names: list[str]
     """Sorted lowercase names of all the request's headers; values are never echoed."""
+
+    identity_token: IdentityTokenReport | None = None
+    """The identity JWT's verification (None: the request carried none)."""
+
+
+class IdentityTokenReport(BaseModel):
+    """What became of the identity JWT: its verified claims, or why it was not verified."""
+
+    verified: bool
+    key_id: str | None = None
+    """The ``kid`` of the key that signed it (when verified)."""
+    claims: dict[str, object] | None = None
+    error: str | None = None
 
 
 def echo(text: str) -> str:
@@ -104,22 +122,47 @@ def big_text(kib: int) -> str:
     return "".join(big_text_line(number) for number in range(kib * lines_per_kib))
 
 
-def whoami(ctx: Context) -> WhoAmI:
-    """Report the ``x-gateway-*`` headers (with values) and the names of all headers of this call's HTTP request.
+def make_whoami(
+    verifier: IdentityVerifier | None = None, token_header: str = IDENTITY_TOKEN_HEADER
+) -> Callable[[Context], Awaitable[WhoAmI]]:
+    """The ``whoami`` tool, verifying the identity JWT in ``token_header`` with ``verifier`` (None: not verified)."""
+    token_header = token_header.lower()
 
-    On the legacy SSE transport that is the POST to ``/messages/`` that carried the call.
-    """
-    headers = ctx.headers
-    if headers is None:
-        raise ToolError("whoami needs an HTTP transport: this request carried no HTTP headers")
-    identity: dict[str, str] = {}
-    names: set[str] = set()
-    for raw_name, value in headers.items():
-        name = raw_name.lower()
-        names.add(name)
-        if name.startswith(IDENTITY_HEADER_PREFIX):
-            identity[name] = f"{identity[name]}, {value}" if name in identity else value
-    return WhoAmI(identity=identity, header_names=sorted(names))
+    async def whoami(ctx: Context) -> WhoAmI:
+        """Report the ``x-gateway-*`` headers (with values), the names of all headers of this call's HTTP request,
+        and the verified claims of the gateway's identity JWT (or why it did not verify).
+
+        On the legacy SSE transport that is the POST to ``/messages/`` that carried the call.
+        """
+        headers = ctx.headers
+        if headers is None:
+            raise ToolError("whoami needs an HTTP transport: this request carried no HTTP headers")
+        identity: dict[str, str] = {}
+        names: set[str] = set()
+        tokens: list[str] = []
+        for raw_name, value in headers.items():
+            name = raw_name.lower()
+            names.add(name)
+            if name.startswith(IDENTITY_HEADER_PREFIX):
+                identity[name] = f"{identity[name]}, {value}" if name in identity else value
+            elif name == token_header:
+                tokens.append(value)
+        report = await _verify(verifier, tokens) if tokens else None
+        return WhoAmI(identity=identity, header_names=sorted(names), identity_token=report)
+
+    return whoami
+
+
+async def _verify(verifier: IdentityVerifier | None, tokens: list[str]) -> IdentityTokenReport:
+    if len(tokens) > 1:
+        return IdentityTokenReport(verified=False, error="the identity header came more than once")
+    if verifier is None:
+        return IdentityTokenReport(verified=False, error="not verified: the server has no --identity-jwks")
+    try:
+        claims = await verifier.verify(tokens[0])
+    except IdentityRejected as exc:
+        return IdentityTokenReport(verified=False, error=str(exc))
+    return IdentityTokenReport(verified=True, key_id=token_key_id(tokens[0]), claims=claims)
 
 
 def server_info() -> str:
@@ -143,8 +186,9 @@ def summarize(text: str) -> str:
     return f"Summarize the following text in one paragraph:\n\n{text}"
 
 
-def create_server() -> MCPServer:
-    """Build a fresh ``MCPServer`` with the example tools, resources and prompt registered."""
+def create_server(identity: IdentityVerifier | None = None, identity_header: str = IDENTITY_TOKEN_HEADER) -> MCPServer:
+    """Build a fresh ``MCPServer`` with the example tools, resources and prompt registered; ``whoami`` verifies
+    the identity JWT in ``identity_header`` with ``identity``."""
     server: MCPServer = MCPServer(
         SERVER_NAME,
         version=SERVER_VERSION,
@@ -154,7 +198,7 @@ def create_server() -> MCPServer:
     server.add_tool(add)
     server.add_tool(slow_count)
     server.add_tool(big_text, structured_output=False)
-    server.add_tool(whoami)
+    server.add_tool(make_whoami(identity, identity_header))
     server.resource("info://server", name="server-info", mime_type="application/json")(server_info)
     server.resource("greeting://{name}", name="greeting", mime_type="text/plain")(greeting)
     server.prompt()(summarize)

@@ -1,5 +1,5 @@
 """The admin API (JSON), for administrators signed in to the dashboard: users, their apps and keys;
-revoke by user, by client, by key; disable and enable users.
+revoke by user, by client, by key; disable and enable users; create keys (with scopes).
 
 Only an administrator's browser session is accepted: no session (or an expired one) is 401; another user's
 session, or any API key or bearer token, is 403. Mutations are same-origin POSTs with a JSON body (a
@@ -14,10 +14,13 @@ from aiohttp import web
 
 from gateway import jsonsafe
 from gateway.account_actions import AccountActions
-from gateway.appkeys import STORAGE
+from gateway.accounts import AccountError
+from gateway.appkeys import CONFIG, STORAGE
+from gateway.audit import AUDIT
 from gateway.authorized_apps import AuthorizedApp, authorized_apps, find_app
 from gateway.dashboard.context import DASHBOARD, actions_for
 from gateway.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.storage.base import ApiKey, User
 from gateway.web_pages import check_same_origin_post
 
@@ -88,6 +91,7 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "last_used_at": key.last_used_at,
         "expires_at": key.expires_at,
         "revoked_at": key.revoked_at,
+        "scopes": key.scope.split() if key.scope is not None else None,
     }
 
 
@@ -165,3 +169,26 @@ async def revoke_key(request: web.Request) -> web.Response:
     if key is None or not await actions.revoke_key(key.user_id, key.id):
         raise NotFound("No such active key")
     return _ok({"revoked": key.id})
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """A key for the user (``{"name": ..., "scopes": [...], "expires_in_days": N}``); the secret is shown once.
+    Without ``scopes`` the key may use everything, as before scopes existed."""
+    actions, body = await _mutation(request)
+    user = await _user(request)
+    name, scopes, days = body.get("name"), body.get("scopes", []), body.get("expires_in_days")
+    if not isinstance(name, str):
+        raise InvalidRequest("name is required")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidRequest("scopes is a list of scope names")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days <= 0):
+        raise InvalidRequest("expires_in_days is a positive number")
+    try:
+        scope = key_scope(request.app[CONFIG].authorization, scopes)
+        row, minted = await request.app[DASHBOARD].accounts.create_key(
+            user, name=name, expires_in=days * 86400.0 if days is not None else None, scope=scope
+        )
+    except (UnknownKeyScope, AccountError) as exc:
+        raise InvalidRequest(str(exc)) from exc
+    request.app[AUDIT].record("api_key.created", actor=actions.actor, reason="admin", user_id=user.id, key_id=row.id)
+    return _ok({"key": _key_json(row), "secret": minted.key})

@@ -37,7 +37,9 @@ class ApiKeyVerifier:
         user = await self._users.get_user(key.user_id)
         if user is None or not user.active:
             return Refusal("disabled", account_id=key.user_id)
-        principal = Principal(user_id=user.id, email=user.email, method="api_key", credential_id=key.id, plan=user.plan)
+        principal = Principal(
+            user_id=user.id, email=user.email, method="api_key", credential_id=key.id, scope=key.scope, plan=user.plan
+        )
         return Verified(principal, key.expires_at)
 
     def record_use(self, principal: Principal, now: float) -> None:

@@ -37,7 +37,9 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
     # The order is the precedence: gateway-minted opaque secrets first, then API keys by their prefix.
     verifiers: list[CredentialVerifier] = [
         AccessTokenVerifier(grants=storage, users=storage, resource=settings.resource, grant_use=grant_use),
-        ApiKeyVerifier(ApiKeyFormat(config.api_keys.prefix), keys=storage, users=storage, key_use=key_use),
+        ApiKeyVerifier(
+            ApiKeyFormat(config.api_keys.prefix, config.api_keys.format), keys=storage, users=storage, key_use=key_use
+        ),
     ]
     watermark = app[WATERMARK] = Watermark(storage, clock, interval=config.revocation.stream_recheck_interval)
     authn = app[AUTHENTICATOR] = Authenticator(
@@ -45,7 +47,8 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=ValidationCache(clock, watermark),
         clock=clock,
         challenge=Challenge(resource_metadata_url(settings), " ".join(config.oauth.default_scopes)),
-        required_scopes=config.oauth.default_scopes,
+        # With an authorization policy, each call is judged by its rule (gateway.policy) instead.
+        required_scopes=() if config.authorization.enabled else config.oauth.default_scopes,
         metrics=app[METRICS],
     )
     bus = app[REVOCATIONS]

@@ -26,7 +26,7 @@ async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
             users=storage,
             keys=storage,
             passwords=flow.passwords,
-            key_format=ApiKeyFormat(config.api_keys.prefix),
+            key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
             clock=app[CLOCK],
         ),
         logins=flow.logins,

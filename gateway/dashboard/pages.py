@@ -21,13 +21,16 @@ from gateway.audit import AUDIT
 from gateway.authorized_apps import authorized_apps, find_app
 from gateway.dashboard.chart import usage_chart
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, actions_for
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.flight.reading import attempts_for
 from gateway.flight.setup import FLIGHT
 from gateway.flight.steps import Record
+from gateway.identity.app_callbacks import TOKENS_IN_URL_RISK, CallbackUrlError, key_app_for
+from gateway.identity.signin_web import linked_identities
 from gateway.net import address_bucket, client_address
 from gateway.oauth.sign_in import throttled_account
 from gateway.passwords import WeakPassword
+from gateway.policy.keys import UnknownKeyScope, key_scope
 from gateway.quota.limiter import Usage
 from gateway.storage.base import Conflict, StorageError, StorageUnavailable, User
 from gateway.throttle.limits import Throttled
@@ -76,6 +79,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         apps = await authorized_apps(user.id, consents=storage, grants=storage, name_of=dashboard.client_name)
         keys = [key for key in await storage.list_api_keys(user.id) if key.revoked_at is None]
         history = await storage.usage_history(user.id, since_day=last_days(now, days)[0])
+        identities = await linked_identities(request.app, user.id)
     except StorageUnavailable as exc:
         raise ServiceUnavailable("The dashboard is unavailable, retry shortly") from exc
     attempts = await _attempts(request, user.id, now)
@@ -90,14 +94,18 @@ async def account_page(request: web.Request) -> web.StreamResponse:
         user=user,
         csrf=dashboard.session_csrf(request),
         key_request_id=secrets.token_urlsafe(18),
+        tokens_in_url_risk=TOKENS_IN_URL_RISK,
         apps=apps,
         keys=keys,
+        key_scopes=[(s.name, s.description) for s in request.app[CONFIG].authorization.scopes.values()],
         now=now,
         when=when,
         plan=dashboard.quota.config.plan_for(user.plan),
         usage=await _usage(request, user),
         chart=usage_chart(history, now=now, days=days),
         notice=request.query.get("done", ""),
+        identities=identities,
+        local_passwords=dashboard.settings.local_passwords,
     )
     return response
 
@@ -135,13 +143,22 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     # The same form submitted twice (a reload, a double click) names the same key: the second mints nothing.
     key_id = "key_" + hashlib.sha256(f"{user.id}\n{request_id}".encode()).hexdigest()[:24]
     try:
-        row, minted = await dashboard.accounts.create_key(
-            user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id
+        key_app = key_app_for(
+            key_id, form.get("redirect_uris", "").splitlines(), tokens_in_url=form.get("tokens_in_url") == "on"
         )
-    except AccountError as exc:
+    except CallbackUrlError as exc:
+        raise InvalidRequest(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from exc
+    try:
+        scope = key_scope(request.app[CONFIG].authorization, [form.get("scopes", "")])
+        row, minted = await dashboard.accounts.create_key(
+            user, name=form.get("name", ""), expires_in=expires_in, key_id=key_id, scope=scope
+        )
+    except (AccountError, UnknownKeyScope) as exc:
         raise InvalidRequest(str(exc).capitalize() + ".") from exc
     except Conflict:
         return render("key_created.html", key=None, secret=None, when=when, status=409)
+    if key_app is not None:
+        await request.app[STORAGE].set_key_app(key_app)
     request.app[AUDIT].record("api_key.created", actor=user.id, reason="dashboard", user_id=user.id, key_id=row.id)
     response = render("key_created.html", key=row, secret=minted.key, when=when)
     response.headers["Content-Security-Policy"] = SCRIPT_CSP
@@ -159,6 +176,8 @@ async def revoke_key(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
     user, form = await dashboard.signed_in_form(request)
+    if not dashboard.settings.local_passwords:
+        raise Forbidden("Passwords are off on this gateway: people sign in with an identity provider.")
     # The current password is a guess like any sign-in: same budgets, same records.
     account, address = throttled_account(user.email), client_address(request, dashboard.trusted_proxies)
     wait = await dashboard.throttle.login_attempt(account, address)

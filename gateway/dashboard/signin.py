@@ -9,7 +9,8 @@ from aiohttp import web
 from gateway.accounts import AccountError
 from gateway.audit import AUDIT
 from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH, Dashboard
-from gateway.errors import NotFound, ServiceUnavailable
+from gateway.errors import Forbidden, NotFound, ServiceUnavailable
+from gateway.identity.signin_web import sign_in_choices
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import bind_browser, browser_id, new_browser_id
 from gateway.oauth.sign_in import TooManySignIns, check_sign_in
@@ -21,6 +22,7 @@ from gateway.web_pages import render, see_other
 GENERIC_FAILURE = "Invalid email or password."
 SIGNUP_PATH = "/signup"
 LOGOUT_PATH = "/logout"
+PASSWORDS_OFF = "This gateway signs people in only with an identity provider: choose one on the sign-in page."
 
 
 def _page(request: web.Request, template: str, *, status: int = 200, **context: object) -> web.Response:
@@ -34,6 +36,7 @@ def _page(request: web.Request, template: str, *, status: int = 200, **context: 
         status=status,
         csrf=dashboard.browser_csrf(browser),
         signup_enabled=dashboard.settings.signup_enabled,
+        **sign_in_choices(request.app),
         **context,
     )
     if fresh:
@@ -49,6 +52,7 @@ async def signin_page(request: web.Request) -> web.StreamResponse:
 
 async def signin_submit(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
+    _require_passwords(dashboard)
     form = await dashboard.form(request)
     dashboard.check_browser_csrf(request, form)
     email, password = form.get("email", "").strip(), form.get("password", "")
@@ -78,9 +82,15 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _require_passwords(dashboard: Dashboard) -> None:
+    if not dashboard.settings.local_passwords:
+        raise Forbidden(PASSWORDS_OFF)
+
+
 def _require_signup(dashboard: Dashboard) -> None:
     if not dashboard.settings.signup_enabled:
         raise NotFound("Sign-up is closed on this gateway. Ask its operator for an account.")
+    _require_passwords(dashboard)
 
 
 async def signup_page(request: web.Request) -> web.StreamResponse:

@@ -41,6 +41,15 @@ class InsideChecks(Checks):
         if session_id:
             with contextlib.suppress(*NETWORK_ERRORS):  # closing the probe's session is a courtesy
                 await self._fetch("DELETE", url, headers={"Mcp-Session-Id": session_id})
+        if fetched.status in (401, 403):
+            self._add(
+                "upstream",
+                "warn",
+                f"the upstream {url} answered {fetched.status}: it is reachable but wants a credential (the "
+                "gateway's signed identity, which this check does not send)",
+                "nothing, if the upstream verifies the gateway's identity JWT; otherwise check its own auth",
+            )
+            return
         result = _jsonrpc_result(fetched)
         if fetched.status != 200 or not isinstance(result, dict) or "protocolVersion" not in result:
             self._add(
@@ -78,6 +87,11 @@ class InsideChecks(Checks):
             return
         except (StorageError, OSError, TimeoutError) as exc:
             self._add("storage", "fail", f"the database is not reachable ({error_name(exc)})", "check storage.url")
+            return
+        except Exception as exc:  # a driver error: wrong database, role or password (never printed with the URL)
+            self._add(
+                "storage", "fail", f"the database refused the connection ({error_name(exc)})", "check storage.url"
+            )
             return
         self._add("storage", "ok", "the database answers and its schema is current")
         allowance = self.config.security.max_clock_skew

@@ -11,6 +11,7 @@ from gateway.doctor.base import (
     NETWORK_ERRORS,
     RESOURCE_METADATA,
     Checks,
+    Fetched,
     duration,
     error_name,
     is_loopback,
@@ -47,7 +48,8 @@ class OutsideChecks(Checks):
                 "start the gateway, or fix public_url / the front proxy so that public_url reaches it",
             )
             return False
-        if fetched.status != 200 or fetched.headers.get("Server") != "mcp-gateway":
+        # The liveness body, not the Server header: front proxies (nginx by default) replace that one.
+        if fetched.status != 200 or not _is_liveness(fetched):
             self._add(
                 "reachable",
                 "fail",
@@ -208,3 +210,11 @@ class OutsideChecks(Checks):
             "every per-address budget",
             "list the front proxy's addresses in security.trusted_proxies (it must append X-Forwarded-For)",
         )
+
+
+def _is_liveness(fetched: Fetched) -> bool:
+    try:
+        body = fetched.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("status") == "ok"

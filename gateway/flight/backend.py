@@ -13,5 +13,5 @@ from gateway.storage.trail import TrailStore
 def trail_backend(config: GatewayConfig, redis: RedisClient | None, store: TrailStore) -> TrailBackend:
     settings = config.flight_recorder
     if redis is None:
-        return StoreTrail(store)
+        return StoreTrail(store, ring_size=settings.ring_size)
     return RedisTrail(redis, prefix=config.quota.key_prefix, ring_size=settings.ring_size, retention=settings.retention)

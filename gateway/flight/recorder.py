@@ -3,11 +3,15 @@
 Handlers call ``record`` (no I/O: a dict update), and a background loop writes what gathered to the shared trail
 (Redis when configured, the database otherwise) every ``FLUSH_INTERVAL``. Identical steps within one flush are
 kept once, with a count, so a client retrying in a loop fills one line, not the ring. A step is filed under its
-client and its account, or, when neither is known yet (discovery, a bad first request), under the caller's
-address, so a person can see their own attempts that never got as far as an app.
+client and its account. A failure of a caller who proved no account (no valid code, token, key or sign-in) is
+"unproven": it goes to the client's separate ``u:`` ring, or, when no client is named (discovery, a wrong path),
+to the caller's address, so a person can see their own attempts that never got as far as an app, and strangers
+cannot push a client's real steps out of its ring.
 
 Budgets, so that strangers cannot flood the trail: at most ``MAX_PENDING`` distinct steps wait for a flush (the
-rest are dropped and counted), and at most ``anonymous_per_minute`` steps a minute are filed by address alone.
+rest are dropped and counted); unproven steps are limited to ``anonymous_per_minute`` per address (ten addresses'
+worth in all) and, within a flush, are one line per step and reason whatever text the caller chose; a 429 is
+never a step.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Final, Protocol
 
 from gateway.background import background
 from gateway.clock import Clock
-from gateway.flight.steps import REASONS, STEPS, Outcome, Record, Step, clean
+from gateway.flight.steps import REASONS, STEPS, Outcome, Record, Redactor, Step
 from gateway.metrics import Metrics, bounded
 
 log = logging.getLogger("gateway.flight")
@@ -31,7 +35,10 @@ FLUSH_INTERVAL: Final = 0.5
 MAX_PENDING: Final = 1000
 SEEN_CREDENTIALS: Final = 100_000
 STEP_SET: Final = frozenset(STEPS)
-CLIENT, ACCOUNT, ADDRESS = "c:", "a:", "i:"
+CLIENT, ACCOUNT, ADDRESS, UNPROVEN = "c:", "a:", "i:", "u:"
+MAX_CLIENT_ID: Final = 512
+ANONYMOUS_ADDRESSES: Final = 10
+"""All addresses together may file ten addresses' worth of anonymous steps a minute."""
 
 
 class TrailBackend(Protocol):
@@ -52,9 +59,10 @@ class FlightRecorder:
         clock: Clock,
         *,
         ring_size: int = 50,
-        anonymous_per_minute: int = 600,
+        anonymous_per_minute: int = 60,
         enabled: bool = True,
         metrics: Metrics | None = None,
+        api_key_prefix: str = "mgw",
     ) -> None:
         self.backend = backend
         self.clock = clock
@@ -68,6 +76,8 @@ class FlightRecorder:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._anonymous_minute = -1
         self._anonymous_used = 0
+        self._anonymous_by_address: dict[str, int] = {}
+        self.redact = Redactor(api_key_prefix)
 
     def record(
         self,
@@ -86,17 +96,18 @@ class FlightRecorder:
         if self.metrics is not None:
             labels = {"step": bounded(step, STEP_SET), "outcome": outcome, "reason": bounded(reason, REASONS)}
             self.metrics.connection_steps.labels(**labels).inc()
-        subjects = tuple(s for s in (client_id and CLIENT + client_id, account_id and ACCOUNT + account_id) if s) or (
-            (ADDRESS + address,) if address else ()
-        )
-        if not subjects or (subjects[0].startswith(ADDRESS) and not self._anonymous_allowed()):
+        anonymous = outcome == "failed" and account_id is None
+        subjects = self._subjects_of(client_id, account_id, address, anonymous=anonymous)
+        if not subjects or (anonymous and not self._anonymous_allowed(address)):
             return
-        detail = clean(detail)
-        key = (step, outcome, reason, detail, client_id, account_id, subjects)
+        detail = self.redact(detail)
+        # A caller proven to be nobody cannot make its steps distinct with text of its choosing (a redirect URI,
+        # a path): one line per step and reason per flush, holding the latest detail.
+        key = (step, outcome, reason, None if anonymous else detail, client_id, account_id, subjects)
         now = self.clock.now()
         known = self._pending.get(key)
         if known is not None:
-            self._pending[key] = replace(known, at=now, count=known.count + 1)
+            self._pending[key] = replace(known, at=now, count=known.count + 1, detail=detail)
             return
         if len(self._pending) >= MAX_PENDING:
             self.dropped += 1
@@ -105,12 +116,27 @@ class FlightRecorder:
             at=now,
             step=step,
             outcome=outcome,
-            reason=clean(reason, 64),
+            reason=self.redact(reason, 64),
             detail=detail,
-            client_id=clean(client_id, 512) if client_id else None,
+            client_id=self.redact(client_id, MAX_CLIENT_ID) if client_id else None,
             account_id=account_id,
         )
         self._subjects[key] = subjects
+
+    @staticmethod
+    def _subjects_of(
+        client_id: str | None, account_id: str | None, address: str | None, *, anonymous: bool
+    ) -> tuple[str, ...]:
+        """Where a step is filed. A failure of a caller who proved no account goes to the client's separate
+        ``u:`` ring (or the address's, when no client is named), so strangers cannot push a client's real steps
+        out of its ring."""
+        if anonymous:
+            if client_id:
+                return (UNPROVEN + client_id[:MAX_CLIENT_ID],)
+            return (ADDRESS + address,) if address else ()
+        return tuple(
+            s for s in (client_id and CLIENT + client_id[:MAX_CLIENT_ID], account_id and ACCOUNT + account_id) if s
+        )
 
     def first_seen(self, credential_id: str) -> bool:
         """True the first time this replica sees a credential (among the last ``SEEN_CREDENTIALS``)."""
@@ -121,12 +147,20 @@ class FlightRecorder:
             self._seen.popitem(last=False)
         return True
 
-    def _anonymous_allowed(self) -> bool:
+    def _anonymous_allowed(self, address: str | None) -> bool:
+        """At most ``anonymous_per_minute`` steps a minute from one address, and ten times that from all."""
         minute = int(self.clock.now() // 60)
         if minute != self._anonymous_minute:
             self._anonymous_minute, self._anonymous_used = minute, 0
+            self._anonymous_by_address.clear()
+        if self._anonymous_used >= ANONYMOUS_ADDRESSES * self.anonymous_per_minute:
+            return False
+        used = self._anonymous_by_address.get(address or "", 0)
+        if used >= self.anonymous_per_minute:
+            return False
+        self._anonymous_by_address[address or ""] = used + 1
         self._anonymous_used += 1
-        return self._anonymous_used <= self.anonymous_per_minute
+        return True
 
     async def flush(self) -> None:
         """Write what gathered; on a failure the steps are dropped (the trail is a diagnostic, not a ledger)."""
@@ -148,7 +182,10 @@ class FlightRecorder:
         return sorted([*local, *stored], key=lambda r: r.at, reverse=True)[:limit]
 
     async def client_trail(self, client_id: str) -> list[Record]:
-        return await self.trail(CLIENT + client_id)
+        """The client's steps, and the failures of callers who proved no account (kept in a ring of their own)."""
+        proven = await self.trail(CLIENT + client_id[:MAX_CLIENT_ID])
+        unproven = await self.trail(UNPROVEN + client_id[:MAX_CLIENT_ID])
+        return sorted([*proven, *unproven], key=lambda r: r.at, reverse=True)[: self.ring_size]
 
     async def account_trail(self, account_id: str) -> list[Record]:
         return await self.trail(ACCOUNT + account_id)

@@ -121,7 +121,8 @@ async def flight_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except GatewayError as exc:
         step = _FAILING_STEPS.get(request.path)
-        if step is not None and exc.status < 500:
+        # A 429 is a budget doing its job: counted in metrics, never a step (strangers could fill the trail).
+        if step is not None and exc.status < 500 and exc.status != 429:
             if step == "token" and request.get(FLIGHT_NOTE, {}).get("grant_type") == "refresh_token":
                 step = "refresh"
             reason = "no_credential" if step == "mcp" and exc.error == "unauthorized" else exc.error
@@ -167,6 +168,7 @@ async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
         anonymous_per_minute=config.anonymous_per_minute,
         enabled=config.enabled,
         metrics=app[METRICS],
+        api_key_prefix=app[CONFIG].api_keys.prefix,
     )
     async with recorder.running():
         yield

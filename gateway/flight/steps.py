@@ -56,13 +56,23 @@ REASONS: Final = frozenset(
 """The metric's closed reason vocabulary (anything else is counted as ``other``)."""
 MAX_DETAIL: Final = 300
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-_SECRET = re.compile(r"\b(?:gwat|gwrt|gwac|mgw|sk)_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|\$argon2\S*", re.IGNORECASE)
+_JWT = r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
 
 
-def clean(text: str, limit: int = MAX_DETAIL) -> str:
-    """One safe line: no control or bidi characters, nothing shaped like a secret, at most ``limit`` characters."""
-    text = _SECRET.sub("[redacted]", _CONTROL.sub(" ", text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class Redactor:
+    """Makes one safe line of text: no control or bidi characters, nothing shaped like a secret (the gateway's
+    tokens and codes, API keys with the configured prefix, bearer credentials, JWTs, password hashes), at most
+    ``limit`` characters."""
+
+    def __init__(self, api_key_prefix: str = "mgw") -> None:
+        prefixes = "|".join(re.escape(p) for p in ("gwat", "gwrt", "gwac", "mgw", "sk", api_key_prefix))
+        self._secret = re.compile(
+            rf"(?:{prefixes})_[A-Za-z0-9_\-]{{8,}}|Bearer\s+\S+|\$argon2\S*|{_JWT}", re.IGNORECASE
+        )
+
+    def __call__(self, text: str, limit: int = MAX_DETAIL) -> str:
+        text = self._secret.sub("[redacted]", _CONTROL.sub(" ", text))
+        return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ class Record:
     reason: str
     """``ok``, an OAuth error code (``invalid_grant``), or the gateway's own short code (``expired``)."""
     detail: str = ""
-    """The gateway's own description of what it saw (e.g. the resource asked for), already ``clean``."""
+    """The gateway's own description of what it saw (e.g. the resource asked for), already redacted."""
     client_id: str | None = None
     account_id: str | None = None
     count: int = 1

@@ -61,12 +61,11 @@ async def _client(
     try:
         client = await flow.clients.resolve(client_id, refresh=refresh, network=network)
     except CimdError as exc:
-        record_request(request, "authorize", "failed", "invalid_client", detail=str(exc), client_id=client_id)
+        record_request(request, "authorize", "failed", "invalid_client", detail=f"{client_id[:200]!r}: {exc}")
         return error_page("Unknown application", "The application's metadata could not be fetched or is invalid.")
     if client is None:
-        record_request(
-            request, "authorize", "failed", "invalid_client", detail="client_id is not registered", client_id=client_id
-        )
+        detail = f"client_id {client_id[:200]!r} is not registered"
+        record_request(request, "authorize", "failed", "invalid_client", detail=detail)
         return error_page("Unknown application", "This application is not registered with the gateway.")
     return client
 

@@ -39,7 +39,11 @@ class OAuthSettings:
         return cls(
             config=config,
             clock=clock,
-            scopes=ScopePolicy(supported=config.oauth.scopes_supported, default=config.oauth.default_scopes),
+            scopes=ScopePolicy(
+                supported=config.oauth.scopes_supported,
+                default=config.oauth.default_scopes,
+                descriptions={name: s.description for name, s in config.authorization.scopes.items()},
+            ),
         )
 
 

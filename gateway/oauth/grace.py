@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.oauth.issuance import TokenPair
+from gateway.secrets_hashing import secret_hash
+from gateway.storage.oauth import GrantStore
 
 VERSION = b"\x01"
 SALT_BYTES = 16
@@ -80,3 +83,34 @@ def open_(old_token: str, blob: bytes) -> TokenPair | None:
     ):
         return None
     return TokenPair(access_token=access, refresh_token=refresh, access_expires_at=float(expires_at), scope=scope)
+
+
+class Retired(Enum):
+    """What a retired refresh token presented again is, when it is not a grace replay (``judge_retired``)."""
+
+    BUSY = "busy"
+    """Inside the window but past the replay budget: parallel refreshes, not an attack. Refuse without revoking."""
+    REUSE = "reuse"
+    """Reuse (OAuth 2.1 §4.3.1): the caller revokes the family."""
+
+
+async def judge_retired(
+    grants: GrantStore, token: str, token_hash: str, family_id: str, *, now: float, max_replays: int
+) -> TokenPair | Retired:
+    """A retired refresh token presented again: the same successor pair within the grace window when it is the
+    immediate predecessor of the family's current token, else ``Retired``. Shared by ``/token`` and the app flow."""
+    row = await grants.get_refresh_token(token_hash)
+    pair = open_(token, row.grace_blob) if row is not None and row.grace_blob is not None else None
+    in_window = row is not None and row.grace_until is not None and now < row.grace_until
+    if pair is not None and in_window and await _is_current(grants, pair.refresh_token, family_id, now):
+        # Revocation beats grace: count_grace_replay refuses when the family is revoked or expired.
+        if await grants.count_grace_replay(token_hash, max_replays=max_replays, now=now):
+            return pair
+        return Retired.BUSY
+    return Retired.REUSE
+
+
+async def _is_current(grants: GrantStore, successor: str, family_id: str, now: float) -> bool:
+    """Only the immediate predecessor of the current refresh token qualifies (DOT #1617)."""
+    row = await grants.get_refresh_token(secret_hash(successor))
+    return row is not None and row.family_id == family_id and row.used_at is None and now < row.expires_at

@@ -12,6 +12,7 @@ import secrets
 
 from aiohttp import web
 
+from gateway.identity.signin_web import sign_in_choices
 from gateway.net import client_address
 from gateway.oauth.browser_sessions import browser_id
 from gateway.oauth.cimd import CimdError
@@ -19,7 +20,6 @@ from gateway.oauth.clients import RegisteredClient
 from gateway.oauth.context import CONSENT_PATH, LOGIN_PATH
 from gateway.oauth.flow import AUTHORIZATION_FLOW, AuthorizationFlow, csrf_token
 from gateway.oauth.redirect_uris import redirect_receiver
-from gateway.oauth.scopes import describe
 from gateway.oauth.sign_in import TooManySignIns, check_sign_in
 from gateway.security_events import consent_decided
 from gateway.storage.oauth import AuthorizationRequest, Consent
@@ -27,6 +27,7 @@ from gateway.web_pages import error_page, read_form, render, see_other
 
 GENERIC_FAILURE = "Invalid email or password."
 EXPIRED = "This sign-in link has expired or was already used. Start again from your application."
+PASSWORDS_OFF = "This gateway signs people in only with an identity provider. Go back and choose one."
 
 
 async def _pending_from(request: web.Request, request_id: str) -> AuthorizationRequest | None:
@@ -71,11 +72,14 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         email="",
         error=None,
         client_name=await _client_name(flow, pending.client_id),
+        **sign_in_choices(request.app, tx=request_id),
     )
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     flow = request.app[AUTHORIZATION_FLOW]
+    if not flow.settings.config.accounts.local_passwords:
+        return error_page("Passwords are off", PASSWORDS_OFF, status=403)
     form = await _form(request, flow)
     request_id = form.get("tx", "")
     pending = await _pending_from(request, request_id)
@@ -95,6 +99,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             email=email,
             error=message,
             client_name=await _client_name(flow, pending.client_id),
+            **sign_in_choices(request.app, tx=request_id),
         )
 
     address = client_address(request, flow.settings.config.security.trusted_proxies)
@@ -134,6 +139,11 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
     client = await _client(flow, pending.client_id)
     if client is None:
         return error_page("Unknown application", "This application is no longer registered or its metadata is invalid.")
+    # Step-up: an application already approved is asked about what is new only.
+    previous = await flow.consents.get_consent(user.id, pending.client_id, pending.redirect_uri, pending.resource)
+    approved = set(previous.scope.split()) if previous is not None else set()
+    asked = pending.scope.split()
+    new = [scope for scope in asked if scope not in approved] or asked
     return render(
         "consent.html",
         tx=request_id,
@@ -144,7 +154,8 @@ async def consent_page(request: web.Request) -> web.StreamResponse:
         receiver=redirect_receiver(pending.redirect_uri),
         user_email=user.email,
         resource=pending.resource,
-        scopes=[describe(scope) for scope in pending.scope.split()],
+        scopes=[flow.settings.scopes.describe(scope) for scope in new],
+        more=previous is not None and len(new) < len(asked),
     )
 
 

@@ -7,7 +7,8 @@ and other CLIs ask for the resource's scopes plus ``offline_access``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 OFFLINE_ACCESS = "offline_access"
 
@@ -24,6 +25,11 @@ def describe(scope: str) -> str:
 class ScopePolicy:
     supported: tuple[str, ...]
     default: tuple[str, ...]
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    """The sentences of the configured ``authorization.scopes`` (the consent page shows them)."""
+
+    def describe(self, scope: str) -> str:
+        return self.descriptions.get(scope) or describe(scope)
 
     def settle(self, requested: str | None) -> str | None:
         """The scope to grant (space-separated, in the configured order), or None when something unknown

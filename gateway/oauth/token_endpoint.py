@@ -43,7 +43,7 @@ from gateway.revocation import REVOCATIONS, Revocation
 from gateway.secrets_hashing import secret_hash
 from gateway.security_events import reuse_detected, revoked, token_issued
 from gateway.storage.base import StorageUnavailable, UserStore
-from gateway.storage.oauth import AuthorizationCode, GrantStore, RefreshToken, RotateOutcome, TokenFamily
+from gateway.storage.oauth import AuthorizationCode, GrantStore, RotateOutcome, TokenFamily
 
 log = logging.getLogger("gateway.oauth.token")
 
@@ -177,6 +177,7 @@ class _Exchange:
         self.client_id = client_id
         self.now = self.settings.clock.now()
         self.revocations = request.app[REVOCATIONS]
+        self.request = request
 
     async def revoke_replayed_family(self, user_id: str, client_id: str, family_id: str, reason: str) -> None:
         """Revoke a family whose code or refresh token was replayed (``code_reuse``, ``refresh_reuse``) or
@@ -219,6 +220,7 @@ class _Exchange:
         # OAuth 2.1 §4.1.3: the code was issued to this client_id (public clients).
         if row is None or row.client_id != self.client_id:
             raise InvalidGrant("The authorization code is invalid")
+        note(self.request, client_id=row.client_id, account_id=row.user_id)
         if self.now >= row.expires_at:
             raise InvalidGrant("The authorization code has expired")
         problem = self._binding_problem(row)
@@ -291,6 +293,8 @@ class _Exchange:
         if row is None or family is None:
             raise InvalidGrant("The refresh token is invalid")
         live = family.revoked_at is None and self.now < family.expires_at
+        if family.client_id == self.client_id:
+            note(self.request, client_id=family.client_id, account_id=family.user_id)
         # OAuth 2.1 §4.3.1: the token is bound to the client it was issued to.
         if family.client_id != self.client_id:
             # Policy (security-cases 58): a live refresh token in another client's hands has leaked.
@@ -344,30 +348,24 @@ class _Exchange:
     async def _replay_or_reuse(self, token: str, token_hash: str, family: TokenFamily) -> TokenPair:
         """A retired token: the same successor pair within the grace window if it is the immediate
         predecessor of the current token, otherwise reuse, which revokes the family (OAuth 2.1 §4.3.1)."""
-        row = await self.grants.get_refresh_token(token_hash)
-        pair = grace.open_(token, row.grace_blob) if row is not None and row.grace_blob is not None else None
-        in_window = row is not None and row.grace_until is not None and self.now < row.grace_until
-        if pair is not None and in_window and await self._is_current(pair.refresh_token, family.family_id):
-            # Revocation beats grace: count_grace_replay refuses when the family is revoked or expired.
-            if await self.grants.count_grace_replay(
-                token_hash, max_replays=self.config.refresh_grace_max_replays, now=self.now
-            ):
-                return pair
-            # Inside the window but past the replay budget: parallel refreshes, not an attack. Refuse this
-            # one without revoking, so the sibling request that got the pair keeps working.
+        max_replays = self.config.refresh_grace_max_replays
+        judged = await grace.judge_retired(
+            self.grants, token, token_hash, family.family_id, now=self.now, max_replays=max_replays
+        )
+        if isinstance(judged, TokenPair):
+            return judged
+        if judged is grace.Retired.BUSY:
+            # Parallel refreshes: refuse this one without revoking, so the sibling that got the pair keeps working.
             raise InvalidGrant("The refresh token was already used")
         await self.revoke_replayed_family(family.user_id, family.client_id, family.family_id, "refresh_reuse")
         raise InvalidGrant("The refresh token is invalid")
-
-    async def _is_current(self, successor: str, family_id: str) -> bool:
-        """Only the immediate predecessor of the current refresh token qualifies (DOT #1617)."""
-        row: RefreshToken | None = await self.grants.get_refresh_token(secret_hash(successor))
-        return row is not None and row.family_id == family_id and row.used_at is None and self.now < row.expires_at
 
 
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client_id = public_client_id(request, form)
+    # The claimed client; its steps count as proven (and go to the client's own ring) only once a code or refresh
+    # token shows whose they are (the account is noted then).
     note(request, client_id=client_id, grant_type=form.get("grant_type"))
     limits = request.app[ENDPOINT_LIMITS]
     await limits.token(request)

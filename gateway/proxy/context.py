@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -11,19 +12,26 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
+from gateway.clock import Clock
+from gateway.config import GatewayConfig
 from gateway.credentials import Authenticator, Principal
 from gateway.credentials.setup import AUTHENTICATOR, WATERMARK
 from gateway.errors import OriginNotAllowed
+from gateway.identity.signing_keys import SigningKeys
+from gateway.identity.upstream import UpstreamIdentity
+from gateway.identity.web import IDENTITY
 from gateway.metrics import METRICS
 from gateway.net import client_address
 from gateway.proxy.body import close_after_unreadable_body
-from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream
 from gateway.quota.gate import QuotaGate
 from gateway.quota.setup import QUOTA_GATE
 from gateway.revocation import REVOCATIONS
+
+log = logging.getLogger("gateway.proxy")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class ProxyContext:
     streams: OpenStreams
     forward_headers: tuple[str, ...] = ()
     """``upstream.forward_headers``: request fields forwarded besides the MCP ones."""
+    identity: UpstreamIdentity | None = None
+    """Signs the identity JWT sent in ``identity_header`` (None: no JWT is sent)."""
+    identity_header: str = DEFAULT_IDENTITY_HEADER
 
     @property
     def public_origin(self) -> str:
@@ -57,8 +68,9 @@ class ProxyContext:
         if origin is not None and not self.origin_allowed(origin):
             raise OriginNotAllowed("Origin not allowed")
 
-    def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:
+    async def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:
         parts = urlsplit(self.public_url)
+        token = None if self.identity is None else await self.identity.token_for(principal)
         return upstream_request_headers(
             request.headers,
             principal,
@@ -67,6 +79,7 @@ class ProxyContext:
             public_host=parts.netloc,
             identity=self.identity_headers,
             forward=self.forward_headers,
+            identity_token=None if token is None else (self.identity_header, token),
         )
 
 
@@ -79,6 +92,10 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     streams = OpenStreams(authn, clock)
     app[REVOCATIONS].listen(streams.on_revocation)
     app[WATERMARK].listen(streams.on_watermark)
+    identity = upstream_identity(config, app[IDENTITY].keys, clock)
+    if identity is not None:
+        app[REVOCATIONS].listen(identity.on_revocation)
+        app[REVOCATIONS].listen_gaps(identity.forget_all)
     app[PROXY] = ProxyContext(
         authn=authn,
         sessions=SessionBindings(storage, clock),
@@ -97,8 +114,30 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         forward_headers=config.upstream.forward_headers,
         quota=app[QUOTA_GATE],
         streams=streams,
+        identity=identity,
+        identity_header=config.upstream.identity_header or DEFAULT_IDENTITY_HEADER,
     )
     yield
+
+
+def upstream_identity(config: GatewayConfig, keys: SigningKeys, clock: Clock) -> UpstreamIdentity | None:
+    """The signer of ``upstream.identity_header`` (None: disabled, or no signing keys configured)."""
+    if not config.upstream.identity_header:
+        return None
+    if not config.identity.encryption_keys:
+        log.warning(
+            "upstream.identity_header is set but identity.encryption_keys is not: the upstream gets no signed "
+            "identity (set the keys, or upstream.identity_header: null to silence this)"
+        )
+        return None
+    target = urlsplit(config.upstream.url)
+    return UpstreamIdentity(
+        keys,
+        clock,
+        issuer=config.issuer,
+        audience=config.upstream.identity_audience or f"{target.scheme}://{target.netloc}",
+        default_scopes=config.oauth.default_scopes,
+    )
 
 
 async def _close_streams(app: web.Application) -> None:

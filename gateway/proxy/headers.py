@@ -2,7 +2,9 @@
 
 To the upstream, an allow-list: the MCP headers (``Mcp-Session-Id``, ``MCP-Protocol-Version``, ``Mcp-Method``,
 ``Mcp-Name``, ``Mcp-Param-*``, ``Last-Event-ID``), ``Accept``, ``Content-Type``, ``User-Agent``, W3C trace
-context, and the names in ``upstream.forward_headers``; then the gateway's own identity and forwarding headers.
+context, and the names in ``upstream.forward_headers``; then the gateway's own identity and forwarding headers:
+the signed identity JWT in ``upstream.identity_header`` (which no client value of that name ever reaches: it is
+not on the allow-list, may not be added to it, and is overwritten) and the unsigned ``X-Gateway-*`` ones.
 Nothing else: no credentials, no cookies, no routing headers (``X-Original-URL``, ``Forwarded``, ...), no
 ``Content-Encoding`` (the gateway forwards the bytes it decoded, parsed and charged), and no name with an
 underscore, which CGI-style stacks merge with the hyphenated one (``X_Gateway_User_Id``).
@@ -23,9 +25,11 @@ from gateway.errors import BadJsonRpc
 from gateway.text_safety import has_unsafe_characters
 
 if TYPE_CHECKING:  # config validation imports this module: keep it light
-    from gateway.authn import Principal
+    from gateway.credentials import Principal
 
 IDENTITY_PREFIX = "x-gateway-"
+DEFAULT_IDENTITY_HEADER = "X-MCP-Identity"
+"""``upstream.identity_header``'s default: the signed identity JWT (``gateway/identity/upstream.py``)."""
 MCP_PARAM_PREFIX = "mcp-param-"
 
 FORWARDED_TO_UPSTREAM = frozenset(
@@ -134,6 +138,31 @@ def forwardable_problem(name: str) -> str | None:
     return None
 
 
+def identity_header_problems(
+    header: str | None, audience: str | None, *, forward_headers: Iterable[str], app_audience: str
+) -> list[str]:
+    """What is wrong with ``upstream.identity_header`` and ``upstream.identity_audience``."""
+    problems: list[str] = []
+    if header:
+        if forwardable_problem(header) is not None or header.lower() in FORWARDED_TO_UPSTREAM:
+            problems.append(
+                "upstream.identity_header: letters, digits and '-', not an MCP, credential or X-Gateway-* header"
+            )
+        if header.lower() in {name.lower() for name in forward_headers}:
+            problems.append(
+                "upstream.identity_header: must not be listed in upstream.forward_headers (clients could set it)"
+            )
+    if audience is not None:
+        if not audience or len(audience) > 200 or not all("\x21" <= c <= "\x7e" for c in audience):
+            problems.append("upstream.identity_audience: 1-200 printable characters, no spaces")
+        elif audience == app_audience:
+            problems.append(
+                "upstream.identity_audience: must differ from identity.audience (an app's identity token must not "
+                "pass for the gateway's word to the upstream)"
+            )
+    return problems
+
+
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Fields named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1)."""
     listed: set[str] = set()
@@ -157,7 +186,9 @@ def upstream_request_headers(
     public_host: str,
     identity: bool,
     forward: Iterable[str] = (),
+    identity_token: tuple[str, str] | None = None,
 ) -> CIMultiDict[str]:
+    """``identity_token``: ``(header name, signed JWT)``, set last so no client value of that name survives."""
     extra = {name.lower() for name in forward}
     hop = _connection_listed(incoming)
     out: CIMultiDict[str] = CIMultiDict()
@@ -173,6 +204,10 @@ def upstream_request_headers(
         out["X-Gateway-Credential-Id"] = principal.credential_id
         if principal.client_id is not None:
             out["X-Gateway-Client-Id"] = principal.client_id
+        if principal.scope is not None:  # the credential's scopes, so tools can check them too (gateway.policy)
+            out["X-Gateway-Scope"] = principal.scope
+    if identity_token is not None:
+        out[identity_token[0]] = identity_token[1]
     if peer:
         out["X-Forwarded-For"] = peer
     out["X-Forwarded-Proto"] = public_scheme

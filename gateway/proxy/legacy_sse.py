@@ -13,8 +13,10 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from aiohttp import web
 
-from gateway.authn import Principal
+from gateway.credentials import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound, UpstreamError
+from gateway.policy.filter import chained
+from gateway.policy.setup import POLICY
 from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY, ProxyContext
 from gateway.proxy.guard import authenticate
@@ -93,13 +95,16 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     if sse_url is None:
         raise web.HTTPNotFound()
     admission = await proxy.quota.admit(principal, STREAM_OPEN_COST, stream=True)
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     rewriter = EndpointRewriter(proxy, principal, sse_url)
     async with admission.around(proxy.upstream.open("GET", sse_url, headers=headers, body=None)) as upstream:
         try:
             async with proxy.streams.watch(request, principal, upstream):
                 return await proxy.upstream.relay(
-                    request, upstream, transform=rewriter, extra_headers=admission.headers
+                    request,
+                    upstream,
+                    transform=chained(rewriter, request.app[POLICY].stream_filter(principal)),
+                    extra_headers=admission.headers,
                 )
         finally:
             if rewriter.session_id is not None:
@@ -122,9 +127,11 @@ async def handle_message(request: web.Request) -> web.StreamResponse:
     message = parse_message(body)
     if not session.upstream_path.startswith("/"):
         raise UpstreamError("Upstream session endpoint unknown")
-    admission = await proxy.quota.admit(principal, proxy.quota.cost_of(principal, message))
+    verdict = request.app[POLICY].judge(request, principal, message)
+    cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
+    admission = await proxy.quota.admit(principal, cost)
     base = urlsplit(proxy.upstream_sse_url)
     url = f"{base.scheme}://{base.netloc}{session.upstream_path}?session_id={quote(session_id, safe='')}"
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     async with admission.around(proxy.upstream.open("POST", url, headers=headers, body=body)) as upstream:
         return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-from gateway.authn import Principal
 from gateway.clock import Clock
+from gateway.credentials import Principal
 from gateway.errors import ServiceUnavailable, SessionNotFound
 from gateway.secrets_hashing import secret_hash
 from gateway.storage.base import McpSession, McpSessionStore, StorageUnavailable

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import HeaderMismatch
+from gateway.policy.setup import POLICY
 from gateway.proxy.body import parse_message, read_body
 from gateway.proxy.context import PROXY
 from gateway.proxy.guard import authenticate
@@ -39,24 +40,28 @@ def check_routing_headers(headers: Any, message: object) -> None:
 
 
 async def handle_mcp(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":  # it would reach the upstream uncharged (and may open a session there)
+        raise web.HTTPMethodNotAllowed("HEAD", ["POST", "GET", "DELETE"])
     proxy = request.app[PROXY]
     proxy.check_origin(request)
     principal = await authenticate(request)
     refuse_repeats(request.headers)
     body: bytes | None = None
     cost = 0
+    verdict = request.app[POLICY].stream_verdict(principal)  # GET: a resumed stream may replay list answers
     if request.method == "POST":
+        request.app[POLICY].judge_headers(request, principal)  # a forbidden Mcp-Name: 403 before the body matters
         body = await read_body(request)
         message = parse_message(body)
-        check_routing_headers(request.headers, message)
-        cost = proxy.quota.cost_of(principal, message)
+        verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers)
+        cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
     elif request.method == "GET":
         cost = STREAM_OPEN_COST
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is not None:
         await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
     admission = await proxy.quota.admit(principal, cost, stream=request.method == "GET")
-    headers = proxy.upstream_headers(request, principal)
+    headers = await proxy.upstream_headers(request, principal)
     opening = proxy.upstream.open(request.method, proxy.upstream_url, headers=headers, body=body)
     async with admission.around(opening) as upstream:
         opened = upstream.headers.get(SESSION_HEADER)
@@ -67,4 +72,4 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
         ):
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
-            return await proxy.upstream.relay(request, upstream, extra_headers=admission.headers)
+            return await request.app[POLICY].relay(proxy.upstream, request, upstream, verdict, admission.headers)

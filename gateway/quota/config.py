@@ -7,6 +7,7 @@
       redis_timeout: 0.25           # seconds an admission waits for Redis before answering locally
       redis_retry_interval: 1.0     # seconds between probes of an unreachable Redis
       key_prefix: "gw:q"
+      lease: true                   # with Redis: lease slices of each window per replica (no round trip per request)
       max_concurrent_streams: 20    # open GET /mcp and /mcp/sse streams per account (null: no cap)
       stream_lease_seconds: 60      # a crashed replica's streams are forgotten after this
       plans:                        # merged over the built-in plans ``free`` and ``unlimited``
@@ -52,6 +53,8 @@ class QuotaConfig:
     key_prefix: str = DEFAULT_KEY_PREFIX
     max_concurrent_streams: int | None = DEFAULT_MAX_CONCURRENT_STREAMS
     stream_lease_seconds: float = DEFAULT_STREAM_LEASE_SECONDS
+    lease: bool = True
+    """Lease slices of the shared counter (``leased.py``) rather than one Redis call per request."""
 
     def plan_for(self, name: str | None) -> Plan:
         """The named plan; the default plan for an account with none or with a plan no longer configured."""
@@ -68,7 +71,7 @@ def parse_quota_config(raw: object, path: str = "quota") -> tuple[QuotaConfig, l
     if not isinstance(raw, dict):
         return QuotaConfig(), [f"{path}: expected a mapping"]
     known = {"plans", "default_plan", "degraded_share", "degraded_min_limit", "redis_timeout"}
-    known |= {"redis_retry_interval", "key_prefix", "max_concurrent_streams", "stream_lease_seconds"}
+    known |= {"redis_retry_interval", "key_prefix", "max_concurrent_streams", "stream_lease_seconds", "lease"}
     problems += [f"{path}.{key}: unknown key" for key in raw if key not in known]
     values: dict[str, Any] = {}
 
@@ -119,6 +122,12 @@ def parse_quota_config(raw: object, path: str = "quota") -> tuple[QuotaConfig, l
             problems.append(f"{path}.stream_lease_seconds: between 5 and 3600 seconds")
         elif lease is not None:
             values["stream_lease_seconds"] = lease
+
+    if "lease" in raw:
+        if isinstance(raw["lease"], bool):
+            values["lease"] = raw["lease"]
+        else:
+            problems.append(f"{path}.lease: expected true or false")
 
     if "key_prefix" in raw:
         prefix = raw["key_prefix"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.clock import Clock
 from gateway.quota.config import QuotaConfig
 from gateway.quota.degrading import DegradingLimiter
+from gateway.quota.leased import LeasedLimiter
 from gateway.quota.limiter import QuotaLimiter
 from gateway.quota.memory_limiter import MemoryLimiter
 from gateway.quota.redis_limiter import RedisLimiter
@@ -29,14 +30,21 @@ def make_limiter(
     clock: Clock,
     redis: RedisClient | None,
     on_degraded_change: Callable[[bool], None] | None = None,
+    on_close: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> QuotaLimiter:
-    """``DegradingLimiter(RedisLimiter, MemoryLimiter)`` with Redis (degrading per shard on a cluster),
-    ``MemoryLimiter`` without."""
+    """``DegradingLimiter(LeasedLimiter or RedisLimiter, MemoryLimiter)`` with Redis (degrading per shard on a
+    cluster), ``MemoryLimiter`` without. ``on_close`` collects what must run at shutdown (the leases' give-back)."""
     if redis is None:
         return MemoryLimiter(clock)
     shared = RedisLimiter(redis, prefix=config.key_prefix)
+    primary: QuotaLimiter = shared
+    if config.lease:
+        replicas = max(1, round(1 / config.degraded_share))
+        primary = leased = LeasedLimiter(redis, clock=clock, prefix=config.key_prefix, replicas=replicas)
+        if on_close is not None:
+            on_close.append(leased.aclose)
     return DegradingLimiter(
-        shared,
+        primary,
         MemoryLimiter(clock),
         share=config.degraded_share,
         min_limit=config.degraded_min_limit,

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from gateway.authn import Principal
 from gateway.background import background
+from gateway.credentials import Principal
 from gateway.metrics import Metrics
 from gateway.proxy.upstream import NEVER_REACHED
 from gateway.quota.config import QuotaConfig

@@ -4,7 +4,7 @@ dashboard shows it) and ``USAGE_HISTORY`` (the daily counts behind the dashboard
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -24,11 +24,13 @@ async def _quota_ctx(app: web.Application) -> AsyncIterator[None]:
     is unreachable), otherwise in this process; the same for the stream leases."""
     config, clock, metrics, redis = app[CONFIG], app[CLOCK], app[METRICS], app.get(REDIS)
     metrics.quota_degraded.set(0)
+    closers: list[Callable[[], Awaitable[None]]] = []
     limiter = make_limiter(
         config.quota,
         clock=clock,
         redis=redis,
         on_degraded_change=lambda degraded: metrics.quota_degraded.set(1 if degraded else 0),
+        on_close=closers,
     )
     slots = StreamSlots(
         redis,
@@ -43,6 +45,9 @@ async def _quota_ctx(app: web.Application) -> AsyncIterator[None]:
     app[QUOTA_GATE] = QuotaGate(limiter, config.quota, slots, metrics, on_admit=usage.record)
     async with usage.running():
         yield
+    for close in closers:
+        with contextlib.suppress(Exception):  # a give-back that fails strands units until the window ends
+            await close()
 
 
 def setup_quota(app: web.Application) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.storage.app_flow import AppFlowStore
 from gateway.storage.identity import SigningKeyStore
+from gateway.storage.identity_links import IdentityLinkStore, PendingSignInStore
 from gateway.storage.oauth import (
     AuthorizationRequestStore,
     BrowserSessionStore,
@@ -77,6 +79,8 @@ class ApiKey:
     expires_at: float | None = None
     last_used_at: float | None = None
     revoked_at: float | None = None
+    scope: str | None = None
+    """The space-separated scopes the key holds (``authorization`` policy); None: everything, as before."""
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -208,6 +212,9 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
+    IdentityLinkStore,
+    PendingSignInStore,
+    AppFlowStore,
     VaultStore,
     Protocol,
 ):

@@ -7,6 +7,8 @@ together apply each version exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -26,7 +28,9 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import pending_migrations, verify_schema
 from gateway.storage.postgres_accounts import PostgresAccountStores
+from gateway.storage.postgres_app_flow import PostgresAppFlowStores
 from gateway.storage.postgres_identity import PostgresIdentityStores
+from gateway.storage.postgres_identity_links import PostgresIdentityLinkStore
 from gateway.storage.postgres_oauth import PostgresOAuthStores
 from gateway.storage.postgres_trail import PostgresTrailStore
 from gateway.storage.postgres_vault import PostgresVaultStore
@@ -34,12 +38,12 @@ from gateway.storage.postgres_vault import PostgresVaultStore
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
-    "revoked_at FROM api_keys"
+    "revoked_at, scope FROM api_keys"
 )
 _SELECT_SESSION = "SELECT session_hash, user_id, kind, upstream_path, created_at FROM mcp_sessions"
 _INSERT_KEY = (
     "INSERT INTO api_keys (id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, "
-    "last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    "last_used_at, revoked_at, scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
 MIGRATION_LOCK_KEY = 0x6D67775F6D696772
@@ -62,8 +66,18 @@ _CONTENTION: tuple[type[BaseException], ...] = (
 )
 
 
+CONTENTION_PAUSE = 0.05
+"""Seconds (up to twice this, at random) before a statement that lost a deadlock runs again."""
+
+
 class PostgresStorage(
-    PostgresOAuthStores, PostgresAccountStores, PostgresTrailStore, PostgresIdentityStores, PostgresVaultStore
+    PostgresOAuthStores,
+    PostgresAccountStores,
+    PostgresTrailStore,
+    PostgresIdentityStores,
+    PostgresIdentityLinkStore,
+    PostgresAppFlowStores,
+    PostgresVaultStore,
 ):
     """``Storage`` on PostgreSQL.
 
@@ -304,10 +318,12 @@ class PostgresStorage(
 
     async def _execute_retrying(self, sql: str, *args: Any) -> str:
         """``_execute`` for one self-contained statement that is safe to run twice: a deadlock or serialization
-        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller."""
+        failure rolled it back whole, so it is run once more before ``Contention`` reaches the caller: after a short
+        random pause, so that the transaction that won gets its locks first instead of meeting the retry again."""
         try:
             return await self._execute(sql, *args)
         except Contention:
+            await asyncio.sleep(CONTENTION_PAUSE * (1 + secrets.randbelow(1000) / 1000))
             return await self._execute(sql, *args)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:

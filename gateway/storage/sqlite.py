@@ -31,7 +31,9 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrator import Migration, pending_migrations, verify_schema
 from gateway.storage.sqlite_accounts import SqliteAccountStores
+from gateway.storage.sqlite_app_flow import SqliteAppFlowStores
 from gateway.storage.sqlite_identity import SqliteIdentityStores
+from gateway.storage.sqlite_identity_links import SqliteIdentityLinkStore
 from gateway.storage.sqlite_oauth import SqliteOAuthStores
 from gateway.storage.sqlite_trail import SqliteTrailStore
 from gateway.storage.sqlite_vault import SqliteVaultStore
@@ -41,19 +43,27 @@ T = TypeVar("T")
 _SELECT_USER = "SELECT id, email, password_hash, created_at, disabled_at, plan, role FROM users"
 _SELECT_KEY = (
     "SELECT id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, last_used_at, "
-    "revoked_at FROM api_keys"
+    "revoked_at, scope FROM api_keys"
 )
 _SELECT_SESSION = "SELECT session_hash, user_id, kind, upstream_path, created_at FROM mcp_sessions"
 _INSERT_KEY = (
     "INSERT INTO api_keys (id, user_id, name, key_hash, display_prefix, last_four, created_at, expires_at, "
-    "last_used_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "last_used_at, revoked_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _TRANSLATED = (sqlite3.OperationalError, sqlite3.IntegrityError)
 _UNAVAILABLE_MARKERS = ("locked", "busy", "unable to open", "disk i/o error", "readonly database")
 
 
-class SqliteStorage(SqliteOAuthStores, SqliteAccountStores, SqliteTrailStore, SqliteIdentityStores, SqliteVaultStore):
+class SqliteStorage(
+    SqliteOAuthStores,
+    SqliteAccountStores,
+    SqliteTrailStore,
+    SqliteIdentityStores,
+    SqliteIdentityLinkStore,
+    SqliteAppFlowStores,
+    SqliteVaultStore,
+):
     """``Storage`` on one SQLite file; ``path`` is created on first open (its directory must exist)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:

@@ -7,21 +7,23 @@ from typing import Protocol
 
 from gateway.flight.steps import Record
 
+PURGE_BATCH = 5000
 TRAIL_COLUMNS = ("subject", "at", "step", "outcome", "reason", "detail", "client_id", "account_id", "count")
 
 
 class TrailStore(Protocol):
-    async def append_trail(self, entries: Sequence[tuple[str, Record]]) -> None:
-        """Insert every (subject, record) pair in one transaction."""
+    async def append_trail(self, entries: Sequence[tuple[str, Record]], *, keep_per_subject: int) -> None:
+        """Insert every (subject, record) pair in one transaction, then keep only the newest ``keep_per_subject``
+        records of each subject written (through the subject's index: the cost follows the batch, not the table)."""
         ...
 
     async def read_trail(self, subject: str, *, limit: int) -> list[Record]:
         """The subject's newest ``limit`` records, newest first."""
         ...
 
-    async def purge_trail(self, *, before: float, keep_per_subject: int) -> int:
-        """Delete records older than ``before``, and all but the newest ``keep_per_subject`` of each subject;
-        returns how many went."""
+    async def purge_trail(self, *, before: float) -> int:
+        """Delete records older than ``before``, in small batches each in its own transaction (never one long
+        statement that a timeout would undo whole); returns how many went."""
         ...
 
 

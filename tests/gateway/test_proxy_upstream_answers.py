@@ -128,6 +128,17 @@ async def test_head_on_the_legacy_sse_endpoint_opens_no_upstream_stream(sqlite_s
         assert upstream.requests == []
 
 
+async def test_head_on_the_mcp_endpoint_never_reaches_the_upstream(sqlite_storage: Storage):
+    async with (
+        scripted_upstream(json_ok) as upstream,
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url) as gw,
+    ):
+        key = await gw.new_key(await gw.new_user())
+        reply = await asyncio.wait_for(request("HEAD", gw.mcp_url, headers={"X-API-Key": key}), WAIT)
+        assert reply.status == 405
+        assert upstream.requests == []
+
+
 async def test_a_tools_call_without_an_id_is_charged_and_a_real_notification_is_not(sqlite_storage: Storage):
     unnumbered = json.dumps({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}}).encode()
     notification = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()

@@ -68,13 +68,13 @@ async def running_gateway(
     overrides: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     prepare: Callable[[web.Application], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[GatewayHandle]:
-    """A gateway built by ``create_app`` and served by the production runner on a fresh loopback port.
+    """A gateway built by ``create_app`` and served by the production runner on a fresh loopback port (or on
+    ``sock``, bound by a test that had to know the gateway's address first, see ``bound_loopback_socket``).
 
     ``prepare`` runs before the app starts (tests set collaborators, e.g. a failing store, through it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = sock or bound_loopback_socket()
     port = sock.getsockname()[1]
     raw: dict[str, Any] = {
         "public_url": f"http://127.0.0.1:{port}",
@@ -90,11 +90,19 @@ async def running_gateway(
         users=storage,
         keys=storage,
         passwords=Passwords(hasher=FAST_ARGON2),
-        key_format=ApiKeyFormat(config.api_keys.prefix),
+        key_format=ApiKeyFormat(config.api_keys.prefix, config.api_keys.format),
         clock=clock,
     )
     async with serve(app, "127.0.0.1", port, sock=sock) as running:
         yield GatewayHandle(url=running.url, config=config, app=app, storage=storage, accounts=accounts)
+
+
+def bound_loopback_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port (not listening yet)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 UNUSED_UPSTREAM = "http://127.0.0.1:9/mcp"

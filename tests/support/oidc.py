@@ -169,12 +169,14 @@ async def run_oidc_provider(
     access_token_ttl: int = 5,
     rotate_refresh_token: bool = True,
     accounts: Mapping[str, OidcAccount] | None = None,
+    port: int = 0,
 ) -> AsyncIterator[OidcProvider]:
     """Start the provider (installing it first if needed) and yield it once it listens; SIGTERM on exit.
 
     ``rotate_refresh_token`` on behaves like Okta, Microsoft or Atlassian, off like Google. Any login is accepted
     on the sign-in page with any password; ``accounts`` gives some logins an e-mail (unverified ones too), the
-    others get ``LOGIN@example.com``, verified.
+    others get ``LOGIN@example.com``, verified. ``port`` (0: any free one) lets a test configure the issuer
+    ``http://127.0.0.1:PORT`` before the provider starts (when its clients' redirect URIs are known only later).
     """
     node = await asyncio.to_thread(ensure_installed)
     options: dict[str, Any] = {
@@ -184,6 +186,7 @@ async def run_oidc_provider(
         ],
         "access_token_ttl": access_token_ttl,
         "rotate_refresh_token": rotate_refresh_token,
+        "port": port,
         "accounts": {
             login: {"email": a.email, "email_verified": a.email_verified, "name": a.name or login}
             for login, a in (accounts or {}).items()

@@ -1,0 +1,1 @@
+"""Per-tool authorization: named scopes, ordered rules, enforcement on the MCP endpoints, filtered lists."""
