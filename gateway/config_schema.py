@@ -290,8 +290,8 @@ class GatewayConfig:
     flight_recorder: FlightRecorderConfig = field(default_factory=FlightRecorderConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
-    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
 
     @property
     def issuer(self) -> str:

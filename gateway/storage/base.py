@@ -212,10 +212,10 @@ class Storage(
     BrowserSessionStore,
     TrailStore,
     SigningKeyStore,
-    VaultStore,
     IdentityLinkStore,
     PendingSignInStore,
     AppFlowStore,
+    VaultStore,
     Protocol,
 ):
     """One backend: all the stores plus its lifecycle."""

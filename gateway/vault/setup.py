@@ -4,6 +4,7 @@ services and the credential layer). The route ``/v1/proxy/{service}/{path}`` is 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +14,9 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
 from gateway.audit import AUDIT
-from gateway.identity.app_verify import IDENTITY_VERIFIER
+from gateway.identity.app_verify import verify_identity_token
 from gateway.identity.providers import ProviderClient
 from gateway.identity.sealing import EncryptionKeys
-from gateway.identity.web import IDENTITY
 from gateway.metrics import METRICS, Metrics, bounded
 from gateway.vault.config import ServicesConfig
 from gateway.vault.refresh import ProviderTokenEndpoint, TokenEndpoint
@@ -24,9 +24,9 @@ from gateway.vault.singleflight import LocalLock, RedisLock, RefreshCoordinator,
 from gateway.vault.vault import Vault
 
 IdentityTokenVerifier = Callable[[str], Awaitable[dict[str, Any]]]
-"""THE HOOK for the app flow's revocation-aware ``verify_identity_token`` (branch h14-appflow): takes the identity
-token, returns its claims or raises ``InvalidIdentityToken``. Until it is plugged in (``VaultServices.
-verify_identity_token``), ``IdentityTokens.verify`` checks signature, issuer, audience and expiry only."""
+"""The hook through which the proxy verifies identity tokens: takes the token, returns its claims or raises
+``InvalidIdentityToken``. Plugged into the app flow's revocation-aware ``verify_identity_token``
+(``gateway.identity.app_verify``): signature, issuer, audience, expiry, and the key and grant still standing."""
 
 
 @dataclass
@@ -105,9 +105,7 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
             refresher=refresher,
             services=services,
             session=session,
-            verify_identity_token=app[IDENTITY_VERIFIER].verify
-            if IDENTITY_VERIFIER in app
-            else app[IDENTITY].tokens.verify,
+            verify_identity_token=functools.partial(verify_identity_token, app),
             metrics=metrics,
         )
         yield

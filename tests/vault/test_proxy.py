@@ -175,3 +175,21 @@ async def test_a_transient_refresh_failure_is_a_502_and_the_connection_stays_usa
         services.refresher = working  # the provider is back
         async with http.get(f"{gw.url}/v1/proxy/{SERVICE}/profile", headers=caller.headers()) as response:
             assert response.status == 200
+
+
+async def test_an_identity_token_issued_to_another_key_or_a_missing_one_is_refused_and_nothing_is_sent(
+    db: Backend, oidc_provider: OidcProvider, clock: MovableClock, outbound: Outbound
+) -> None:
+    async with gateways(db, oidc_provider, clock, outbound) as [gw], aiohttp.ClientSession() as http:
+        alice, bob = await new_caller(gw), await new_caller(gw)
+        await connect(gw, oidc_provider, alice.user_id)
+        url = f"{gw.url}/v1/proxy/{SERVICE}/profile"
+        for headers in (
+            {"X-API-Key": bob.api_key, "Authorization": f"Bearer {alice.identity_token}"},
+            {"X-API-Key": alice.api_key},
+            {"X-API-Key": alice.api_key, "Authorization": "Bearer not-a-jwt"},
+        ):
+            async with http.get(url, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"] == "invalid_token"
+        assert outbound.sent == []
