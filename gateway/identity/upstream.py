@@ -3,8 +3,9 @@
 Claims: ``iss`` (``public_url``), ``sub`` (the user id), ``aud`` (``upstream.identity_audience``: by default the
 upstream's URL origin, never the app-facing ``identity.audience``, so a token one side receives is refused by the
 other), ``exp`` (``LIFETIME``: five minutes), ``iat``, ``jti``, ``api_key_id`` (API keys) or ``client_id`` (OAuth
-tokens), ``scope`` (space-separated; a key has the gateway's default scopes) and ``connected_services`` (empty for
-now). Signed with the identity signing keys (ES256, ``kid`` in the header: the JWKS verifies it).
+tokens), ``scope`` (space-separated; a key has the gateway's default scopes) and ``connected_services`` (the user's
+live connections as of signing, when connected services are configured). Signed with the identity signing keys
+(ES256, ``kid`` in the header: the JWKS verifies it).
 
 Signing costs a few hundred microseconds, so it is not done per request: the token is cached per credential and
 re-signed only when less than half its life is left, when the current signing key changed (a rotation) or when
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,8 @@ class UpstreamIdentity:
         self._default_scope = " ".join(default_scopes)
         self.lifetime = lifetime
         self._max_entries = max_entries
+        self.connected_services: Callable[[str], Awaitable[list[str]]] | None = None
+        """Set by the connected-services feature when it starts (it comes after the proxy)."""
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.signed = 0
         """How many tokens were signed (the cost this cache saves: one per credential per half-life)."""
@@ -93,7 +97,7 @@ class UpstreamIdentity:
         if cached is not None and self._fresh(cached, principal, key, now):
             self._cache.move_to_end(slot)
             return cached.token
-        entry = self._sign(principal, key, now)
+        entry = self._sign(principal, key, now, await self._connected_services(principal.user_id))
         self._cache[slot] = entry
         self._cache.move_to_end(slot)
         while len(self._cache) > self._max_entries:
@@ -109,7 +113,9 @@ class UpstreamIdentity:
         """Revocation bus gap listener: announcements may have been lost, so no cached token is trusted."""
         self._cache.clear()
 
-    def claims_for(self, principal: Principal, *, now: int) -> dict[str, Any]:
+    def claims_for(
+        self, principal: Principal, *, now: int, connected_services: list[str] | None = None
+    ) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": principal.user_id,
@@ -123,7 +129,7 @@ class UpstreamIdentity:
         else:
             claims["api_key_id"] = principal.credential_id
         claims["scope"] = principal.scope if principal.scope is not None else self._default_scope
-        claims["connected_services"] = []
+        claims["connected_services"] = list(connected_services or [])
         return claims
 
     def _fresh(self, entry: _Entry, principal: Principal, key: SigningKey, now: float) -> bool:
@@ -133,9 +139,18 @@ class UpstreamIdentity:
             and entry.issued_at <= now < entry.issued_at + self.lifetime / 2
         )
 
-    def _sign(self, principal: Principal, key: SigningKey, now: float) -> _Entry:
+    async def _connected_services(self, user_id: str) -> list[str]:
+        """The user's live connections (only while signing, so at most once per token lifetime half)."""
+        if self.connected_services is None:
+            return []
+        try:
+            return await self.connected_services(user_id)
+        except StorageError:
+            return []  # the claim is informative: the proxy checks each connection when it is used
+
+    def _sign(self, principal: Principal, key: SigningKey, now: float, connected: list[str]) -> _Entry:
         issued = int(now)
-        claims = self.claims_for(principal, now=issued)
+        claims = self.claims_for(principal, now=issued, connected_services=connected)
         header = {"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}
         token = jwt.encode(header, claims, key.private, algorithms=[ALGORITHM])
         self.signed += 1

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.proxy.context import PROXY
 from gateway.vault.setup import VAULT
 from gateway.vault.vault import CONNECTED
 
@@ -32,4 +33,7 @@ async def _connect_ctx(app: web.Application) -> AsyncIterator[None]:
         return sorted(r.service for r in rows if r.status == CONNECTED and r.service in names)
 
     app[CONNECTED_SERVICES] = connected
+    proxy = app.get(PROXY)
+    if proxy is not None and proxy.identity is not None:
+        proxy.identity.connected_services = connected  # the upstream's identity JWT lists them too
     yield

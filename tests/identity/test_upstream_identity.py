@@ -181,3 +181,20 @@ async def test_without_a_usable_signing_key_a_cached_token_still_valid_is_used_e
 
 def _fields(principal: Principal) -> dict[str, Any]:
     return {name: getattr(principal, name) for name in Principal.__slots__}
+
+
+async def test_the_upstream_token_lists_the_users_live_connected_services_as_of_signing(
+    sqlite_storage: Storage, clock: ManualClock
+) -> None:
+    identity = signer(sqlite_storage, clock)
+    asked: list[str] = []
+
+    async def connected(user_id: str) -> list[str]:
+        asked.append(user_id)
+        return ["github", "google"]
+
+    identity.connected_services = connected
+    claims = await verified(await identity.token_for(KEY), identity._keys, clock)
+    assert claims["connected_services"] == ["github", "google"]
+    await identity.token_for(KEY)  # served from the cache: no second look-up
+    assert asked == ["usr_1"]
