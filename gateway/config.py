@@ -8,6 +8,7 @@ Unknown keys are rejected and every problem is reported at once, each with its p
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -127,6 +128,11 @@ def _check_redis_cluster(url: str | None) -> list[str]:
 
 def _check(c: GatewayConfig) -> list[str]:
     problems: list[str] = []
+    for i, proxy in enumerate(c.security.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(f"security.trusted_proxies[{i}]: expected an IP address or a CIDR range")
     flight = c.flight_recorder
     if not 1 <= flight.ring_size <= 1000 or flight.retention < 60 or flight.anonymous_per_minute < 0:
         problems.append(

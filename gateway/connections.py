@@ -27,7 +27,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
-from gateway.net import address_bucket
+from gateway.net import address_bucket, is_trusted
 
 log = logging.getLogger("gateway.connections")
 
@@ -94,7 +94,7 @@ class ConnectionTable:
 
     def admit(self, conn: GuardedRequestHandler) -> bool:
         """Count ``conn`` in, making room if needed; False: it must be closed unserved."""
-        cap = 0 if conn.peer in self.limits.uncapped_peers else self.limits.max_per_address
+        cap = 0 if is_trusted(conn.peer, self.limits.uncapped_peers) else self.limits.max_per_address
         if cap and self._by_address.get(conn.address, 0) >= cap:
             self._refusals.warning("refusing connections from %s: %d already open", conn.address, cap)
             return False
