@@ -30,10 +30,10 @@ from gateway.workers import Backoff
 from tests.support.gateway import FAST_ARGON2, TEST_PASSWORD
 from tests.support.oauth_browser import Browser
 from tests.support.oauth_flows import EMAIL, INIT, MCP_HEADERS, REDIRECT_URI, OAuthApp, approve, bearer, new_pkce
-from tests.support.replicas import REDIS_URL, free_port
+from tests.support.replicas import REDIS_URL, delete_keys, free_port
 from tests.support.scripted_upstream import ScriptedUpstream, json_ok, opens_session, scripted_upstream
 from tests.support.upstream import REPO_ROOT
-from tests.support.workers import delete_redis_keys, served
+from tests.support.workers import served
 
 pytestmark = pytest.mark.redis
 
@@ -65,7 +65,7 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
 async def tag() -> AsyncIterator[str]:
     tag = f"gwt{secrets.token_hex(6)}"
     yield tag
-    await delete_redis_keys(f"{tag}:*")
+    await delete_keys(f"{tag}:*")
 
 
 def config_for(

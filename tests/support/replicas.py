@@ -130,45 +130,49 @@ class Fleet:
         return process.returncode or 0, err.decode()
 
 
-async def start_replica(name: str, config_path: Path, port: int) -> Replica:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(config_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+async def spawn_serve(config_path: Path, port: int, *args: str) -> asyncio.subprocess.Process:
+    """``python -m gateway serve`` on ``127.0.0.1:port`` with this configuration (stderr piped, for its ready line)."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway", "serve", "--config", str(config_path)),
+        *("--host", "127.0.0.1", "--port", str(port), *args),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    replica = Replica(name, f"http://127.0.0.1:{port}", process)
+
+
+async def until_ready(process: asyncio.subprocess.Process, tail: deque[str], timeout: float = STARTUP_TIMEOUT) -> str:
+    """Read the server's stderr (into ``tail``) until its ready line, which is returned; an exit before it, or no
+    ready line within ``timeout``, raises with what it said."""
     assert process.stderr is not None
+    async with asyncio.timeout(timeout):
+        while True:
+            raw = await process.stderr.readline()
+            if not raw:
+                await process.wait()
+                raise RuntimeError(f"serve exited at start ({process.returncode}):\n" + "\n".join(tail))
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            if line.startswith(READY_PREFIX):
+                return line
+
+
+async def start_replica(name: str, config_path: Path, port: int) -> Replica:
+    process = await spawn_serve(config_path, port)
+    replica = Replica(name, f"http://127.0.0.1:{port}", process)
     try:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            while True:
-                raw = await process.stderr.readline()
-                if not raw:
-                    raise RuntimeError(f"replica {name} exited at start:\n{replica.output()}")
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                replica.tail.append(line)
-                if line.startswith(READY_PREFIX):
-                    break
+        await until_ready(process, replica.tail)
     except BaseException:
         await replica.stop()
         raise
-    replica.pump = asyncio.create_task(_drain(process.stderr, replica.tail))
+    assert process.stderr is not None
+    replica.pump = asyncio.create_task(drain(process.stderr, replica.tail))
     return replica
 
 
-async def _drain(stream: asyncio.StreamReader, tail: deque[str]) -> None:
+async def drain(stream: asyncio.StreamReader, tail: deque[str]) -> None:
     async for raw in stream:
         tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
@@ -232,11 +236,11 @@ async def replica_fleet(
     finally:
         await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
         await db.close()
-        await _delete_keys(f"gwt{tag}:*")
+        await delete_keys(f"gwt{tag}:*")
 
 
-async def _delete_keys(pattern: str) -> None:
-    """Remove this fleet's quota counters from the shared Redis (only its own prefix; never a flush)."""
+async def delete_keys(pattern: str) -> None:
+    """Remove one test's keys from the shared Redis (only its own prefix; never a flush)."""
     client = Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
     try:
         keys = [key async for key in client.scan_iter(match=pattern, count=1000)]

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,12 +19,9 @@ from typing import Any
 
 import aiohttp
 import yaml
-from redis.asyncio import Redis
 
-from tests.support.replicas import REDIS_URL
-from tests.support.upstream import REPO_ROOT
+from tests.support.replicas import drain, spawn_serve, until_ready
 
-READY_PREFIX = "mcp-gateway listening on "
 STARTUP_TIMEOUT = 60.0
 """Generous: the machine running the tests is shared and busy."""
 STOP_TIMEOUT = 60.0
@@ -107,44 +103,18 @@ class Served:
 
 
 async def start_served(config_path: Path, port: int, *args: str) -> Served:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(config_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stderr is not None
+    process = await spawn_serve(config_path, port, *args)
     tail: deque[str] = deque(maxlen=300)
     try:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            while True:
-                raw = await process.stderr.readline()
-                if not raw:
-                    await process.wait()
-                    raise RuntimeError(f"serve exited at start ({process.returncode}):\n" + "\n".join(tail))
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                tail.append(line)
-                if line.startswith(READY_PREFIX):
-                    break
+        line = await until_ready(process, tail, STARTUP_TIMEOUT)
     except BaseException:
         if process.returncode is None:
             process.kill()
             await process.wait()
         raise
+    assert process.stderr is not None
     served = Served(process, f"http://127.0.0.1:{port}", line, tail)
-    served.pump = asyncio.create_task(_drain(process.stderr, tail))
+    served.pump = asyncio.create_task(drain(process.stderr, tail))
     return served
 
 
@@ -157,19 +127,3 @@ async def served(config: Mapping[str, Any], tmp_path: Path, port: int, *args: st
         yield process
     finally:
         await process.stop()
-
-
-async def _drain(stream: asyncio.StreamReader, tail: deque[str]) -> None:
-    async for raw in stream:
-        tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-
-async def delete_redis_keys(pattern: str) -> None:
-    """Remove one test's keys from the shared Redis (its own prefix only; never a flush)."""
-    client = Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
