@@ -43,11 +43,11 @@ class Presented:
     raw: str = field(repr=False)
     header: str
     """``X-API-Key`` or ``Authorization``."""
+    digest: str = field(init=False, repr=False, compare=False)
+    """What the caches and the storage key it by (the secret itself is never stored); hashed once."""
 
-    @property
-    def digest(self) -> str:
-        """What the caches and the storage key it by (the secret itself is never stored)."""
-        return secret_hash(self.raw)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", secret_hash(self.raw))
 
 
 def extract_credential(request: web.Request, challenge: Challenge) -> Presented:

@@ -100,22 +100,29 @@ def _single(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-async def initiate(request: web.Request) -> web.StreamResponse:
-    flow = request.app[APP_FLOW]
-    name = request.match_info["provider"]
-    client = flow.provider(name)
-    key_id = await api_key_id(request)
+async def app_callback(request: web.Request, key_id: str) -> tuple[str, str | None]:
+    """The app's ``redirect_uri`` (one of the key's callback URLs) and its ``state``, each given at most once;
+    ``invalid_request`` otherwise."""
     redirect_uri = _single(request, "redirect_uri")
     app_state = _single(request, "state")
     if not redirect_uri:
         raise InvalidRequest("redirect_uri is required")
     if app_state is not None and not _APP_STATE.fullmatch(app_state):
         raise InvalidRequest("state is 1 to 512 printable ASCII characters")
+    if not allows(await request.app[STORAGE].get_key_app(key_id), redirect_uri):
+        raise InvalidRequest("redirect_uri is not one of this API key's callback URLs")
+    return redirect_uri, app_state
+
+
+async def initiate(request: web.Request) -> web.StreamResponse:
+    flow = request.app[APP_FLOW]
+    name = request.match_info["provider"]
+    client = flow.provider(name)
+    key_id = await api_key_id(request)
+    redirect_uri, app_state = await app_callback(request, key_id)
     if not request.app[CONFIG].identity.encryption_keys:
         raise ServiceUnavailable("Identity tokens are not configured on this gateway (identity.encryption_keys)")
     store = request.app[STORAGE]
-    if not allows(await store.get_key_app(key_id), redirect_uri):
-        raise InvalidRequest("redirect_uri is not one of this API key's callback URLs")
     try:
         url, pending = await client.begin(flow.callback_url(name))
     except ProviderError as exc:
@@ -137,13 +144,13 @@ async def initiate(request: web.Request) -> web.StreamResponse:
     return web.Response(status=302, headers={"Location": url, **NO_STORE})
 
 
-def _redirect(redirect_uri: str, params: Mapping[str, str | None]) -> web.Response:
+def redirect_to_app(redirect_uri: str, params: Mapping[str, str | None]) -> web.Response:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     separator = "&" if "?" in redirect_uri else "?"
     return web.Response(status=302, headers={"Location": redirect_uri + separator + query, **NO_STORE})
 
 
-def _app_error(exc: ProviderError) -> str:
+def app_error(exc: ProviderError) -> str:
     if exc.code in ("access_denied", "login_required"):
         return "access_denied"
     if exc.code == "invalid_state":
@@ -169,7 +176,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
         raise SignInLinkInvalid("The app this sign-in started from is no longer allowed to receive it.")
 
     def to_app(error: str, description: str) -> web.Response:
-        return _redirect(row.redirect_uri, {"error": error, "error_description": description, "state": row.app_state})
+        return redirect_to_app(
+            row.redirect_uri, {"error": error, "error_description": description, "state": row.app_state}
+        )
 
     if not await store.claim_app_sign_in(row.state_hash, now=clock.now()):
         return to_app("invalid_request", "This sign-in was already completed; start again")
@@ -184,19 +193,23 @@ async def callback(request: web.Request) -> web.StreamResponse:
     try:
         identity = await client.complete(pending, {k: request.query[k] for k in request.query})
     except ProviderError as exc:
-        return to_app(_app_error(exc), exc.description)
+        return to_app(app_error(exc), exc.description)
     config = request.app[CONFIG]
     try:
         user = await account_for(identity, store=store, clock=clock, settings=config.accounts, audit=request.app[AUDIT])
     except AccountRefused as exc:
         return to_app("access_denied", exc.description)
-    code = await flow.tokens.new_code(user_id=user.id, api_key_id=row.api_key_id, redirect_uri=row.redirect_uri)
-    if not key_app.tokens_in_url:
-        return _redirect(row.redirect_uri, {"code": code, "state": row.app_state})
-    # Explicitly chosen for this key (TOKENS_IN_URL_RISK): the tokens themselves in the URL.
-    pair = await flow.tokens.redeem(code, api_key_id=row.api_key_id, redirect_uri=row.redirect_uri)
+    try:
+        code = await flow.tokens.new_code(user_id=user.id, api_key_id=row.api_key_id, redirect_uri=row.redirect_uri)
+        if not key_app.tokens_in_url:
+            return redirect_to_app(row.redirect_uri, {"code": code, "state": row.app_state})
+        # Explicitly chosen for this key (TOKENS_IN_URL_RISK): the tokens themselves in the URL.
+        pair = await flow.tokens.redeem(code, api_key_id=row.api_key_id, redirect_uri=row.redirect_uri)
+    except (StorageUnavailable, SigningUnavailable):
+        # The sign-in was taken already: the app hears it and starts again, rather than the person seeing a 500.
+        return to_app("temporarily_unavailable", "The gateway cannot issue tokens right now; retry shortly")
     body = {k: str(v) for k, v in token_body(pair, now=clock.now()).items()}
-    return _redirect(row.redirect_uri, {**body, "state": row.app_state})
+    return redirect_to_app(row.redirect_uri, {**body, "state": row.app_state})
 
 
 async def token(request: web.Request) -> web.Response:

@@ -112,13 +112,21 @@ class Enforcer:
             raise ScopeRefused([Refused(None, need)], resource_metadata=self.resource_metadata, batch=False)
 
     def judge(
-        self, headers: Mapping[str, str], principal: Principal, message: object, consistent: Consistency | None = None
+        self,
+        headers: Mapping[str, str],
+        principal: Principal,
+        message: object,
+        consistent: Consistency | None = None,
+        *,
+        headers_judged: bool = False,
     ) -> Verdict:
         """The verdict on one POST body (parsed), or ``ScopeRefused``. The headers are judged first, then
         ``consistent`` (the ``Mcp-Method``/``Mcp-Name`` check against the body, 400) runs, then the body is
         judged: a forbidden ``Mcp-Name`` is 403 whatever the body says; a mismatch whose body alone names a
-        forbidden target is the 400."""
-        self.judge_headers(headers, principal)
+        forbidden target is the 400. ``headers_judged``: the caller already ran ``judge_headers`` (before reading
+        the body), so it is not run twice."""
+        if not headers_judged:
+            self.judge_headers(headers, principal)
         if consistent is not None:
             consistent(headers, message)
         if not self.policy.enabled:

@@ -35,10 +35,16 @@ class PolicyHooks:
         self.enforcer.judge_headers(request.headers, principal)
 
     def judge(
-        self, request: web.Request, principal: Principal, message: object, consistent: Consistency | None = None
+        self,
+        request: web.Request,
+        principal: Principal,
+        message: object,
+        consistent: Consistency | None = None,
+        *,
+        headers_judged: bool = False,
     ) -> Verdict:
         """The verdict on a POST (``Mcp-Name`` first, then ``consistent``, then the body), or ``ScopeRefused``."""
-        return self.enforcer.judge(request.headers, principal, message, consistent)
+        return self.enforcer.judge(request.headers, principal, message, consistent, headers_judged=headers_judged)
 
     async def relay(
         self,

@@ -53,7 +53,7 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
         request.app[POLICY].judge_headers(request, principal)  # a forbidden Mcp-Name: 403 before the body matters
         body = await read_body(request)
         message = parse_message(body)
-        verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers)
+        verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers, headers_judged=True)
         cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
     elif request.method == "GET":
         cost = STREAM_OPEN_COST

@@ -39,7 +39,6 @@ from gateway.vault.vault import VaultLocked
 APP_CALLBACK_PATH: Final = "/v1/auth/services/callback"
 DISCONNECT_PATH: Final = "/v1/auth/{service}"
 _AD: Final = b"vault-app-connect"
-_BEARER = "bearer "
 
 
 async def identity_of(request: web.Request) -> tuple[str, dict[str, Any]]:
@@ -72,12 +71,7 @@ async def initiate(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("service names no configured service")
     if service.provider != request.match_info["provider"]:
         raise InvalidRequest("service is not served by this provider")
-    redirect_uri = request.query.get("redirect_uri", "")
-    app_state = request.query.get("state")
-    if not redirect_uri or not allows(await request.app[STORAGE].get_key_app(key_id), redirect_uri):
-        raise InvalidRequest("redirect_uri is not one of this API key's callback URLs")
-    if app_state is not None and not (0 < len(app_state) <= 512 and app_state.isprintable()):
-        raise InvalidRequest("state is 1 to 512 printable characters")
+    redirect_uri, app_state = await app_flow.app_callback(request, key_id)
     client = service_client(services, request.app, name)
     try:
         url, pending = await client.begin(_callback_url(request))
@@ -104,12 +98,6 @@ async def initiate(request: web.Request) -> web.StreamResponse:
     return web.Response(status=302, headers={"Location": url, **NO_STORE})
 
 
-def _back(redirect_uri: str, params: dict[str, str | None]) -> web.Response:
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    separator = "&" if "?" in redirect_uri else "?"
-    return web.Response(status=302, headers={"Location": redirect_uri + separator + query, **NO_STORE})
-
-
 async def callback(request: web.Request) -> web.StreamResponse:
     state = request.query.get("state", "")
     key_id, _, blob = state.partition(".")
@@ -122,7 +110,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if key is None or not key.usable_at(now) or not allows(await store.get_key_app(key.id), str(data["r"])):
         raise app_flow.SignInLinkInvalid("The app this connection started from is no longer allowed to receive it.")
     if now - float(data["t"]) > PENDING_TTL:
-        return _back(data["r"], {"error": "invalid_request", "error_description": "too slow", "state": data["as"]})
+        return app_flow.redirect_to_app(
+            data["r"], {"error": "invalid_request", "error_description": "too slow", "state": data["as"]}
+        )
     services = request.app[VAULT]
     name = str(data["s"])
     client = service_client(services, request.app, name)
@@ -141,11 +131,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
             "service.connected", actor=str(data["k"]), user_id=str(data["u"]), service=name, source="app"
         )
     except ProviderError as exc:
-        error = "access_denied" if exc.code in ("access_denied", "login_required") else "server_error"
-        return _back(data["r"], {"error": error, "error_description": exc.description, "state": data["as"]})
+        error = app_flow.app_error(exc)
+        return app_flow.redirect_to_app(
+            data["r"], {"error": error, "error_description": exc.description, "state": data["as"]}
+        )
     except VaultLocked as exc:
         raise ServiceUnavailable("The vault is unavailable; the operator has been told") from exc
-    return _back(data["r"], {"service": name, "state": data["as"]})
+    return app_flow.redirect_to_app(data["r"], {"service": name, "state": data["as"]})
 
 
 async def disconnect(request: web.Request) -> web.StreamResponse:

@@ -23,7 +23,7 @@ from gateway.credentials import Presented, Principal
 from gateway.credentials.extract import API_KEY_HEADER
 from gateway.credentials.principal import Refusal
 from gateway.credentials.setup import AUTHENTICATOR
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, ServiceUnavailable
 from gateway.identity.tokens import InvalidIdentityToken
 from gateway.quota.setup import QUOTA_GATE
 from gateway.storage.base import StorageUnavailable
@@ -111,7 +111,7 @@ async def _authenticate(request: web.Request, services: VaultServices) -> tuple[
     try:
         verified = await authn.cache.validation(presented.digest, lambda: verifier.verify(presented))
     except StorageUnavailable as exc:
-        raise VaultUnavailable("The credential store is unavailable, retry shortly") from exc
+        raise ServiceUnavailable("The credential store is unavailable, retry shortly") from exc
     now = request.app[CLOCK].now()
     if isinstance(verified, Refusal) or (verified.expires_at is not None and now >= verified.expires_at):
         raise InvalidToken("The API key is unknown, expired or revoked", headers=challenge)

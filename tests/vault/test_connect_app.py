@@ -58,6 +58,13 @@ async def test_an_app_connects_a_service_for_its_signed_in_user_and_calls_the_pr
         not_allowed = {**params, "redirect_uri": "https://evil.example/cb"}
         async with http.get(url, params=not_allowed, headers=headers, allow_redirects=False) as response:
             assert response.status == 400
+        # The same checks as the app flow's sign-in: one redirect_uri, and a printable ASCII state.
+        repeated = [*params.items(), ("redirect_uri", "https://evil.example/cb")]
+        non_ascii = {**params, "state": "s\u00e9"}
+        for query in (repeated, non_ascii):
+            async with http.get(url, params=query, headers=headers, allow_redirects=False) as response:
+                assert response.status == 400
+                assert (await response.json())["error"] == "invalid_request"
 
 
 async def test_the_token_exchange_is_refused_to_app_keys_and_to_app_identity_tokens(db: Backend) -> None:
