@@ -12,6 +12,7 @@ too: a counter never goes back), gauges say how they combine (``multiprocess_mod
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
@@ -192,6 +193,28 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self._series: dict[tuple[str, str, int], RequestSeries] = {}
+
+    def request_series(self, route: str, method: str, status: int) -> RequestSeries:
+        """The per-request series of one route, method and status (labels resolved once: every answer uses them)."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = RequestSeries(
+                self.requests.labels(route=route, method=method, status=str(status)),
+                self.request_seconds.labels(route=route),
+                self.upstream_seconds.labels(route=route),
+                self.overhead_seconds.labels(route=route),
+            )
+        return series
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSeries:
+    requests: Counter
+    request_seconds: Histogram
+    upstream_seconds: Histogram
+    overhead_seconds: Histogram
 
 
 METRICS = web.AppKey("metrics", Metrics)

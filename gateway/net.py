@@ -53,6 +53,7 @@ def client_address(request: web.Request, trusted_proxies: Collection[str]) -> st
     return hops[0] if hops else peer
 
 
+@functools.lru_cache(maxsize=4096)
 def address_bucket(address: str) -> str:
     """The unit an address-based limit counts: an IPv4 address, or the /64 an IPv6 address belongs to (one
     subscriber usually holds a whole /64, so counting single IPv6 addresses would be no limit at all)."""

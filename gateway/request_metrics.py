@@ -72,11 +72,12 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     metrics = request.app[METRICS]
     elapsed = time.perf_counter() - timing.started
     method = request.method if request.method in METHODS else "other"
-    metrics.requests.labels(route=timing.route, method=method, status=str(response.status)).inc()
-    metrics.request_seconds.labels(route=timing.route).observe(elapsed)
+    series = metrics.request_series(timing.route, method, response.status)
+    series.requests.inc()
+    series.request_seconds.observe(elapsed)
     if timing.upstream is not None:
-        metrics.upstream_seconds.labels(route=timing.route).observe(timing.upstream)
-        metrics.overhead_seconds.labels(route=timing.route).observe(max(0.0, elapsed - timing.upstream))
+        series.upstream_seconds.observe(timing.upstream)
+        series.overhead_seconds.observe(max(0.0, elapsed - timing.upstream))
     transport = STREAM_TRANSPORTS.get(timing.route)
     if transport is not None and response.content_type == EVENT_STREAM:
         metrics.open_streams.labels(transport=transport).inc()

@@ -22,6 +22,8 @@ def _unsafe(char: str) -> bool:
 
 def has_unsafe_characters(value: str) -> bool:
     """True when ``value`` holds a character that must never be accepted into a name or an address."""
+    if value.isascii() and value.isprintable():  # printable ASCII holds none of them (the common case, at C speed)
+        return False
     return any(_unsafe(char) for char in value)
 
 

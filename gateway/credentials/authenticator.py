@@ -71,8 +71,13 @@ class Authenticator:
             self._refused("malformed")
             raise
         now = self._clock.now()
-        verifier = self._verifier_for(request, presented)
-        verified = await self._validation(verifier, presented, cached=True)
+        # A validation still cached was of a well-formed credential: only a miss runs the shape checks first.
+        verified: Verified | Refusal | None = self.cache.fresh(presented.digest)
+        if verified is None:
+            verifier = self._verifier_for(request, presented)
+            verified = await self._validation(verifier, presented, cached=True)
+        else:
+            verifier = self._matching(presented)
         if isinstance(verified, Refusal):
             raise self._invalid(verified, request)
         principal = verified.principal
@@ -83,6 +88,10 @@ class Authenticator:
         self._check_scope(principal, request)
         first_call(request, principal.credential_id, client_id=principal.client_id, account_id=principal.user_id)
         return principal
+
+    def _matching(self, presented: Presented) -> CredentialVerifier:
+        """The verifier of a credential validated before (its validation is cached)."""
+        return next(v for v in self.verifiers if v.matches(presented.raw))
 
     def _verifier_for(self, request: web.Request, presented: Presented) -> CredentialVerifier:
         """The first registered verifier that recognises the credential; refuses one that none (or its own

@@ -50,13 +50,18 @@ class ValidationCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def validation(self, digest: str, load: Load) -> Verified | Refusal:
-        """The cached validation of ``digest`` while fresh; otherwise ``load()`` it, remembering a success and
-        forgetting the digest on a refusal. Storage errors raised by ``load`` propagate."""
+    def fresh(self, digest: str) -> Verified | None:
+        """The cached validation of ``digest`` while it may be reused (None: it must be loaded). No await: a busy
+        credential costs one dictionary lookup and a clock read."""
         entry = self._entries.get(digest)
         if entry is not None and self._fresh(entry):
             return entry.verified
-        return await self.reload(digest, load)
+        return None
+
+    async def validation(self, digest: str, load: Load) -> Verified | Refusal:
+        """The cached validation of ``digest`` while fresh; otherwise ``load()`` it, remembering a success and
+        forgetting the digest on a refusal. Storage errors raised by ``load`` propagate."""
+        return self.fresh(digest) or await self.reload(digest, load)
 
     async def reload(self, digest: str, load: Load) -> Verified | Refusal:
         """``load()`` the validation now, bypassing and refreshing the cache."""

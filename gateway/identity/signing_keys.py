@@ -73,6 +73,15 @@ class SigningKeys:
                 raise SigningUnavailable("no current signing key")
         return self._unseal(row)
 
+    def current_if_loaded(self) -> SigningKey | None:
+        """The current key without a lookup, when the list read less than ``cache_seconds`` ago names one that is
+        already unsealed (None: call ``current``)."""
+        rows = self._rows
+        if rows is None or not 0 <= self._clock.monotonic() - self._loaded_at < self.cache_seconds:
+            return None
+        row = _current_row(rows)
+        return None if row is None else self._unsealed.get(row.kid)
+
     async def published(self, *, refresh_unknown: bool = False) -> list[dict[str, Any]]:
         """The public JWKs verifiers need now: the current key and the retired ones still within their window.
         ``refresh_unknown`` (a token names a key not in the cached list) re-reads the list, at most every

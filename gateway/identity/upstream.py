@@ -79,6 +79,15 @@ class UpstreamIdentity:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def cached_token(self, principal: Principal) -> str | None:
+        """The principal's cached token while it is fresh under the current key, without any lookup (None: call
+        ``token_for``): what a busy credential's requests cost."""
+        key = self._keys.current_if_loaded()
+        entry = self._cache.get((principal.method, principal.credential_id))
+        if key is None or entry is None or not self._fresh(entry, principal, key, self._clock.now()):
+            return None
+        return entry.token
+
     async def token_for(self, principal: Principal) -> str:
         """The principal's current token: the cached one while it is fresh, else a new one.
 

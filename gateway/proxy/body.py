@@ -84,11 +84,12 @@ def _constant(name: str) -> Any:
 def parse_message(body: bytes) -> object:
     """The JSON-RPC message (or batch) in a POST body, or ``InvalidJson`` (400, JSON-RPC -32700)."""
     try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_constant)
+        text = body.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except RecursionError as exc:
         raise InvalidJson(jsonsafe.TOO_DEEP) from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise InvalidJson("Parse error: the body is not one JSON text in UTF-8") from exc
-    if jsonsafe.depth(value) > jsonsafe.MAX_DEPTH:
+    if jsonsafe.too_deep(text, value):
         raise InvalidJson(jsonsafe.TOO_DEEP)
     return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from gateway.identity.web import IDENTITY
 from gateway.metrics import METRICS
 from gateway.net import client_address
 from gateway.proxy.body import close_after_unreadable_body
-from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, upstream_request_headers
+from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, forwarded_names, upstream_request_headers
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream
@@ -52,11 +52,18 @@ class ProxyContext:
     identity: UpstreamIdentity | None = None
     """Signs the identity JWT sent in ``identity_header`` (None: no JWT is sent)."""
     identity_header: str = DEFAULT_IDENTITY_HEADER
+    public_scheme: str = field(init=False)
+    public_host: str = field(init=False)
+    public_origin: str = field(init=False)
+    forwarded: frozenset[str] = field(init=False)
+    """The lowercase names forwarded by name (``forwarded_names``), computed once."""
 
-    @property
-    def public_origin(self) -> str:
+    def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        object.__setattr__(self, "public_scheme", parts.scheme)
+        object.__setattr__(self, "public_host", parts.netloc)
+        object.__setattr__(self, "public_origin", f"{parts.scheme}://{parts.netloc}")
+        object.__setattr__(self, "forwarded", forwarded_names(self.forward_headers))
 
     def origin_allowed(self, origin: str) -> bool:
         normalised = origin.strip().lower().rstrip("/")
@@ -69,16 +76,16 @@ class ProxyContext:
             raise OriginNotAllowed("Origin not allowed")
 
     async def upstream_headers(self, request: web.Request, principal: Principal) -> CIMultiDict[str]:
-        parts = urlsplit(self.public_url)
-        token = None if self.identity is None else await self.identity.token_for(principal)
+        identity = self.identity
+        token = None if identity is None else identity.cached_token(principal) or await identity.token_for(principal)
         return upstream_request_headers(
             request.headers,
             principal,
             peer=client_address(request, self.trusted_proxies),
-            public_scheme=parts.scheme,
-            public_host=parts.netloc,
+            public_scheme=self.public_scheme,
+            public_host=self.public_host,
             identity=self.identity_headers,
-            forward=self.forward_headers,
+            forwarded=self.forwarded,
             identity_token=None if token is None else (self.identity_header, token),
         )
 

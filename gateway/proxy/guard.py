@@ -49,6 +49,9 @@ class BlockedAddresses:
 
     _until: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
+    def __bool__(self) -> bool:
+        return bool(self._until)
+
     def wait(self, address: str, now: float) -> float:
         until = self._until.get(address)
         if until is None:
@@ -74,14 +77,15 @@ async def authenticate(request: web.Request) -> Principal:
     if limits is None:
         return await proxy.authn.authenticate(request)
     blocked, now = request.app[BLOCKED], request.app[CLOCK].monotonic()
-    address = address_bucket(client_address(request, proxy.trusted_proxies))
-    wait = blocked.wait(address, now)
-    if wait > 0:
-        limits.metrics.throttled.labels(endpoint="mcp").inc()
-        raise TooManyRefusals(wait)
+    if blocked:  # the address is derived only when some address is blocked, or on a refusal
+        wait = blocked.wait(address_bucket(client_address(request, proxy.trusted_proxies)), now)
+        if wait > 0:
+            limits.metrics.throttled.labels(endpoint="mcp").inc()
+            raise TooManyRefusals(wait)
     try:
         return await proxy.authn.authenticate(request)
     except Unauthorized:
+        address = address_bucket(client_address(request, proxy.trusted_proxies))
         wait = await limits.mcp_auth_failed(address)
         if wait > 0:
             blocked.block(address, now + wait)

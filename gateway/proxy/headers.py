@@ -16,7 +16,7 @@ CORS, ``Alt-Svc``, CSP, ...) or on a front proxy (``X-Accel-*``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -120,6 +120,8 @@ class RepeatedHeader(BadJsonRpc):
 def refuse_repeats(incoming: CIMultiDictProxy[str]) -> None:
     """400 when a single-valued MCP field (or one ``Mcp-Param-*`` name) is sent twice: the gateway would check
     the first value while the upstream might act on another."""
+    if len(incoming.keys()) == len(incoming):  # no field repeated at all (the keys are unique, case-insensitively)
+        return
     for name in SINGLE_VALUED:
         if len(incoming.getall(name, ())) > 1:
             raise RepeatedHeader(f"{name} header repeated")
@@ -166,15 +168,17 @@ def identity_header_problems(
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     """Fields named in ``Connection`` are hop-by-hop too (RFC 9110 §7.6.1)."""
     listed: set[str] = set()
-    for value in headers.getall("Connection", []):
+    for value in headers.getall("Connection", ()):
         listed.update(part.strip().lower() for part in value.split(","))
     return listed
 
 
-def _forwarded(lower: str, extra: Collection[str]) -> bool:
-    if "_" in lower or lower in NEVER_FORWARDABLE:
-        return False
-    return lower in FORWARDED_TO_UPSTREAM or lower.startswith(MCP_PARAM_PREFIX) or lower in extra
+def forwarded_names(forward: Iterable[str] = ()) -> frozenset[str]:
+    """The lowercase names forwarded to the upstream by name: the MCP allow-list and ``upstream.forward_headers``
+    (whose names the configuration already checked), never a credential, connection or forwarding field, nor a
+    name with an underscore. ``Mcp-Param-*`` names are matched by prefix in ``upstream_request_headers``."""
+    names = FORWARDED_TO_UPSTREAM | {name.lower() for name in forward}
+    return frozenset(name for name in names if "_" not in name and name not in NEVER_FORWARDABLE)
 
 
 def upstream_request_headers(
@@ -185,16 +189,16 @@ def upstream_request_headers(
     public_scheme: str,
     public_host: str,
     identity: bool,
-    forward: Iterable[str] = (),
+    forwarded: frozenset[str] = FORWARDED_TO_UPSTREAM,
     identity_token: tuple[str, str] | None = None,
 ) -> CIMultiDict[str]:
-    """``identity_token``: ``(header name, signed JWT)``, set last so no client value of that name survives."""
-    extra = {name.lower() for name in forward}
-    hop = _connection_listed(incoming)
+    """``forwarded``: ``forwarded_names(upstream.forward_headers)``; ``identity_token``: ``(header name, signed
+    JWT)``, set last so no client value of that name survives."""
+    hop = _connection_listed(incoming) if "Connection" in incoming else ()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
-        if lower not in hop and _forwarded(lower, extra):
+        if (lower in forwarded or (lower.startswith(MCP_PARAM_PREFIX) and "_" not in lower)) and lower not in hop:
             out.add(name, value)
     if identity:
         out["X-Gateway-User-Id"] = principal.user_id
@@ -216,7 +220,7 @@ def upstream_request_headers(
 
 
 def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    drop = _NEVER_DOWNSTREAM | _connection_listed(upstream)
+    drop = _NEVER_DOWNSTREAM | _connection_listed(upstream) if "Connection" in upstream else _NEVER_DOWNSTREAM
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         lower = name.lower()

@@ -57,6 +57,10 @@ class _Stream:
             self.upstream.content.set_exception(EndStream(error_event(reason)))
 
 
+_NOT_A_STREAM: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+"""What ``watch`` gives an answer that is not an event stream: nothing to register (reusable)."""
+
+
 @dataclass
 class OpenStreams:
     authn: Authenticator
@@ -68,14 +72,18 @@ class OpenStreams:
     def __len__(self) -> int:
         return len(self._streams)
 
-    @contextlib.asynccontextmanager
-    async def watch(
+    def watch(
         self, request: web.Request, principal: Principal, upstream: aiohttp.ClientResponse
-    ) -> AsyncIterator[None]:
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Register the response relayed inside the block when it is an event stream."""
         if upstream.content_type != EVENT_STREAM:
-            yield
-            return
+            return _NOT_A_STREAM
+        return self._watch(request, principal, upstream)
+
+    @contextlib.asynccontextmanager
+    async def _watch(
+        self, request: web.Request, principal: Principal, upstream: aiohttp.ClientResponse
+    ) -> AsyncIterator[None]:
         credential = self.authn.credential_of(request)
         cache = self.authn.cache
         stream = _Stream(principal, credential, upstream, self.clock.monotonic(), cache.expiry_of(credential.digest))

@@ -86,6 +86,8 @@ class DegradingLimiter:
         self._shard = shard
         self._local_plans: dict[Plan, Plan] = {}
         self._outages: dict[str, _Outage] = {}
+        self._admit_local: Callable[[str, Plan, int], Decision | None] | None = getattr(primary, "admit_local", None)
+        """The primary's synchronous admission from what it holds locally (``LeasedLimiter``), if it has one."""
 
     @property
     def degraded(self) -> bool:
@@ -94,6 +96,12 @@ class DegradingLimiter:
 
     async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
         local = self.local_plan(plan)
+        if self._admit_local is not None and not self._outages:
+            # Spent from a slice already leased from the shared counter: no Redis call, nothing to time out.
+            decision = self._admit_local(account_id, plan, cost)
+            if decision is not None:
+                self._fallback.record(account_id, local, cost)
+                return decision
         decision = await self._try_primary(account_id, lambda: self._primary.admit(account_id, plan, cost))
         if decision is None:
             return replace(self._fallback.admit_now(account_id, local, cost), degraded=True)
@@ -124,7 +132,7 @@ class DegradingLimiter:
     async def _try_primary(self, account_id: str, call: Callable[[], Awaitable[_T]]) -> _T | None:
         """The primary's answer, or None when it failed or is not being tried right now (the account's shard
         is degraded and this call is not its probe)."""
-        shard = self._shard(account_id)
+        shard = self._shard(account_id) if self._outages else SINGLE_SHARD  # sharded lazily: rarely needed
         outage = self._outages.get(shard)
         if outage is not None:
             if outage.probing or self._clock.monotonic() < outage.retry_at:
@@ -134,12 +142,13 @@ class DegradingLimiter:
             async with asyncio.timeout(self._timeout):  # no extra task per call, unlike wait_for
                 result = await call()
         except PRIMARY_ERRORS as exc:
-            self._failed(shard, exc)
+            self._failed(self._shard(account_id), exc)
             return None
         finally:
             if outage is not None:
                 outage.probing = False
-        self._succeeded(shard)
+        if self._outages:
+            self._succeeded(self._shard(account_id))
         return result
 
     def _failed(self, shard: str, exc: BaseException) -> None:

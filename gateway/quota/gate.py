@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Final, TypeVar
 
 from gateway.background import background
@@ -47,10 +48,15 @@ class Admission:
     decision: Decision | None = None
     lease: Lease | None = None
 
-    @contextlib.asynccontextmanager
-    async def around(self, opening: contextlib.AbstractAsyncContextManager[_T]) -> AsyncIterator[_T]:
+    def around(self, opening: contextlib.AbstractAsyncContextManager[_T]) -> contextlib.AbstractAsyncContextManager[_T]:
         """Enter ``opening`` (the upstream request): refund the charge when the request never reached it;
         hold (and refresh) the stream lease until the block ends."""
+        if self.lease is None:
+            return _Refunding(self, opening)
+        return self._holding_lease(opening)
+
+    @contextlib.asynccontextmanager
+    async def _holding_lease(self, opening: contextlib.AbstractAsyncContextManager[_T]) -> AsyncIterator[_T]:
         async with contextlib.AsyncExitStack() as stack:
             if self.lease is not None:
                 stack.push_async_callback(self.gate.slots.release, self.lease)
@@ -67,6 +73,29 @@ class Admission:
         while True:
             await asyncio.sleep(interval)
             await self.gate.slots.refresh(lease)
+
+
+class _Refunding(contextlib.AbstractAsyncContextManager[_T]):
+    """``Admission.around`` without a stream lease (every request but a standalone stream): a plain context
+    manager, not an async generator, since every proxied request enters one."""
+
+    __slots__ = ("_admission", "_opening")
+
+    def __init__(self, admission: Admission, opening: contextlib.AbstractAsyncContextManager[_T]) -> None:
+        self._admission = admission
+        self._opening = opening
+
+    async def __aenter__(self) -> _T:
+        try:
+            return await self._opening.__aenter__()
+        except NEVER_REACHED:
+            await self._admission.gate.refund(self._admission)
+            raise
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._opening.__aexit__(kind, exc, tb)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,19 @@ RATELIMIT: Final = "RateLimit"
 RETRY_AFTER: Final = "Retry-After"
 
 
+_POLICIES: dict[tuple[tuple[str, int], ...], str] = {}
+"""``policy_field`` by windows and limits: a handful of plans, each written once."""
+
+
 def policy_field(states: Sequence[WindowState]) -> str:
     """The ``RateLimit-Policy`` value (§3): ``"minute";q=60;w=60, "day";q=1000;w=86400``."""
-    return ", ".join(f'"{s.window}";q={s.limit};w={NOMINAL_SECONDS[s.window]}' for s in states)
+    key = tuple((s.window, s.limit) for s in states)
+    value = _POLICIES.get(key)
+    if value is None:
+        value = ", ".join(f'"{window}";q={limit};w={NOMINAL_SECONDS[window]}' for window, limit in key)
+        if len(_POLICIES) < 256:
+            _POLICIES[key] = value
+    return value
 
 
 def ratelimit_field(states: Sequence[WindowState]) -> str:

@@ -187,6 +187,18 @@ class LeasedLimiter:
         pool = self._pools.get((account_id, plan))
         return pool.left if pool is not None else 0
 
+    def admit_local(self, account_id: str, plan: Plan, cost: int) -> Decision | None:
+        """The decision when this replica's current lease covers ``cost`` (spent at once, no await), else None
+        (``admit`` must go to Redis). What a busy account's requests cost between two leases."""
+        now = self._clock.monotonic()
+        self._sweep(now)
+        pool = self._pools.get((account_id, plan))
+        if pool is None or pool.lease is None or not 0 < cost <= pool.left or now >= pool.lease.expires:
+            return None
+        pool.touched = now
+        pool.left -= cost
+        return self._decision(pool, pool.lease, cost)
+
     async def admit(self, account_id: str, plan: Plan, cost: int) -> Decision:
         check_cost(cost)
         if plan.unlimited:
@@ -299,17 +311,11 @@ class LeasedLimiter:
     def _states(self, pool: _Pool, reply: _Reply, held: int) -> list[WindowState]:
         now = self._clock.monotonic()
         states = []
-        for i, (kind, limit) in enumerate(zip(pool.kinds, pool.limits, strict=True)):
-            used = max(0, reply.used[i] - held)
-            states.append(
-                WindowState(
-                    window=kind,
-                    limit=limit,
-                    remaining=max(0, limit - used),
-                    reset_seconds=max(1, math.ceil(reply.ends[i] - now)),
-                    used=used,
-                )
-            )
+        for kind, limit, used, end in zip(pool.kinds, pool.limits, reply.used, reply.ends, strict=True):
+            used = used - held if used > held else 0
+            reset = math.ceil(end - now)
+            remaining = limit - used if used < limit else 0
+            states.append(WindowState(kind, limit, remaining, reset if reset > 1 else 1, used))
         return states
 
     async def _give_back(self, account_id: str, plan: Plan, units: int, at: int) -> None:

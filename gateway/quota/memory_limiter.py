@@ -85,8 +85,15 @@ class MemoryLimiter:
     def record(self, account_id: str, plan: Plan, cost: int) -> None:
         """Charge ``cost`` to every capped window of ``plan`` without checking (usage admitted elsewhere)."""
         check_cost(cost)
-        if cost:
-            self._charge(account_id, self._windows(account_id, plan, self._clock.now()), cost)
+        if not cost:
+            return
+        now = self._clock.now()
+        for kind, _ in plan.limits():
+            start, end = self._bounds(kind, now)
+            counter = self._counters.get((account_id, kind))
+            if counter is None or counter.start != start:
+                counter = self._counters[(account_id, kind)] = _Counter(start, end)
+            counter.used += cost
 
     def __len__(self) -> int:
         """Live counters (for tests and metrics)."""
