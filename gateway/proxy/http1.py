@@ -149,6 +149,15 @@ class Pool:
         self._connections: set[Connection] = set()
         self._closed = False
 
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a connection (all ``max_connections`` are in use)."""
+        return len(self._waiters)
+
     async def request(
         self,
         method: str,
