@@ -135,11 +135,12 @@ class Pool:
         max_connections: int,
         connect_timeout: float,
         idle_expiry: float = IDLE_EXPIRY,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._host = host
         self._port = port
-        self._ssl = ssl.create_default_context() if scheme == "https" else None
+        self._ssl = (ssl_context or ssl.create_default_context()) if scheme == "https" else None
         self._max = max_connections
         self._connect_timeout = connect_timeout
         self._idle_expiry = idle_expiry
@@ -307,10 +308,19 @@ class Pool:
 class ConnectionPools:
     """One ``Pool`` per origin, opened on first use; a URL maps to its pool, request target and ``Host``."""
 
-    def __init__(self, *, max_connections: int, connect_timeout: float, idle_expiry: float = IDLE_EXPIRY) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        connect_timeout: float,
+        idle_expiry: float = IDLE_EXPIRY,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: for ``https`` origins (default: ``ssl.create_default_context()``, the system's CAs)."""
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
         self._idle_expiry = idle_expiry
+        self._ssl_context = ssl_context
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._routes: dict[str, tuple[Pool, str, str]] = {}
 
@@ -331,6 +341,7 @@ class ConnectionPools:
                 max_connections=self._max_connections,
                 connect_timeout=self._connect_timeout,
                 idle_expiry=self._idle_expiry,
+                ssl_context=self._ssl_context,
             )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if _UNSAFE_TARGET.search(target):

@@ -11,8 +11,10 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.proxy.http1 import (
@@ -29,6 +31,7 @@ from gateway.proxy.http1 import (
     Response,
 )
 from gateway.proxy.upstream import EndStream
+from tests.support.https_server import make_local_ca, serve_https, silent_tcp_server
 
 WAIT = 10.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -74,6 +77,7 @@ class RawServer:
     """Set by a test to let a script that waits go on."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by a script once it has closed a connection (or seen the client close it)."""
+    serving: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -81,12 +85,16 @@ class RawServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.serving.add(task)
         try:
             await self.script(Peer(reader, writer), self)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+            self.serving.discard(task)
 
 
 @contextlib.asynccontextmanager
@@ -98,6 +106,10 @@ async def raw_server(script: Script) -> AsyncIterator[RawServer]:
         yield server
     finally:
         listening.close()
+        for task in list(server.serving):  # scripts still waiting on a client: end them and their connections
+            task.cancel()
+        await asyncio.gather(*server.serving, return_exceptions=True)
+        await listening.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -459,3 +471,36 @@ async def test_a_body_silent_past_the_idle_timeout_raises_body_timeout():
         with pytest.raises(BodyTimeout):
             await response.content.readany()
         response.close()
+
+
+async def json_ok(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
+async def test_https_verifies_the_certificate_for_the_url_host_and_sends_it_as_server_name(tmp_path: Path):
+    ca = make_local_ca(tmp_path)
+    app = web.Application()
+    app.router.add_post("/mcp", json_ok)
+    async with serve_https(app, ca) as server:
+        trusting = ConnectionPools(max_connections=2, connect_timeout=5.0, ssl_context=ca.client_context())
+        for _ in range(2):
+            pool, target, host = trusting.route(server.url("/mcp", host="localhost"))
+            response = await pool.request(
+                "POST", target, host, CIMultiDict(), b"{}", first_byte_timeout=WAIT, idle_timeout=WAIT
+            )
+            assert (response.status, await read_all(response)) == (200, b"{}")
+            response.close()
+        await trusting.close()
+        assert (server.connections, server.server_names) == (1, ["localhost"])
+        system_cas = ConnectionPools(max_connections=2, connect_timeout=5.0)  # the test CA is not among them
+        with pytest.raises(NotSent):
+            await send(system_cas.route(server.url("/mcp", host="localhost"))[0])
+        await system_cas.close()
+
+
+async def test_a_stalled_tls_handshake_is_a_connect_timeout_never_sent():
+    async with silent_tcp_server() as port:
+        pools = ConnectionPools(max_connections=2, connect_timeout=0.2)
+        with pytest.raises(ConnectTimeout):
+            await send(pools.route(f"https://127.0.0.1:{port}/mcp")[0])
+        await pools.close()
