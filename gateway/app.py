@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_SESSION
+from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE, UPSTREAM_POOLS, UPSTREAM_SESSION
 from gateway.audit import AUDIT, AuditLog
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
@@ -30,7 +30,7 @@ from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
 from gateway.proxy.cors import add_cors_headers, cors_middleware
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
-from gateway.proxy.upstream import new_client_session
+from gateway.proxy.upstream import new_client_session, new_connection_pools
 from gateway.quota import quota_redis_client
 from gateway.quota.setup import setup_quota
 from gateway.request_metrics import request_metrics, setup_request_metrics
@@ -137,18 +137,23 @@ def _storage_ctx(given: Storage | None) -> CleanupCtx:
 
 
 def _upstream_ctx(given: aiohttp.ClientSession | None) -> CleanupCtx:
+    """The upstream's connection pools (proxied requests), and the readiness probe's session unless ``given``."""
+
     @contextlib.asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if given is not None:
-            app[UPSTREAM_SESSION] = given
-            yield
-            return
         upstream = app[CONFIG].upstream
-        async with new_client_session(
-            connect_timeout=upstream.connect_timeout, max_connections=upstream.max_connections
-        ) as session:
-            app[UPSTREAM_SESSION] = session
-            yield
+        pools = new_connection_pools(connect_timeout=upstream.connect_timeout, max_connections=upstream.max_connections)
+        app[UPSTREAM_POOLS] = pools
+        try:
+            if given is not None:
+                app[UPSTREAM_SESSION] = given
+                yield
+                return
+            async with new_client_session(connect_timeout=upstream.connect_timeout) as session:
+                app[UPSTREAM_SESSION] = session
+                yield
+        finally:
+            await pools.close()
 
     return ctx
 

@@ -15,12 +15,12 @@ import zlib
 from collections.abc import Mapping
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 
 from gateway.errors import UpstreamError
 from gateway.policy.match import Held, Kind, Policy
 from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.http1 import Response
 from gateway.proxy.upstream import EVENT_STREAM, ChunkFilter, EndStream, Upstream, error_event
 
 RESULT_LISTS: Final[Mapping[str, tuple[Kind, str]]] = {
@@ -131,7 +131,7 @@ def chained(first: ChunkFilter, second: ChunkFilter | None) -> ChunkFilter:
 async def relay_filtered(
     upstream_api: Upstream,
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     *,
     policy: Policy,
     held: Held,
@@ -150,7 +150,7 @@ async def relay_filtered(
             raw += chunk
             if len(raw) > MAX_ANSWER_BYTES:
                 raise UpstreamError("Upstream answer too large to filter")
-    except (aiohttp.ClientError, OSError) as exc:
+    except OSError as exc:  # a broken body, or none within the idle timeout
         raise UpstreamError("Upstream MCP server broke off its answer") from exc
     body = filter_body(policy, held, _decoded(raw, encoding))
     headers = downstream_response_headers(upstream.headers)

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
@@ -19,6 +18,7 @@ from gateway.metrics import METRICS
 from gateway.policy.enforce import ALLOW_ALL, Consistency, Enforcer, Verdict
 from gateway.policy.filter import SseFilter, relay_filtered
 from gateway.policy.match import Policy
+from gateway.proxy.http1 import Response
 from gateway.proxy.upstream import ChunkFilter, Upstream
 
 
@@ -50,7 +50,7 @@ class PolicyHooks:
         self,
         upstream_api: Upstream,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         verdict: Verdict,
         extra_headers: Mapping[str, str],
     ) -> web.StreamResponse:

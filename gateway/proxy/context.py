@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_SESSION
+from gateway.appkeys import CLOCK, CONFIG, STORAGE, UPSTREAM_POOLS
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.credentials import Authenticator, Principal
@@ -107,7 +107,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         authn=authn,
         sessions=SessionBindings(storage, clock),
         upstream=Upstream(
-            app[UPSTREAM_SESSION],
+            app[UPSTREAM_POOLS],
             first_byte_timeout=config.upstream.first_byte_timeout,
             idle_timeout=config.upstream.stream_idle_timeout,
             metrics=metrics,

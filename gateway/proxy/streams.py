@@ -23,12 +23,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.credentials import MAX_CACHE_TTL, Authenticator, Presented, Principal
 from gateway.errors import ServiceUnavailable
+from gateway.proxy.http1 import Response
 from gateway.proxy.upstream import EVENT_STREAM, EndStream, error_event
 from gateway.revocation import Revocation
 
@@ -43,7 +43,7 @@ SHUTTING_DOWN = "server shutting down"
 class _Stream:
     principal: Principal
     credential: Presented
-    upstream: aiohttp.ClientResponse
+    upstream: Response
     confirmed_at: float
     expires_at: float | None = None
     checked: bool = False
@@ -73,7 +73,7 @@ class OpenStreams:
         return len(self._streams)
 
     def watch(
-        self, request: web.Request, principal: Principal, upstream: aiohttp.ClientResponse
+        self, request: web.Request, principal: Principal, upstream: Response
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """Register the response relayed inside the block when it is an event stream."""
         if upstream.content_type != EVENT_STREAM:
@@ -81,9 +81,7 @@ class OpenStreams:
         return self._watch(request, principal, upstream)
 
     @contextlib.asynccontextmanager
-    async def _watch(
-        self, request: web.Request, principal: Principal, upstream: aiohttp.ClientResponse
-    ) -> AsyncIterator[None]:
+    async def _watch(self, request: web.Request, principal: Principal, upstream: Response) -> AsyncIterator[None]:
         credential = self.authn.credential_of(request)
         cache = self.authn.cache
         stream = _Stream(principal, credential, upstream, self.clock.monotonic(), cache.expiry_of(credential.digest))

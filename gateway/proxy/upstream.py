@@ -1,9 +1,9 @@
-"""Talking to the upstream MCP server: one pooled ``aiohttp.ClientSession``, timeouts, relaying.
+"""Talking to the upstream MCP server: pooled HTTP/1.1 connections (``gateway.proxy.http1``), timeouts, relaying.
 
 Opening a request waits at most ``first_byte_timeout`` for the response headers (504 after that);
 a refused or broken connection is a 502. Nothing is retried: a ``tools/call`` may have side effects.
 A failure is ``NEVER_REACHED`` (and the quota refunds it) only when the request provably never left the
-gateway: no connection (refused, unresolvable, connect timeout) or no request headers written yet.
+gateway: no connection (refused, unresolvable, connect timeout, none free in time), so nothing was written.
 Relaying copies the body chunk by chunk as it arrives, so each SSE event reaches the client when the
 upstream sends it; only an answer of known length up to ``SMALL_BODY`` is read whole first (a chunked
 JSON answer streams too). ``stream_idle_timeout`` bounds each wait for a chunk, never the whole answer.
@@ -12,13 +12,13 @@ When the client goes away the upstream connection is closed, which cancels the u
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -26,13 +26,17 @@ from multidict import CIMultiDict
 
 from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamNoAnswer, UpstreamRefused, UpstreamTimeout
 from gateway.metrics import Metrics
+from gateway.proxy import http1
 from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.http1 import ConnectionPools, Response
 from gateway.request_metrics import note_upstream
 
 log = logging.getLogger("gateway.upstream")
 
 EVENT_STREAM = "text/event-stream"
 SMALL_BODY = 256 * 1024
+HEALTH_CONNECTIONS = 2
+"""Connections of the readiness probe's session (``gateway.health``): one probe at a time, and a spare."""
 
 
 class UpstreamUnreachable(UpstreamRefused):
@@ -45,35 +49,6 @@ class UpstreamConnectTimeout(UpstreamNoAnswer):
 
 NEVER_REACHED = (UpstreamUnreachable, UpstreamConnectTimeout)
 """Failures after which the upstream provably never saw the request (the quota refunds these only)."""
-
-
-class _Delivery:
-    """Whether the request headers were written to the upstream (known only through ``delivery_trace``)."""
-
-    def __init__(self) -> None:
-        self.tracked = False
-        self.sent = False
-
-    def never_sent(self) -> bool:
-        return self.tracked and not self.sent
-
-
-async def _on_request_start(session: object, ctx: SimpleNamespace, params: object) -> None:
-    if isinstance(ctx.trace_request_ctx, _Delivery):
-        ctx.trace_request_ctx.tracked = True
-
-
-async def _on_headers_sent(session: object, ctx: SimpleNamespace, params: object) -> None:
-    if isinstance(ctx.trace_request_ctx, _Delivery):
-        ctx.trace_request_ctx.sent = True
-
-
-def delivery_trace() -> aiohttp.TraceConfig:
-    """Tells ``Upstream`` whether a failed request had left the gateway (sessions without it: assume it had)."""
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(_on_request_start)
-    trace.on_request_headers_sent.append(_on_headers_sent)
-    return trace
 
 
 ChunkFilter = Callable[[bytes], Awaitable[bytes]]
@@ -93,101 +68,85 @@ class EndStream(Exception):
         self.final = final
 
 
-def new_client_session(*, connect_timeout: float, max_connections: int) -> aiohttp.ClientSession:
-    """The one session to the upstream, shared by every request of this process."""
+def new_client_session(*, connect_timeout: float) -> aiohttp.ClientSession:
+    """The readiness probe's session (``gateway.health``); proxied requests go through ``Upstream``'s pools."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        connector=aiohttp.TCPConnector(limit=HEALTH_CONNECTIONS),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        trace_configs=[delivery_trace()],
     )
+
+
+def new_connection_pools(*, connect_timeout: float, max_connections: int) -> ConnectionPools:
+    """The connections to the upstream, shared by every request of this process (``max_connections`` per origin:
+    ``upstream.url`` and ``upstream.sse_url`` share one pool unless they name different origins)."""
+    return ConnectionPools(max_connections=max_connections, connect_timeout=connect_timeout)
 
 
 class Upstream:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pools: ConnectionPools,
         *,
         first_byte_timeout: float,
         idle_timeout: float,
         metrics: Metrics,
     ) -> None:
-        self._session = session
+        self._pools = pools
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout or None
         self._metrics = metrics
-        self._waited: dict[aiohttp.ClientResponse, float] = {}
+        self._waited: dict[Response, float] = {}
 
-    @contextlib.asynccontextmanager
-    async def open(
-        self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The upstream's response, headers received (see ``_exchange``).
+    def open(self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None) -> _Opening:
+        """The upstream's response, headers received, as an async context manager (closed on exit: its
+        connection is reused only when the answer was read to the end).
 
         Every upstream failure is counted by kind in ``gateway_upstream_errors``, including those raised while
         the response is relayed; the wait for the headers is kept for ``relay`` to report as upstream time."""
-        started = time.perf_counter()
-        answered = False
-        try:
-            async with self._exchange(method, url, headers=headers, body=body) as response:
-                answered = True
-                self._waited[response] = time.perf_counter() - started
-                if response.status >= 500:
-                    self._failed("bad_status")
-                try:
-                    yield response
-                finally:
-                    self._waited.pop(response, None)
-        except UpstreamAuthFailed:
-            self._failed("auth_rejected")
-            raise
-        except UpstreamTimeout:
-            self._failed("timeout")
-            raise
-        except UpstreamError:
-            self._failed("stream_broken" if answered else "refused")
-            raise
+        return _Opening(self, method, url, headers, body)
 
     def _failed(self, kind: str) -> None:
         self._metrics.upstream_errors.labels(kind=kind).inc()
 
-    @contextlib.asynccontextmanager
-    async def _exchange(
-        self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The upstream's response, headers received; closed (connection dropped if unread) on exit."""
-        delivery = _Delivery()
+    async def _exchange(self, method: str, url: str, headers: CIMultiDict[str], body: bytes | None) -> Response:
+        """The upstream's response, headers received, or the gateway's error for the failure (counted)."""
+        pool, target, host = self._pools.route(url)
         try:
-            async with asyncio.timeout(self._first_byte_timeout):
-                response = await self._session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False, trace_request_ctx=delivery
-                )
-        except TimeoutError as exc:  # includes aiohttp.ConnectionTimeoutError (the connect timeout)
-            never_sent = isinstance(exc, aiohttp.ConnectionTimeoutError) or delivery.never_sent()
-            error = UpstreamConnectTimeout if never_sent else UpstreamNoAnswer
-            raise error("Upstream MCP server did not answer in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("upstream %s %s failed: %s", method, url, type(exc).__name__)
-            never_sent = isinstance(exc, aiohttp.ClientConnectorError) or delivery.never_sent()
-            raise (UpstreamUnreachable if never_sent else UpstreamRefused)("Upstream MCP server unavailable") from exc
-        try:
-            if response.status in (401, 403, 407):
-                log.warning(
-                    "upstream answered %d to %s; is it configured to trust the gateway?",
-                    response.status,
-                    method,
-                )
-                raise UpstreamAuthFailed("Upstream authentication failed")
-            yield response
-        finally:
+            response = await pool.request(
+                method,
+                target,
+                host,
+                headers,
+                body,
+                first_byte_timeout=self._first_byte_timeout,
+                idle_timeout=self._idle_timeout,
+            )
+        except (http1.ConnectTimeout, http1.NoAnswer) as exc:
+            self._failed("timeout")
+            timeout = UpstreamConnectTimeout if isinstance(exc, http1.ConnectTimeout) else UpstreamNoAnswer
+            raise timeout("Upstream MCP server did not answer in time") from exc
+        except (http1.NotSent, http1.ConnectionLost, http1.ProtocolError) as exc:
+            # The path only: a legacy message URL's query holds the session id.
+            log.warning("upstream %s %s failed: %s", method, urlsplit(url).path, exc)
+            self._failed("refused")
+            refused = UpstreamUnreachable if isinstance(exc, http1.NotSent) else UpstreamRefused
+            raise refused("Upstream MCP server unavailable") from exc
+        if response.status in (401, 403, 407):
             response.close()
+            log.warning("upstream answered %d to %s; is it configured to trust the gateway?", response.status, method)
+            self._failed("auth_rejected")
+            raise UpstreamAuthFailed("Upstream authentication failed")
+        if response.status >= 500:
+            self._failed("bad_status")
+        return response
 
     async def relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         *,
         transform: ChunkFilter | None = None,
         extra_headers: Mapping[str, str] | None = None,
@@ -210,8 +169,7 @@ class Upstream:
         await response.prepare(request)
         while True:
             try:
-                async with asyncio.timeout(self._idle_timeout):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.content.readany()  # each wait bounded by the idle timeout
             except EndStream as end:  # the gateway ends the stream (revocation, expiry, shutdown)
                 with contextlib.suppress(ConnectionResetError):
                     await response.write(end.final)
@@ -219,7 +177,7 @@ class Upstream:
             except TimeoutError:
                 log.info("closing a stream idle for %.0f s", self._idle_timeout or 0)
                 break
-            except (aiohttp.ClientError, OSError) as exc:
+            except OSError as exc:
                 log.info("upstream stream ended abruptly: %s", type(exc).__name__)
                 self._failed("stream_broken")
                 break
@@ -239,17 +197,58 @@ class Upstream:
             await response.write_eof()
         return response
 
-    async def _read_small(self, upstream: aiohttp.ClientResponse) -> bytes:
+    async def _read_small(self, upstream: Response) -> bytes:
         """A body of known length up to ``SMALL_BODY``; the idle timeout bounds each wait for a chunk."""
         body = bytearray()
         try:
             while True:
-                async with asyncio.timeout(self._idle_timeout):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.content.readany()
                 if not chunk:
                     return bytes(body)
                 body += chunk
         except TimeoutError as exc:
             raise UpstreamTimeout("Upstream MCP server did not finish its answer in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise UpstreamError("Upstream MCP server broke off its answer") from exc
+
+
+class _Opening:
+    """``Upstream.open``: a plain class rather than ``contextlib.asynccontextmanager``, which costs an async
+    generator per request. Errors raised inside the block are counted like those of the exchange."""
+
+    __slots__ = ("_body", "_headers", "_method", "_response", "_upstream", "_url")
+
+    def __init__(
+        self, upstream: Upstream, method: str, url: str, headers: CIMultiDict[str], body: bytes | None
+    ) -> None:
+        self._upstream = upstream
+        self._method = method
+        self._url = url
+        self._headers = headers
+        self._body = body
+        self._response: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        upstream = self._upstream
+        started = time.perf_counter()
+        response = await upstream._exchange(self._method, self._url, self._headers, self._body)
+        upstream._waited[response] = time.perf_counter() - started
+        self._response = response
+        return response
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        response = self._response
+        if response is not None:
+            self._response = None
+            self._upstream._waited.pop(response, None)
+            response.close()
+        if exc is None:
+            return
+        if isinstance(exc, UpstreamAuthFailed):
+            self._upstream._failed("auth_rejected")
+        elif isinstance(exc, UpstreamTimeout):
+            self._upstream._failed("timeout")
+        elif isinstance(exc, UpstreamError):
+            self._upstream._failed("stream_broken")
