@@ -18,6 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.credentials.setup import setup_credentials
 from gateway.dashboard import setup_dashboard
 from gateway.flight.setup import setup_flight
+from gateway.hooks import add_response_hook, setup_hooks
 from gateway.housekeeping import housekeeping_ctx
 from gateway.identity.app_flow import setup_app_flow
 from gateway.identity.signin import setup_provider_sign_in
@@ -28,7 +29,7 @@ from gateway.oauth import setup_oauth
 from gateway.oauth.context import OAUTH_SETTINGS, OAuthSettings
 from gateway.policy.setup import setup_policy
 from gateway.proxy.context import setup_proxy
-from gateway.proxy.cors import add_cors_headers, cors_middleware
+from gateway.proxy.cors import add_cors_headers
 from gateway.proxy.guard import BLOCKED, BlockedAddresses
 from gateway.proxy.upstream import new_client_session, new_connection_pools
 from gateway.quota import quota_redis_client
@@ -64,9 +65,10 @@ def create_app(
     it) and publishes its own context under its own key — quota → ``QUOTA_GATE``, credentials →
     ``AUTHENTICATOR``, proxy → ``PROXY``, dashboard → ``DASHBOARD``. No feature builds another's collaborators."""
     app = web.Application(
-        middlewares=[request_metrics, cors_middleware, error_middleware],
+        middlewares=[request_metrics, error_middleware],
         client_max_size=config.limits.max_body_bytes,
     )
+    setup_hooks(app)
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = metrics or Metrics()
@@ -92,8 +94,8 @@ def create_app(
     app.cleanup_ctx.append(_revocation_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
     setup_flight(app)
-    app.on_response_prepare.append(_server_header)
-    app.on_response_prepare.append(add_cors_headers)
+    add_response_hook(app, _server_header)
+    add_response_hook(app, add_cors_headers)
     setup_request_metrics(app)
     setup_metrics_endpoint(app)
     setup_oauth(app)
@@ -106,7 +108,7 @@ def create_app(
     return app
 
 
-async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "mcp-gateway"
 
 

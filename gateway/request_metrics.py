@@ -15,6 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.hooks import add_response_hook
 from gateway.metrics import METRICS, ROUTES, bounded
 from gateway.routing import route_of
 
@@ -64,7 +65,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
             request.app[METRICS].open_streams.labels(transport=timing.stream).dec()
 
 
-async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     timing = request.get(TIMING)
     if timing is None or timing.answered:
         return
@@ -86,4 +87,4 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 def setup_request_metrics(app: web.Application) -> None:
     """Count every answer; the ``request_metrics`` middleware must be the app's first."""
-    app.on_response_prepare.append(_on_prepare)
+    add_response_hook(app, _on_prepare)

@@ -33,6 +33,7 @@ from gateway.errors import (
     render,
 )
 from gateway.flight import views as flight_views
+from gateway.hooks import tell_refusal
 from gateway.identity import app_flow, signin_web
 from gateway.identity import web as identity_web
 from gateway.identity.signin import CALLBACK_PATH
@@ -45,7 +46,7 @@ from gateway.oauth.context import (
     REVOKE_PATH,
     TOKEN_PATH,
 )
-from gateway.proxy import legacy_sse, streamable
+from gateway.proxy import cors, legacy_sse, streamable
 from gateway.routing import ROUTE_INDEX, BodyCap, Route, RouteIndex, route_of
 from gateway.storage.base import StorageError
 from gateway.vault import connect, connect_app
@@ -64,7 +65,7 @@ STORAGE_DOWN = "The database is unreachable; the change may be incomplete. Retry
 
 def route_table(config: GatewayConfig) -> list[Route]:
     """Every route of a gateway with ``config`` (``GET`` routes answer ``HEAD`` too)."""
-    cors = token_endpoint.with_cors
+    with_cors = token_endpoint.with_cors
     table = [
         # Operations
         Route("/healthz", GET, health.healthz, "health"),
@@ -79,11 +80,11 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(PRM, OPTIONS, metadata.preflight, "metadata"),
         Route(PRM + "/{tail:.+}", GET, metadata.prm, "metadata"),
         Route(PRM + "/{tail:.+}", OPTIONS, metadata.preflight, "metadata"),
-        Route(REGISTER_PATH, POST, cors(registration.register), "register"),
+        Route(REGISTER_PATH, POST, with_cors(registration.register), "register"),
         Route(REGISTER_PATH, OPTIONS, token_endpoint.preflight, "register"),
-        Route(TOKEN_PATH, POST, cors(token_endpoint.token), "token"),
+        Route(TOKEN_PATH, POST, with_cors(token_endpoint.token), "token"),
         Route(TOKEN_PATH, OPTIONS, token_endpoint.preflight, "token"),
-        Route(REVOKE_PATH, POST, cors(revocation.revoke), "revoke"),
+        Route(REVOKE_PATH, POST, with_cors(revocation.revoke), "revoke"),
         Route(REVOKE_PATH, OPTIONS, token_endpoint.preflight, "revoke"),
         # The app flow (identity tokens for apps holding an API key): JSON for the app's server, pages for people
         Route(app_flow.INITIATE_PATH, GET, connect_app.initiate, "app_auth"),  # with an identity token: connect
@@ -136,6 +137,9 @@ def route_table(config: GatewayConfig) -> list[Route]:
         Route(MCP_PATH, ("POST", "GET", "DELETE"), streamable.handle_mcp, "mcp", JSONRPC),
         Route(MCP_PATH + "/sse", GET, legacy_sse.handle_sse, "mcp_sse", JSONRPC),
         Route(legacy_sse.MESSAGES_PATH, POST, legacy_sse.handle_message, "mcp_sse_messages", JSONRPC),
+        Route(MCP_PATH, OPTIONS, cors.preflight("POST", "GET", "DELETE"), "mcp", JSONRPC),
+        Route(MCP_PATH + "/sse", OPTIONS, cors.preflight(*GET), "mcp_sse", JSONRPC),
+        Route(legacy_sse.MESSAGES_PATH, OPTIONS, cors.preflight(*POST), "mcp_sse_messages", JSONRPC),
         # Connected services: an app calls a provider's API with the user's vaulted credential (JSON errors)
         Route(vault_proxy.PREFIX + "/{service}/{path:[\\s\\S]*}", ANY, vault_proxy.proxy, "vault_proxy"),
     ]
@@ -190,13 +194,16 @@ def respond(request: web.Request, exc: GatewayError) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place that turns exceptions into responses (after ``request_metrics`` and CORS)."""
+    served = request  # what the handler saw (a capped clone keeps its own notes for the refusal listeners)
     try:
-        return await handler(_capped(request, route_of(request)))
+        served = _capped(request, route_of(request))
+        return await handler(served)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return respond(request, from_http_exception(exc))
     except GatewayError as exc:
+        tell_refusal(served, exc)
         if exc.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.description)
         return respond(request, exc)

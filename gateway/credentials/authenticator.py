@@ -91,7 +91,10 @@ class Authenticator:
 
     def _matching(self, presented: Presented) -> CredentialVerifier:
         """The verifier of a credential validated before (its validation is cached)."""
-        return next(v for v in self.verifiers if v.matches(presented.raw))
+        for verifier in self.verifiers:
+            if verifier.matches(presented.raw):
+                return verifier
+        raise LookupError("no verifier recognises a cached credential")  # pragma: no cover - cached means matched
 
     def _verifier_for(self, request: web.Request, presented: Presented) -> CredentialVerifier:
         """The first registered verifier that recognises the credential; refuses one that none (or its own

@@ -52,21 +52,25 @@ class Presented:
 
 def extract_credential(request: web.Request, challenge: Challenge) -> Presented:
     """The one credential the request carries; raises when there is none, two, or a wrong scheme."""
-    authorizations = request.headers.getall(AUTHORIZATION, [])
-    api_keys = request.headers.getall(API_KEY_HEADER, [])
-    if len(authorizations) + len(api_keys) > 1:
+    headers = request.headers
+    api_key, authorization = headers.get(API_KEY_HEADER), headers.get(AUTHORIZATION)
+    # A field repeated shows as more items than distinct names (checked first: one comparison, no lists).
+    repeated = len(headers) != len(headers.keys()) and (
+        len(headers.getall(API_KEY_HEADER, ())) > 1 or len(headers.getall(AUTHORIZATION, ())) > 1
+    )
+    if repeated or (api_key is not None and authorization is not None):
         raise TwoCredentials(
             "Send exactly one credential per request: an X-API-Key header or an Authorization header, not both",
             headers=challenge.headers("invalid_request"),
         )
-    if api_keys:
-        value = api_keys[0].strip()
+    if api_key is not None:
+        value = api_key.strip()
         if not value:
             raise Unauthorized("An API key or access token is required", headers=challenge.headers())
         return Presented(value, API_KEY_HEADER)
-    if not authorizations:
+    if authorization is None:
         raise Unauthorized("An API key or access token is required", headers=challenge.headers())
-    match = _BEARER.match(authorizations[0])
+    match = _BEARER.match(authorization)
     if match is None:
         raise Unauthorized("Use the Bearer authentication scheme", headers=challenge.headers())
     return Presented(match.group(1), AUTHORIZATION)

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
 from gateway.audit import AUDIT
-from gateway.errors import GatewayError, Handler
+from gateway.errors import GatewayError
 from gateway.flight.backend import trail_backend
 from gateway.flight.recorder import FlightRecorder
 from gateway.flight.steps import Outcome, Step
+from gateway.hooks import add_refusal_listener, add_response_hook
 from gateway.metrics import METRICS
 from gateway.net import address_bucket, client_address
 
@@ -82,7 +83,7 @@ def first_call(request: web.Request, credential_id: str, *, client_id: str | Non
         recorder.record("mcp", "ok", "first_call", client_id=client_id, account_id=account_id)
 
 
-async def _discovery_and_unserved_paths(request: web.Request, response: web.StreamResponse) -> None:
+def _discovery_and_unserved_paths(request: web.Request, response: web.StreamResponse) -> None:
     """Discovery documents fetched (or not), and 404s for paths no route serves: a client looking in the wrong
     place. Filed by the caller's address (no client is known yet)."""
     discovery = request.path.startswith(DISCOVERY_PREFIX)
@@ -113,21 +114,16 @@ _FAILING_STEPS: Final[dict[str, Step]] = {
 }
 
 
-@web.middleware
-async def flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refusals of the raising endpoints (``/register``, ``/token``, ``/revoke``, ``/mcp``) as failed steps; the
-    handler may have noted who the caller is (``note``) before refusing."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        step = _FAILING_STEPS.get(request.path)
-        # A 429 is a budget doing its job: counted in metrics, never a step (strangers could fill the trail).
-        if step is not None and exc.status < 500 and exc.status != 429:
-            if step == "token" and request.get(FLIGHT_NOTE, {}).get("grant_type") == "refresh_token":
-                step = "refresh"
-            reason = "no_credential" if step == "mcp" and exc.error == "unauthorized" else exc.error
-            record_request(request, step, "failed", reason, detail=exc.description)
-        raise
+def _refused(request: web.Request, exc: GatewayError) -> None:
+    """A refusal listener (``gateway.hooks``): refusals of the raising endpoints (``/register``, ``/token``,
+    ``/revoke``, ``/mcp``) as failed steps; the handler may have noted who the caller is (``note``) first."""
+    step = _FAILING_STEPS.get(request.path)
+    # A 429 is a budget doing its job: counted in metrics, never a step (strangers could fill the trail).
+    if step is not None and exc.status < 500 and exc.status != 429:
+        if step == "token" and request.get(FLIGHT_NOTE, {}).get("grant_type") == "refresh_token":
+            step = "refresh"
+        reason = "no_credential" if step == "mcp" and exc.error == "unauthorized" else exc.error
+        record_request(request, step, "failed", reason, detail=exc.description)
 
 
 def _audit_listener(app: web.Application) -> None:
@@ -176,6 +172,6 @@ async def _flight_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup_flight(app: web.Application) -> None:
     app.cleanup_ctx.append(_flight_ctx)
-    app.on_response_prepare.append(_discovery_and_unserved_paths)
-    app.middlewares.append(flight_middleware)
+    add_response_hook(app, _discovery_and_unserved_paths)
+    add_refusal_listener(app, _refused)
     _audit_listener(app)

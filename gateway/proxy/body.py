@@ -64,7 +64,7 @@ async def read_body(request: web.Request) -> bytes:
         raise UndecodableBody("Request body could not be read: it does not match its Content-Encoding") from exc
 
 
-async def close_after_unreadable_body(request: web.Request, response: web.StreamResponse) -> None:
+def close_after_unreadable_body(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the answer to an unreadable body is the connection's last."""
     if request.get(UNREADABLE):
         response.force_close()

@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.credentials import Authenticator, Principal
 from gateway.credentials.setup import AUTHENTICATOR, WATERMARK
 from gateway.errors import OriginNotAllowed
+from gateway.hooks import add_response_hook
 from gateway.identity.signing_keys import SigningKeys
 from gateway.identity.upstream import UpstreamIdentity
 from gateway.identity.web import IDENTITY
@@ -157,4 +158,4 @@ def setup_proxy(app: web.Application) -> None:
     are registered separately)."""
     app.cleanup_ctx.append(_proxy_ctx)
     app.on_shutdown.append(_close_streams)
-    app.on_response_prepare.append(close_after_unreadable_body)
+    add_response_hook(app, close_after_unreadable_body)
