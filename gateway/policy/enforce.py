@@ -82,6 +82,8 @@ class Verdict:
 
     def extra_cost(self, plan: Plan) -> int:
         """Units to add to the plan's cost: each weighted rule replaces the plan's ``tools_call_weight``."""
+        if not self.tool_weights:
+            return 0
         return sum(weight - plan.tools_call_weight for weight in self.tool_weights)
 
     @property
@@ -102,9 +104,11 @@ class Enforcer:
     def judge_headers(self, headers: Mapping[str, str], principal: Principal) -> None:
         """MCP 2026-07-28: refuse (``ScopeRefused``) a call whose ``Mcp-Method``/``Mcp-Name`` name a target the
         principal may not use, before the body is read or parsed: whatever the body says, nothing else matters."""
+        if not self.policy.enabled:
+            return
         target = TARGETS.get(headers.get("Mcp-Method", ""))
         name = headers.get("Mcp-Name")
-        if not self.policy.enabled or target is None or name is None:
+        if target is None or name is None:
             return
         need = self.policy.need(target[0], name)
         if not self.policy.held(principal.scope).covers(need):

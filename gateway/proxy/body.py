@@ -81,11 +81,15 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant)
+"""One strict decoder for every message (``json.loads`` with hooks would build a new one per call)."""
+
+
 def parse_message(body: bytes) -> object:
     """The JSON-RPC message (or batch) in a POST body, or ``InvalidJson`` (400, JSON-RPC -32700)."""
     try:
         text = body.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except RecursionError as exc:
         raise InvalidJson(jsonsafe.TOO_DEEP) from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included

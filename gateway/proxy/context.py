@@ -24,7 +24,12 @@ from gateway.identity.web import IDENTITY
 from gateway.metrics import METRICS
 from gateway.net import client_address
 from gateway.proxy.body import close_after_unreadable_body
-from gateway.proxy.headers import DEFAULT_IDENTITY_HEADER, forwarded_names, upstream_request_headers
+from gateway.proxy.headers import (
+    DEFAULT_IDENTITY_HEADER,
+    forwarded_names,
+    identity_fields,
+    upstream_request_headers,
+)
 from gateway.proxy.sessions import SessionBindings
 from gateway.proxy.streams import SHUTTING_DOWN, OpenStreams
 from gateway.proxy.upstream import Upstream
@@ -33,6 +38,9 @@ from gateway.quota.setup import QUOTA_GATE
 from gateway.revocation import REVOCATIONS
 
 log = logging.getLogger("gateway.proxy")
+
+IDENTITY_FIELDS_KEPT = 10_000
+"""Principals whose ``X-Gateway-*`` fields are kept (forgotten all at once past it; rebuilt on the next request)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class ProxyContext:
     public_scheme: str = field(init=False)
     public_host: str = field(init=False)
     public_origin: str = field(init=False)
+    _identities: dict[str, tuple[Principal, tuple[tuple[str, str], ...]]] = field(init=False, repr=False)
     forwarded: frozenset[str] = field(init=False)
     """The lowercase names forwarded by name (``forwarded_names``), computed once."""
 
@@ -65,6 +74,18 @@ class ProxyContext:
         object.__setattr__(self, "public_host", parts.netloc)
         object.__setattr__(self, "public_origin", f"{parts.scheme}://{parts.netloc}")
         object.__setattr__(self, "forwarded", forwarded_names(self.forward_headers))
+        object.__setattr__(self, "_identities", {})
+
+    def _identity_fields(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        """``identity_fields`` of a principal, kept while the validation cache hands out the same one."""
+        known = self._identities.get(principal.credential_id)
+        if known is not None and known[0] is principal:
+            return known[1]
+        fields = identity_fields(principal)
+        if len(self._identities) >= IDENTITY_FIELDS_KEPT:
+            self._identities.clear()
+        self._identities[principal.credential_id] = (principal, fields)
+        return fields
 
     def origin_allowed(self, origin: str) -> bool:
         normalised = origin.strip().lower().rstrip("/")
@@ -81,11 +102,10 @@ class ProxyContext:
         token = None if identity is None else identity.cached_token(principal) or await identity.token_for(principal)
         return upstream_request_headers(
             request.headers,
-            principal,
             peer=client_address(request, self.trusted_proxies),
             public_scheme=self.public_scheme,
             public_host=self.public_host,
-            identity=self.identity_headers,
+            identity=self._identity_fields(principal) if self.identity_headers else (),
             forwarded=self.forwarded,
             identity_token=None if token is None else (self.identity_header, token),
         )

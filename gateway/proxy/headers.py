@@ -181,50 +181,58 @@ def forwarded_names(forward: Iterable[str] = ()) -> frozenset[str]:
     return frozenset(name for name in names if "_" not in name and name not in NEVER_FORWARDABLE)
 
 
+def identity_fields(principal: Principal) -> tuple[tuple[str, str], ...]:
+    """The unsigned ``X-Gateway-*`` fields telling the upstream who calls (``upstream.identity_headers``)."""
+    fields = [("X-Gateway-User-Id", principal.user_id)]
+    if not has_unsafe_characters(principal.email):  # a row stored before addresses were checked
+        fields.append(("X-Gateway-User-Email", principal.email))
+    fields += [("X-Gateway-Auth-Method", principal.method), ("X-Gateway-Credential-Id", principal.credential_id)]
+    if principal.client_id is not None:
+        fields.append(("X-Gateway-Client-Id", principal.client_id))
+    if principal.scope is not None:  # the credential's scopes, so tools can check them too (gateway.policy)
+        fields.append(("X-Gateway-Scope", principal.scope))
+    return tuple(fields)
+
+
 def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
-    principal: Principal,
     *,
     peer: str | None,
     public_scheme: str,
     public_host: str,
-    identity: bool,
+    identity: Iterable[tuple[str, str]] = (),
     forwarded: frozenset[str] = FORWARDED_TO_UPSTREAM,
     identity_token: tuple[str, str] | None = None,
 ) -> CIMultiDict[str]:
-    """``forwarded``: ``forwarded_names(upstream.forward_headers)``; ``identity_token``: ``(header name, signed
-    JWT)``, set last so no client value of that name survives."""
+    """``identity``: ``identity_fields(principal)`` (or none); ``forwarded``: ``forwarded_names(...)``;
+    ``identity_token``: ``(header name, signed JWT)``.
+
+    The gateway's own fields are added after the client's: none of their names can be among the client's, as
+    no name on the allow-list or in ``upstream.forward_headers`` is a credential, ``X-Gateway-*``, forwarding or
+    identity-token field (the configuration's checks), so no client value of those names ever survives."""
     hop = _connection_listed(incoming) if "Connection" in incoming else ()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
         if (lower in forwarded or (lower.startswith(MCP_PARAM_PREFIX) and "_" not in lower)) and lower not in hop:
             out.add(name, value)
-    if identity:
-        out["X-Gateway-User-Id"] = principal.user_id
-        if not has_unsafe_characters(principal.email):  # a row stored before addresses were checked
-            out["X-Gateway-User-Email"] = principal.email
-        out["X-Gateway-Auth-Method"] = principal.method
-        out["X-Gateway-Credential-Id"] = principal.credential_id
-        if principal.client_id is not None:
-            out["X-Gateway-Client-Id"] = principal.client_id
-        if principal.scope is not None:  # the credential's scopes, so tools can check them too (gateway.policy)
-            out["X-Gateway-Scope"] = principal.scope
+    out.extend(identity)
     if identity_token is not None:
-        out[identity_token[0]] = identity_token[1]
+        out.add(*identity_token)
     if peer:
-        out["X-Forwarded-For"] = peer
-    out["X-Forwarded-Proto"] = public_scheme
-    out["X-Forwarded-Host"] = public_host
+        out.add("X-Forwarded-For", peer)
+    out.add("X-Forwarded-Proto", public_scheme)
+    out.add("X-Forwarded-Host", public_host)
     return out
 
 
 def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    drop = _NEVER_DOWNSTREAM | _connection_listed(upstream) if "Connection" in upstream else _NEVER_DOWNSTREAM
+    listed = _connection_listed(upstream) if "Connection" in upstream else ()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         lower = name.lower()
-        if lower in drop or "_" in lower or lower.startswith(_NEVER_DOWNSTREAM_PREFIXES):
+        if lower in _NEVER_DOWNSTREAM or "_" in lower or lower.startswith(_NEVER_DOWNSTREAM_PREFIXES):
             continue
-        out.add(name, value)
+        if lower not in listed:
+            out.add(name, value)
     return out

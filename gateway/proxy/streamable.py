@@ -42,21 +42,22 @@ def check_routing_headers(headers: Any, message: object) -> None:
 async def handle_mcp(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":  # it would reach the upstream uncharged (and may open a session there)
         raise web.HTTPMethodNotAllowed("HEAD", ["POST", "GET", "DELETE"])
-    proxy = request.app[PROXY]
+    app = request.app
+    proxy, policy = app[PROXY], app[POLICY]
     proxy.check_origin(request)
     principal = await authenticate(request)
     refuse_repeats(request.headers)
     body: bytes | None = None
     cost = 0
-    verdict = request.app[POLICY].stream_verdict(principal)  # GET: a resumed stream may replay list answers
     if request.method == "POST":
-        request.app[POLICY].judge_headers(request, principal)  # a forbidden Mcp-Name: 403 before the body matters
+        policy.judge_headers(request, principal)  # a forbidden Mcp-Name: 403 before the body matters
         body = await read_body(request)
         message = parse_message(body)
-        verdict = request.app[POLICY].judge(request, principal, message, check_routing_headers, headers_judged=True)
+        verdict = policy.judge(request, principal, message, check_routing_headers, headers_judged=True)
         cost = proxy.quota.cost_of(principal, message) + verdict.extra_cost(proxy.quota.plan(principal))
-    elif request.method == "GET":
-        cost = STREAM_OPEN_COST
+    else:
+        verdict = policy.stream_verdict(principal)  # GET: a resumed stream may replay list answers
+        cost = STREAM_OPEN_COST if request.method == "GET" else 0
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is not None:
         await proxy.sessions.require(session_id, principal, kind=STREAMABLE)
@@ -72,4 +73,4 @@ async def handle_mcp(request: web.Request) -> web.StreamResponse:
         ):
             await proxy.sessions.forget(session_id)
         async with proxy.streams.watch(request, principal, upstream):
-            return await request.app[POLICY].relay(proxy.upstream, request, upstream, verdict, admission.headers)
+            return await policy.relay(proxy.upstream, request, upstream, verdict, admission.headers)
