@@ -1,7 +1,7 @@
 """Ceiling: the gateway against a naive aiohttp pass-through proxy and nginx answering static JSON, one core each.
 
-Run ``python bench/ceiling.py [--duration 10] [--workers 1] [--json out.json]`` from the repository root (Linux,
-with Debian's ``nginx-light`` and ``wrk``).
+Run ``python bench/ceiling.py [--duration 5] [--rounds 3] [--workers 1] [--json out.json]`` from the repository root
+(Linux, with Debian's ``nginx-light`` and ``wrk``).
 
 The upstream is nginx answering every POST with a fixed JSON-RPC result, so only the proxy's own cost shows. Three
 servers are measured in turn, each pinned to CPU 0 (``taskset``) with nginx, while ``wrk`` runs pinned to CPU 1:
@@ -11,7 +11,10 @@ servers are measured in turn, each pinned to CPU 0 (``taskset``) with nginx, whi
 * ``gateway``: ``mcp-gateway serve`` with an API key, the Redis quota on (a finite plan, so every request is
   admitted against Redis) and metrics on; ``--workers N`` runs N workers (then pin to more cores with ``--cpus``).
 
-Each is driven with stateless MCP ``tools/call`` POSTs at C=1 (latency) and C=64 (throughput); the report gives
+All three run at once (an idle one costs nothing) and are measured in ``--rounds`` rounds, the naive proxy and the
+gateway alternating (ABBA), because the speed of a shared VM drifts by tens of percent within minutes: the report
+gives each figure's median and nginx's rate per round (the drift). Each is driven with stateless MCP ``tools/call``
+POSTs at C=1 (latency) and C=64 (throughput); the report gives
 requests per second, p50 latency, the server side's CPU microseconds per request (from ``/proc``), the gateway's
 share of the naive proxy, and PASS/MISS for issue 15's targets: >= 5,000 req/s per gateway core, >= 0.75 of the
 naive proxy, and at most 0.35 ms added to p50 at C=1 over the naive proxy.
@@ -28,10 +31,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import IO
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,18 +82,27 @@ def _family(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def started(
-    argv: list[str], *, cpus: str, ready_url: str | None = None, env: dict[str, str] | None = None
+    argv: list[str],
+    *,
+    cpus: str,
+    ready_url: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` on ``cpus``; ``cwd``: where it runs (``python -m`` puts it first on the import path). Its
+    stderr goes to a file (a pipe nobody reads would stall a chatty server), shown if it exits early."""
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         ["taskset", "-c", cpus, *argv],
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         if ready_url is not None:
-            _wait_ready(ready_url, process)
+            _wait_ready(ready_url, process, log)
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -98,18 +112,18 @@ def started(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        log.close()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     import urllib.error
     import urllib.request
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(
-                f"{url}: the server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}"
-            )
+            log.seek(0)
+            raise SystemExit(f"{url}: the server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -215,9 +229,31 @@ def gateway_setup(directory: Path, upstream: str, port: int, workers: int) -> tu
     return path, key
 
 
+HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2026-07-28",
+    "Mcp-Method": "tools/call",
+    "Mcp-Name": "echo",
+}
+
+
+def median_result(runs: list[Result]) -> Result:
+    """One line for several runs of a server at one concurrency: the median of each figure, errors summed."""
+    return Result(
+        runs[0].server,
+        runs[0].concurrency,
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.cpu_us_per_request for r in runs),
+        sum(r.errors for r in runs),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, naive and gateway alternating (ABBA)")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (serve --workers)")
     parser.add_argument("--cpus", default="0", help="CPUs of the server side (taskset list), default 0")
     parser.add_argument("--json", type=Path)
@@ -225,61 +261,54 @@ def main() -> int:
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             raise SystemExit(f"{tool} is missing (apt-get install nginx-light wrk util-linux)")
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "echo",
-    }
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="ceiling-") as tmp:
+    runs: dict[tuple[str, int], list[Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="ceiling-") as tmp, contextlib.ExitStack() as servers:
         directory = Path(tmp)
         (directory / "body").mkdir()
         nginx_port = free_port()
         upstream = f"http://127.0.0.1:{nginx_port}/mcp"
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        with started([nginx, "-c", str(nginx_config(directory, nginx_port))], cpus=args.cpus, ready_url=upstream) as ng:
+        ng = servers.enter_context(
+            started([nginx, "-c", str(nginx_config(directory, nginx_port))], cpus=args.cpus, ready_url=upstream)
+        )
+        naive_port = free_port()
+        naive = [sys.executable, str(ROOT / "bench" / "naive_proxy.py"), "--port", str(naive_port)]
+        proxy = servers.enter_context(
+            started([*naive, "--upstream", upstream], cpus=args.cpus, ready_url=f"http://127.0.0.1:{naive_port}/mcp")
+        )
+        gateway_port = free_port()
+        config, key = gateway_setup(directory, upstream, gateway_port, args.workers)
+        serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(gateway_port)]
+        if args.workers != 1:
+            serve += ["--workers", str(args.workers)]
+        gw = servers.enter_context(
+            started(serve, cpus=args.cpus, ready_url=f"http://127.0.0.1:{gateway_port}/healthz", cwd=directory)
+        )
+        targets = {
+            "nginx": (upstream, HEADERS, ng.pid),
+            "naive": (f"http://127.0.0.1:{naive_port}/mcp", HEADERS, proxy.pid),
+            "gateway": (f"http://127.0.0.1:{gateway_port}/mcp", {**HEADERS, "X-API-Key": key}, gw.pid),
+        }
+        for name in ("naive", "gateway"):  # warm-up: connections, caches, the first quota lease
+            url, headers, pid = targets[name]
+            wrk(url, 64, 1, headers, [pid], name)
+        for round_ in range(args.rounds):
+            order = ("naive", "gateway") if round_ % 2 == 0 else ("gateway", "naive")
             for c in (1, 64):
-                results.append(wrk(upstream, c, args.duration, headers, [ng.pid], "nginx"))
-            naive_port = free_port()
-            naive = [
-                sys.executable,
-                str(ROOT / "bench" / "naive_proxy.py"),
-                "--port",
-                str(naive_port),
-                "--upstream",
-                upstream,
-            ]
-            with started(naive, cpus=args.cpus, ready_url=f"http://127.0.0.1:{naive_port}/mcp") as proxy:
-                for c in (1, 64):
-                    results.append(
-                        wrk(f"http://127.0.0.1:{naive_port}/mcp", c, args.duration, headers, [proxy.pid], "naive")
-                    )
-            gateway_port = free_port()
-            config, key = gateway_setup(directory, upstream, gateway_port, args.workers)
-            serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(gateway_port)]
-            if args.workers != 1:
-                serve += ["--workers", str(args.workers)]
-            with started(serve, cpus=args.cpus, ready_url=f"http://127.0.0.1:{gateway_port}/healthz") as gw:
-                for c in (1, 64):
-                    results.append(
-                        wrk(
-                            f"http://127.0.0.1:{gateway_port}/mcp",
-                            c,
-                            args.duration,
-                            {**headers, "X-API-Key": key},
-                            [gw.pid],
-                            "gateway",
-                        )
-                    )
+                for name in ("nginx", *order):
+                    url, headers, pid = targets[name]
+                    runs.setdefault((name, c), []).append(wrk(url, c, args.duration, headers, [pid], name))
+    results = [median_result(runs[(name, c)]) for name in ("nginx", "naive", "gateway") for c in (1, 64)]
     by = {(r.server, r.concurrency): r for r in results}
+    print(f"{args.rounds} rounds of {args.duration:.0f} s per server and concurrency (medians; naive and gateway ABBA)")
     print(f"{'server':<8} {'C':>3} {'req/s':>9} {'p50 ms':>8} {'CPU us/req':>11} {'errors':>6}")
     for r in results:
         print(
             f"{r.server:<8} {r.concurrency:>3} {r.rps:>9.0f} {r.p50_ms:>8.3f} "
             f"{r.cpu_us_per_request:>11.0f} {r.errors:>6}"
         )
+    nginx_rates = ", ".join(f"{r.rps:.0f}" for r in runs[("nginx", 64)])
+    print(f"host drift: nginx at C=64 per round {nginx_rates} req/s")
     cores = (
         len(args.cpus.split(","))
         if "-" not in args.cpus
@@ -288,6 +317,8 @@ def main() -> int:
     gateway64, naive64 = by[("gateway", 64)], by[("naive", 64)]
     per_core = gateway64.rps / cores
     share = gateway64.rps / naive64.rps if naive64.rps else 0.0
+    cpu_ratio = gateway64.cpu_us_per_request / naive64.cpu_us_per_request if naive64.cpu_us_per_request else 0.0
+    print(f"CPU per request at C=64, gateway / naive proxy: {cpu_ratio:.2f}")
     added = by[("gateway", 1)].p50_ms - by[("naive", 1)].p50_ms
     verdicts = [
         (
