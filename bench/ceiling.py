@@ -30,15 +30,15 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import IO
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -91,7 +91,7 @@ def started(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``argv`` on ``cpus``; ``cwd``: where it runs (``python -m`` puts it first on the import path). Its
     stderr goes to a file (a pipe nobody reads would stall a chatty server), shown if it exits early."""
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process
     process = subprocess.Popen(
         ["taskset", "-c", cpus, *argv],
         env={**os.environ, **(env or {})},
@@ -257,6 +257,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (serve --workers)")
     parser.add_argument("--cpus", default="0", help="CPUs of the server side (taskset list), default 0")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--verbose", action="store_true", help="print every measurement as it is taken")
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
@@ -297,7 +298,14 @@ def main() -> int:
             for c in (1, 64):
                 for name in ("nginx", *order):
                     url, headers, pid = targets[name]
-                    runs.setdefault((name, c), []).append(wrk(url, c, args.duration, headers, [pid], name))
+                    result = wrk(url, c, args.duration, headers, [pid], name)
+                    runs.setdefault((name, c), []).append(result)
+                    if args.verbose:
+                        print(
+                            f"  round {round_ + 1} {name:<8} C={c:<3} {result.rps:9.0f} req/s "
+                            f"{result.cpu_us_per_request:6.0f} us/req",
+                            flush=True,
+                        )
     results = [median_result(runs[(name, c)]) for name in ("nginx", "naive", "gateway") for c in (1, 64)]
     by = {(r.server, r.concurrency): r for r in results}
     print(f"{args.rounds} rounds of {args.duration:.0f} s per server and concurrency (medians; naive and gateway ABBA)")

@@ -31,7 +31,7 @@ from gateway.quota import make_limiter, quota_redis_client
 from gateway.revocation import LocalRevocationBus, RevocationBus
 from gateway.revocation_redis import RedisRevocationBus
 from gateway.secrets_hashing import new_id
-from gateway.server import serve
+from gateway.server import serve, settle_heap
 from gateway.storage import Storage, StorageError, open_storage
 from gateway.text_safety import escape_unsafe
 from gateway.vault.cli import add_vault_commands, run_vault
@@ -110,6 +110,7 @@ async def run_serve(config: GatewayConfig, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, host, port) as running:
+        settle_heap()
         ready = f"mcp-gateway listening on {running.url} (public URL {config.public_url}"
         print(f"{ready}; event loop {event_loop.loop_name(loop)})", file=sys.stderr)
         limits = running.connections.limits

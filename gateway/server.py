@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import socket
@@ -91,6 +92,21 @@ class GuardedSite(web.BaseSite):
         await super().start()
         sock = self._sock if self._sock is not None else listening_socket(self._host, self._port)
         self._server = Listener(sock, self._factory, backlog=self._backlog, failures=self._failures)
+
+
+GC_YOUNG_THRESHOLD = 7000
+"""Net allocations between two collections of the youngest generation (CPython's default is 700)."""
+
+
+def settle_heap() -> None:
+    """Once serving: what exists now (modules, configuration, the app and its caches) lives as long as the process,
+    so move it out of the garbage collector's reach (``gc.freeze``), and collect the young generation less often.
+
+    A request leaves no reference cycles behind (``bench/README.md`` says how that was checked), so the collector
+    finds nearly nothing; measured under load, it had cost about 4 % of the CPU (full collections of ~30 ms each
+    over the whole heap, and a young collection every ~8 requests), and about 0.2 % after this."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @contextlib.asynccontextmanager

@@ -45,7 +45,7 @@ from gateway import event_loop
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics, enable_multiprocess
-from gateway.server import serve
+from gateway.server import serve, settle_heap
 from gateway.text_safety import escape_unsafe
 
 log = logging.getLogger("gateway.workers")
@@ -336,6 +336,7 @@ async def _serve_worker(config: GatewayConfig, sock: socket.socket, lines: Lines
     try:
         async with serve(app, config.server.host, 0, sock=listening):
             started = True
+            settle_heap()
             log.info("worker %d serving on %s", os.getpid(), event_loop.loop_name(loop), extra={"pid": os.getpid()})
             os.write(lines.ready, os.getpid().to_bytes(_PID_BYTES, "little"))
             os.close(lines.ready)

@@ -71,7 +71,6 @@ class Response:
         "_parser",
         "_timer",
         "_waiter",
-        "content",
         "content_length",
         "content_type",
         "headers",
@@ -85,13 +84,11 @@ class Response:
         self.headers = _EMPTY
         self.content_type = OCTET_STREAM
         self.content_length: int | None = None
-        self.content = self
-        """aiohttp's shape: the body is read through ``response.content``."""
         self._conn: Connection | None = conn
         self._loop = loop
         self._idle_timeout = idle_timeout
         self._head_only = head_only
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._fields: CIMultiDict[str] = CIMultiDict()
@@ -108,6 +105,12 @@ class Response:
         self._broken: BaseException | None = None
         """The body broke off: raised once the buffered data has been read."""
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def content(self) -> Response:
+        """aiohttp's shape: the body is read through ``response.content`` (a property: an attribute holding the
+        response itself would be a reference cycle, left to the garbage collector on every request)."""
+        return self
 
     # The body, as ``aiohttp.StreamReader`` offers it.
 
@@ -161,12 +164,18 @@ class Response:
             self._head.cancel()
         self._wake()
         conn.release(self._complete and self._keep_alive)
+        # The parser holds this response's bound methods and this response holds the parser: break the cycle, so
+        # the answer is freed at once by reference counting rather than left to the garbage collector.
+        self._parser = None
 
     # Fed by the connection.
 
     def feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # closed: the connection no longer feeds it
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ProtocolError(f"malformed response: {exc}"))
             return
@@ -222,9 +231,10 @@ class Response:
         self._fields.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
 
     def on_headers_complete(self) -> None:
-        if self.status:
+        parser = self._parser
+        if self.status or parser is None:  # (the parser calls this: it is there)
             return
-        status = self._parser.get_status_code()
+        status = parser.get_status_code()
         if status < 200 and status != 101:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         if status == 101:
@@ -259,12 +269,11 @@ class Response:
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.status or self._complete:
+        parser = self._parser
+        if not self.status or self._complete or parser is None:
             return  # the end of an interim answer (or of bytes after the answer)
         self._complete = True
-        self._keep_alive = (
-            self._parser.should_keep_alive() and "close" not in self.headers.get("Connection", "").lower()
-        )
+        self._keep_alive = parser.should_keep_alive() and "close" not in self.headers.get("Connection", "").lower()
         self._wake()
 
     # Internals.
