@@ -194,6 +194,14 @@ class Metrics:
             registry=r,
         )
         self._series: dict[tuple[str, str, int], RequestSeries] = {}
+        self._open_streams: dict[str, Gauge] = {}
+
+    def open_streams_of(self, transport: str) -> Gauge:
+        """``gateway_open_streams`` of one transport (``streamable_http`` or ``sse``), its label resolved once."""
+        gauge = self._open_streams.get(transport)
+        if gauge is None:
+            gauge = self._open_streams[transport] = self.open_streams.labels(transport=transport)
+        return gauge
 
     def request_series(self, route: str, method: str, status: int) -> RequestSeries:
         """The per-request series of one route, method and status (labels resolved once: every answer uses them)."""

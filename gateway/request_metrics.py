@@ -62,7 +62,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     finally:
         if timing.stream is not None:
-            request.app[METRICS].open_streams.labels(transport=timing.stream).dec()
+            request.app[METRICS].open_streams_of(timing.stream).dec()
 
 
 def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -81,7 +81,7 @@ def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         series.overhead_seconds.observe(max(0.0, elapsed - timing.upstream))
     transport = STREAM_TRANSPORTS.get(timing.route)
     if transport is not None and response.content_type == EVENT_STREAM:
-        metrics.open_streams.labels(transport=transport).inc()
+        metrics.open_streams_of(transport).inc()
         timing.stream = transport
 
 

@@ -23,6 +23,9 @@ from gateway.metrics import AUTH_FAILURE_REASONS, Metrics, bounded
 from gateway.revocation import Revocation
 from gateway.storage.base import StorageUnavailable
 
+PRESENTED = web.RequestKey("presented_credential", Presented)
+"""The credential a request was authenticated with (``credential_of``)."""
+
 
 class Authenticator:
     def __init__(
@@ -56,8 +59,9 @@ class Authenticator:
             ) from None
 
     def credential_of(self, request: web.Request) -> Presented:
-        """The credential an authenticated ``request`` carried."""
-        return extract_credential(request, self.challenge)
+        """The credential an authenticated ``request`` carried (read once, when it was authenticated)."""
+        presented = request.get(PRESENTED)
+        return presented if presented is not None else extract_credential(request, self.challenge)
 
     async def _authenticate(self, request: web.Request) -> Principal:
         try:
@@ -70,6 +74,7 @@ class Authenticator:
         except TwoCredentials:
             self._refused("malformed")
             raise
+        request[PRESENTED] = presented
         now = self._clock.now()
         # A validation still cached was of a well-formed credential: only a miss runs the shape checks first.
         verified: Verified | Refusal | None = self.cache.fresh(presented.digest)
