@@ -8,6 +8,7 @@ waited for the upstream (``note_upstream``); the rest, up to our own headers, is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.hooks import add_response_hook
-from gateway.metrics import METRICS, ROUTES, bounded
+from gateway.metrics import METRICS, ROUTES, RequestSeries, bounded
 from gateway.routing import route_of
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -74,15 +75,21 @@ def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     elapsed = time.perf_counter() - timing.started
     method = request.method if request.method in METHODS else "other"
     series = metrics.request_series(timing.route, method, response.status)
-    series.requests.inc()
-    series.request_seconds.observe(elapsed)
-    if timing.upstream is not None:
-        series.upstream_seconds.observe(timing.upstream)
-        series.overhead_seconds.observe(max(0.0, elapsed - timing.upstream))
+    # Counted once the status and headers (and, for a stream, its first event) are on their way: the same
+    # figures, a few microseconds later, off the answer's path.
+    asyncio.get_running_loop().call_soon(_count, series, elapsed, timing.upstream)
     transport = STREAM_TRANSPORTS.get(timing.route)
     if transport is not None and response.content_type == EVENT_STREAM:
         metrics.open_streams_of(transport).inc()
         timing.stream = transport
+
+
+def _count(series: RequestSeries, elapsed: float, upstream: float | None) -> None:
+    series.requests.inc()
+    series.request_seconds.observe(elapsed)
+    if upstream is not None:
+        series.upstream_seconds.observe(upstream)
+        series.overhead_seconds.observe(max(0.0, elapsed - upstream))
 
 
 def setup_request_metrics(app: web.Application) -> None:

@@ -66,7 +66,7 @@ async def read_body(request: web.Request) -> bytes:
 
 def close_after_unreadable_body(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the answer to an unreadable body is the connection's last."""
-    if request.get(UNREADABLE):
+    if response.status == UndecodableBody.status and request.get(UNREADABLE):  # (a 400: checked first, cheaply)
         response.force_close()
 
 
