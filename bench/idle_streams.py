@@ -70,7 +70,8 @@ async def start(stack: contextlib.AsyncExitStack, tmp: Path, streams: int) -> tu
     port, config = free_port(), tmp / "gateway.yaml"
     settings = {
         "public_url": f"http://127.0.0.1:{port}",
-        "server": {"host": "127.0.0.1", "port": port},
+        # Every stream comes from this one address: lift the per-address connection cap (server.*).
+        "server": {"host": "127.0.0.1", "port": port, "max_connections_per_address": 0},
         "upstream": {
             "url": f"{upstream_url}/mcp",
             "sse_url": f"{upstream_url}/sse",
