@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -132,7 +133,8 @@ async def propagation(fleet: Fleet, revocations: int, workers: int, *, announce:
 async def validation_cost(fleet: Fleet, calls: int) -> dict[str, float]:
     user = await fleet.new_user()
     _, key = await fleet.new_key(user)
-    request = make_mocked_request("POST", "/mcp", headers={"X-API-Key": key})
+    # A real (empty) app: a mocked one would make every lookup on it a Mock call (the flight recorder asks it).
+    request = make_mocked_request("POST", "/mcp", headers={"X-API-Key": key}, app=web.Application())
     results: dict[str, float] = {}
     for label, ttl, n in (("warm_cache_us", 0.8, calls), ("no_cache_postgres_us", 0.0, max(200, calls // 100))):
         recorder = LastUsedRecorder(fleet.storage.touch_api_keys, interval=3600, name="bench")
