@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NewType
+from urllib.parse import urlsplit
 
 from gateway.identity.config import IdentityConfig
 from gateway.identity.provider_config import IdentityProvidersConfig
@@ -91,6 +92,12 @@ class UpstreamConfig:
     """The ``aud`` of that JWT; None: the origin of ``upstream.url`` (``scheme://host[:port]``)."""
     forward_headers: tuple[str, ...] = ()
     """Request headers forwarded to the upstream besides the MCP ones (``gateway/proxy/headers.py``)."""
+
+    @property
+    def audience(self) -> str:
+        """The ``aud`` of the upstream's identity JWT: ``identity_audience``, else the origin of ``url``."""
+        target = urlsplit(self.url)
+        return self.identity_audience or f"{target.scheme}://{target.netloc}"
 
 
 @dataclass(frozen=True)

@@ -158,12 +158,11 @@ def upstream_identity(config: GatewayConfig, keys: SigningKeys, clock: Clock) ->
             "identity (set the keys, or upstream.identity_header: null to silence this)"
         )
         return None
-    target = urlsplit(config.upstream.url)
     return UpstreamIdentity(
         keys,
         clock,
         issuer=config.issuer,
-        audience=config.upstream.identity_audience or f"{target.scheme}://{target.netloc}",
+        audience=config.upstream.audience,
         default_scopes=config.oauth.default_scopes,
     )
 

@@ -112,6 +112,11 @@ class Response:
         response itself would be a reference cycle, left to the garbage collector on every request)."""
         return self
 
+    @property
+    def has_data(self) -> bool:
+        """Body bytes have arrived and wait to be read: ``readany`` returns them at once."""
+        return bool(self._buffer)
+
     # The body, as ``aiohttp.StreamReader`` offers it.
 
     async def readany(self) -> bytes:

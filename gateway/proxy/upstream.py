@@ -165,7 +165,10 @@ class Upstream:
         if streaming:
             headers["X-Accel-Buffering"] = "no"
             headers.setdefault("Cache-Control", "no-cache")
-        response = web.StreamResponse(status=upstream.status, headers=headers)
+        # When the first bytes came with the head (an MCP server's first event usually does), the client gets the
+        # head and them in one write, as from the upstream: one wake-up for it, not two.
+        kind = _HeadWithFirstChunk if upstream.has_data else web.StreamResponse
+        response = kind(status=upstream.status, headers=headers)
         await response.prepare(request)
         while True:
             try:
@@ -210,6 +213,13 @@ class Upstream:
             raise UpstreamTimeout("Upstream MCP server did not finish its answer in time") from exc
         except OSError as exc:
             raise UpstreamError("Upstream MCP server broke off its answer") from exc
+
+
+class _HeadWithFirstChunk(web.StreamResponse):
+    """A relayed answer whose status line and headers go out with its first chunk (aiohttp's opt-in buffering),
+    used only when that chunk has already arrived, so the head is never held back waiting for one."""
+
+    _send_headers_immediately = False
 
 
 class _Opening:

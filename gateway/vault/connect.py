@@ -29,7 +29,7 @@ from gateway.dashboard.context import ACCOUNT_PATH, DASHBOARD, SIGNIN_PATH
 from gateway.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization, ProviderClient
-from gateway.identity.sealing import EncryptionKeys, UnsealError
+from gateway.identity.sealing import UnsealError
 from gateway.vault.revoke import disconnect_service
 from gateway.vault.setup import VAULT, VaultServices
 from gateway.vault.vault import VaultLocked
@@ -68,13 +68,6 @@ def service_client(services: VaultServices, app: web.Application, name: str) -> 
     return ProviderClient(tuned, services.session, app[CLOCK])
 
 
-def _keys(app: web.Application) -> EncryptionKeys:
-    raw = app[CONFIG].identity.encryption_keys
-    if not raw:
-        raise ServiceUnavailable("Connected services are not configured on this gateway (identity.encryption_keys)")
-    return EncryptionKeys.parse(raw)
-
-
 def _callback_url(app: web.Application) -> str:
     return app[CONFIG].public_url.rstrip("/") + CONNECT_CALLBACK_PATH
 
@@ -99,7 +92,7 @@ async def connect_start(request: web.Request) -> web.StreamResponse:
             "t": pending.created_at,
         }
     ).encode()
-    key_id, blob = _keys(request.app).seal(plain, associated_data=_AD)
+    key_id, blob = request.app[VAULT].sealing_keys().seal(plain, associated_data=_AD)
     response = see_other(url)
     set_cookie(response, PENDING_COOKIE, f"{key_id}.{blob}", max_age=int(PENDING_TTL))
     return response
@@ -109,7 +102,7 @@ def _pending(request: web.Request) -> dict[str, Any]:
     value = request.cookies.get(PENDING_COOKIE, "")
     key_id, _, blob = value.partition(".")
     try:
-        data = json.loads(_keys(request.app).unseal(key_id, blob, associated_data=_AD))
+        data = json.loads(request.app[VAULT].sealing_keys().unseal(key_id, blob, associated_data=_AD))
     except (UnsealError, ValueError) as exc:
         raise InvalidRequest("This connection was not started in this browser. Start it again.") from exc
     if not isinstance(data, dict):

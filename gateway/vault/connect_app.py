@@ -28,7 +28,7 @@ from gateway.identity import app_flow
 from gateway.identity.app_callbacks import allows
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization
-from gateway.identity.sealing import EncryptionKeys, UnsealError
+from gateway.identity.sealing import UnsealError
 from gateway.oauth.errors import InvalidRequest
 from gateway.vault.connect import service_client
 from gateway.vault.proxy import _authenticate as proxy_authenticate
@@ -46,13 +46,6 @@ async def identity_of(request: web.Request) -> tuple[str, dict[str, Any]]:
     same check as ``/v1/proxy`` (the key alone through the credential layer, then the token)."""
     principal, subject = await proxy_authenticate(request, request.app[VAULT])
     return principal.credential_id, {"sub": subject}
-
-
-def _keys(request: web.Request) -> EncryptionKeys:
-    raw = request.app[CONFIG].identity.encryption_keys
-    if not raw:
-        raise ServiceUnavailable("Connected services are not configured on this gateway (identity.encryption_keys)")
-    return EncryptionKeys.parse(raw)
 
 
 def _callback_url(request: web.Request) -> str:
@@ -89,7 +82,7 @@ async def initiate(request: web.Request) -> web.StreamResponse:
             "t": pending.created_at,
         }
     ).encode()
-    key, blob = _keys(request).seal(plain, associated_data=_AD)
+    key, blob = request.app[VAULT].sealing_keys().seal(plain, associated_data=_AD)
     parts = urlsplit(url)
     query = [(k, f"{key}.{blob}" if k == "state" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     url = urlunsplit(parts._replace(query=urlencode(query)))
@@ -102,7 +95,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     state = request.query.get("state", "")
     key_id, _, blob = state.partition(".")
     try:
-        data = json.loads(_keys(request).unseal(key_id, blob, associated_data=_AD))
+        data = json.loads(request.app[VAULT].sealing_keys().unseal(key_id, blob, associated_data=_AD))
     except (UnsealError, ValueError) as exc:
         raise app_flow.SignInLinkInvalid("This connection link is not valid here. Go back to the app.") from exc
     store, now = request.app[STORAGE], request.app[CLOCK].now()

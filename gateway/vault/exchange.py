@@ -20,7 +20,6 @@ receives is never accepted as the other's), and the exchange is where the extra 
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -38,9 +37,7 @@ EXCHANGE_ROLE: Final = "admin"
 
 
 def upstream_audience(app: web.Application) -> str:
-    config = app[CONFIG]
-    target = urlsplit(config.upstream.url)
-    return config.upstream.identity_audience or f"{target.scheme}://{target.netloc}"
+    return app[CONFIG].upstream.audience
 
 
 async def exchange(request: web.Request, form: dict[str, str], key_id: str) -> web.Response:

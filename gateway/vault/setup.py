@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, REDIS, STORAGE
 from gateway.audit import AUDIT
+from gateway.errors import ServiceUnavailable
 from gateway.identity.app_verify import verify_identity_token
 from gateway.identity.providers import ProviderClient
 from gateway.identity.sealing import EncryptionKeys
@@ -38,9 +39,17 @@ class VaultServices:
     """Calls to the services' APIs and token endpoints (no automatic decompression: bodies relay as they are)."""
     verify_identity_token: IdentityTokenVerifier
     metrics: Metrics
+    keys: EncryptionKeys | None = None
+    """``identity.encryption_keys``, parsed once (None: not configured)."""
 
     def label(self, service: str) -> str:
         return bounded(service, self.services.names)
+
+    def sealing_keys(self) -> EncryptionKeys:
+        """The keys sealing tokens and pending connections; 503 when ``identity.encryption_keys`` is not set."""
+        if self.keys is None:
+            raise ServiceUnavailable("Connected services are not configured on this gateway (identity.encryption_keys)")
+        return self.keys
 
 
 VAULT = web.AppKey("vault", VaultServices)
@@ -107,6 +116,7 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
             session=session,
             verify_identity_token=functools.partial(verify_identity_token, app),
             metrics=metrics,
+            keys=keys,
         )
         yield
 

@@ -178,3 +178,38 @@ async def test_a_504_for_a_request_that_never_left_the_gateway_is_refunded(sqlit
                 pass
     assert reply.status == 200
     assert reply.headers["RateLimit"].split(",")[0].split(";r=")[1].split(";")[0] == "3"  # 5 - stream - INIT
+
+
+def head_first_then_event(release: asyncio.Event) -> Behaviour:
+    """An event stream whose head goes out at once and whose first event only once the test releases it."""
+
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await release.wait()
+        await response.write(b"event: message\r\ndata: {}\r\n\r\n")
+        await response.write_eof()
+        return response
+
+    return behaviour
+
+
+async def test_an_event_streams_head_reaches_the_client_before_any_event_when_the_upstream_sends_it_first(
+    sqlite_storage: Storage,
+):
+    release = asyncio.Event()
+    async with (
+        scripted_upstream(head_first_then_event(release)) as upstream,
+        running_gateway(storage=sqlite_storage, upstream_url=upstream.mcp_url) as gw,
+    ):
+        key = await gw.new_key(await gw.new_user())
+        async with (
+            aiohttp.ClientSession() as http,
+            asyncio.timeout(WAIT),
+            http.post(
+                gw.mcp_url, data=jsonrpc("tools/call", {"name": "x"}), headers={**MCP_HEADERS, "X-API-Key": key}
+            ) as response,
+        ):
+            assert (response.status, response.content_type) == (200, "text/event-stream")  # no event sent yet
+            release.set()
+            assert b"data: {}" in await response.content.read()
