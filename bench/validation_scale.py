@@ -69,7 +69,8 @@ def filler_rows(user_id: str, count: int, now: float) -> list[tuple[object, ...]
 
 
 async def fill(backend: Backend, user_id: str, count: int) -> None:
-    """Insert ``count`` API keys of ``user_id`` behind the storage's back."""
+    """Insert ``count`` API keys of ``user_id`` behind the storage's back (the columns named: later migrations'
+    columns keep their defaults)."""
     now, done = time.time(), 0
     columns = ("id", "user_id", "name", "key_hash", "display_prefix", "last_four", "created_at")
     columns += ("expires_at", "last_used_at", "revoked_at")
@@ -78,7 +79,9 @@ async def fill(backend: Backend, user_id: str, count: int) -> None:
             while done < count:
                 rows = filler_rows(user_id, min(BATCH, count - done), now)
                 with conn:
-                    conn.executemany(f"INSERT INTO api_keys VALUES ({', '.join('?' * len(columns))})", rows)
+                    conn.executemany(
+                        f"INSERT INTO api_keys ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows
+                    )
                 done += len(rows)
             conn.execute("ANALYZE")
         return

@@ -32,6 +32,7 @@ from gateway.identity.app_callbacks import allows
 from gateway.identity.app_tokens import AppTokens, token_body
 from gateway.identity.app_verify import IDENTITY_VERIFIER, IdentityTokenVerifier
 from gateway.identity.linking import AccountRefused, account_for
+from gateway.identity.pending_seal import open_verifier, seal_verifier
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization, ProviderClient
 from gateway.identity.signing_keys import SigningUnavailable
@@ -133,7 +134,7 @@ async def initiate(request: web.Request) -> web.StreamResponse:
         api_key_id=key_id,
         redirect_uri=redirect_uri,
         app_state=app_state,
-        code_verifier=pending.code_verifier,
+        code_verifier=seal_verifier(pending.code_verifier, pending.state),
         nonce=pending.nonce,
         created_at=pending.created_at,
         expires_at=pending.created_at + PENDING_TTL,
@@ -182,15 +183,15 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
     if not await store.claim_app_sign_in(row.state_hash, now=clock.now()):
         return to_app("invalid_request", "This sign-in was already completed; start again")
-    pending = PendingAuthorization(
-        provider=name,
-        state=state,
-        code_verifier=row.code_verifier,
-        nonce=row.nonce,
-        redirect_uri=flow.callback_url(name),
-        created_at=row.created_at,
-    )
     try:
+        pending = PendingAuthorization(
+            provider=name,
+            state=state,
+            code_verifier=open_verifier(row.code_verifier, state),
+            nonce=row.nonce,
+            redirect_uri=flow.callback_url(name),
+            created_at=row.created_at,
+        )
         identity = await client.complete(pending, {k: request.query[k] for k in request.query})
     except ProviderError as exc:
         return to_app(app_error(exc), exc.description)

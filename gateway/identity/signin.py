@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, STORAGE
 from gateway.clock import Clock
+from gateway.identity.pending_seal import open_verifier, seal_verifier
 from gateway.identity.provider_config import ProviderConfig
 from gateway.identity.provider_http import ProviderError
 from gateway.identity.providers import PENDING_TTL, PendingAuthorization, ProviderClient, ProviderIdentity
@@ -61,7 +62,7 @@ class ProviderSignIns:
                 state_hash=secret_hash(pending.state),
                 browser_hash=secret_hash(browser),
                 provider=pending.provider,
-                code_verifier=pending.code_verifier,
+                code_verifier=seal_verifier(pending.code_verifier, pending.state),
                 nonce=pending.nonce,
                 redirect_uri=pending.redirect_uri,
                 return_to=return_to,
@@ -88,10 +89,11 @@ class ProviderSignIns:
         self, client: ProviderClient, stored: PendingSignIn, params: Mapping[str, str]
     ) -> ProviderIdentity:
         """Who signed in (``ProviderClient.complete`` checks state, expiry, ``iss``, the code and the ID token)."""
+        state = params.get("state", "")
         pending = PendingAuthorization(
             provider=stored.provider,
-            state=params.get("state", ""),
-            code_verifier=stored.code_verifier,
+            state=state,
+            code_verifier=open_verifier(stored.code_verifier, state),
             nonce=stored.nonce,
             redirect_uri=stored.redirect_uri,
             created_at=stored.created_at,

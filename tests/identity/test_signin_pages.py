@@ -3,11 +3,18 @@ client's OAuth consent flow, driven over plain HTTP like a browser."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import sqlite3
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from gateway.flight.setup import FLIGHT
+from gateway.identity.pending_seal import open_verifier
+from gateway.identity.provider_http import ProviderError
 from gateway.storage import Storage
 from tests.identity.signin_support import DISPLAY_NAME, continue_with, gateway_with_provider, through_provider
 from tests.support.gateway import TEST_PASSWORD
@@ -192,3 +199,25 @@ async def test_cancelling_at_the_provider_returns_to_the_consent_flows_sign_in(s
         await recorder.flush()
         steps = [(r.step, r.outcome, r.detail) for r in await recorder.client_trail(app.client_id)]
         assert ("sign_in", "failed", "provider:corp:access_denied") in steps
+
+
+async def test_a_sign_in_under_way_keeps_its_pkce_verifier_only_sealed_under_its_state(
+    sqlite_storage: Storage, tmp_path: Path
+) -> None:
+    async with gateway_with_provider(sqlite_storage) as (gateway, _), Browser(gateway.url) as browser:
+        leaving = await browser.open(gateway.url + continue_with(await browser.open(gateway.url + "/account/login")))
+        assert isinstance(leaving, Redirect)
+        query = parse_qs(urlsplit(leaving.location).query)
+        [challenge], [state] = query["code_challenge"], query["state"]
+        with sqlite3.connect(tmp_path / "gateway.db") as db:
+            [(stored,)] = db.execute("SELECT code_verifier FROM identity_sign_ins").fetchall()
+        assert stored.startswith("v1.")
+        assert state not in stored
+        digest = base64.urlsafe_b64encode(hashlib.sha256(stored.encode()).digest()).rstrip(b"=").decode()
+        assert digest != challenge  # what the row holds is not the verifier the provider will check
+        verifier = open_verifier(stored, state)
+        assert verifier is not None
+        opened = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        assert opened == challenge  # the callback, holding the state, opens it
+        with pytest.raises(ProviderError):
+            open_verifier(stored, state + "x")
