@@ -40,6 +40,7 @@ input in them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,13 +169,17 @@ class ProtectiveLimits:
         return 0.0
 
     async def login_succeeded(self, account: str, address: str) -> None:
-        """Only failures count: clear the account's failures from this address, give the units back."""
+        """Only failures count: clear the account's failures from this address and give the units back, the
+        account-wide one only when it was charged (``login_attempt`` charges none while the account is crowded, so
+        a right password then must not hand the guessers a unit back). The calls go out together."""
         p = self.config.limits.protective
-        for budget in self._login_pair(account, address, p.login_failures_per_account):
-            await self.budgets.clear(budget.key)
-        for budget in self._login_address(address):
-            await self.budgets.refund(budget.key)
-        await self.budgets.refund(self._budget("login", "u", account, p.login_failures_per_account_total).key)
+        total = self._budget("login", "u", account, p.login_failures_per_account_total)
+        crowded = await self.budgets.charge([total], cost=0) > 0
+        calls = [self.budgets.clear(b.key) for b in self._login_pair(account, address, p.login_failures_per_account)]
+        calls += [self.budgets.refund(budget.key) for budget in self._login_address(address)]
+        if not crowded:
+            calls.append(self.budgets.refund(total.key))
+        await asyncio.gather(*calls)
 
     async def signup(self, address: str) -> float:
         """Count a sign-up attempt from ``address``: 0 when allowed, else the seconds to wait (nothing counted)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LimitsConfig, ProtectiveLimitsConfig
 from gateway.metrics import Metrics
 from gateway.oauth.flow import csrf_token, with_params
 from gateway.oauth.redirect_uris import RedirectUriKind, redirect_receiver
@@ -112,3 +112,19 @@ async def test_successful_sign_ins_give_their_address_unit_back_and_clear_the_ac
         assert await throttle.login_attempt("ada@example.com", "10.0.0.9") == 0
     await throttle.login_succeeded("ada@example.com", "10.0.0.9")
     assert await throttle.login_attempt("ada@example.com", "10.0.0.9") == 0
+
+
+async def test_a_right_password_while_an_account_is_crowded_gives_the_guessers_no_attempt_back():
+    clock = ManualClock()
+    config = GatewayConfig(
+        limits=LimitsConfig(
+            protective=ProtectiveLimitsConfig(login_failures_per_account=5, login_failures_per_account_total=4)
+        )
+    )
+    throttle = ProtectiveLimits(MemoryBudgets(clock), config, Metrics(), "gw:q")
+    for guesser in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        assert await throttle.login_attempt("ada@example.com", guesser) == 0  # each one fails: the account is crowded
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.1") > 0  # one attempt per address while crowded
+    assert await throttle.login_attempt("ada@example.com", "10.9.9.9") == 0  # the owner, from their address
+    await throttle.login_succeeded("ada@example.com", "10.9.9.9")
+    assert await throttle.login_attempt("ada@example.com", "10.0.0.1") > 0  # still crowded for the guessers
