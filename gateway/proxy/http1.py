@@ -177,7 +177,8 @@ class Pool:
         this writes them (``Content-Length: 0`` for a POST, PUT or PATCH without a body)."""
         payload = serialize(method, target, host, headers, body)
         loop = self._loop
-        deadline = loop.time() + first_byte_timeout
+        started = loop.time()
+        deadline = started + first_byte_timeout
         conn = await self._acquire(deadline)
         if not conn.reusable():  # a new connection closed at once
             conn.release(False)
@@ -191,6 +192,7 @@ class Pool:
         except BaseException:
             response.close()
             raise
+        response.head_seconds = loop.time() - started
         return response
 
     async def close(self) -> None:

@@ -73,6 +73,7 @@ class Response:
         "_waiter",
         "content_length",
         "content_type",
+        "head_seconds",
         "headers",
         "status",
     )
@@ -81,6 +82,8 @@ class Response:
         self, conn: Connection, loop: asyncio.AbstractEventLoop, idle_timeout: float | None, *, head_only: bool
     ) -> None:
         self.status = 0
+        self.head_seconds = 0.0
+        """Seconds from asking for a connection to the head's arrival (set by ``Pool.request``)."""
         self.headers = _EMPTY
         self.content_type = OCTET_STREAM
         self.content_length: int | None = None

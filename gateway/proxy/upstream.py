@@ -98,14 +98,13 @@ class Upstream:
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout or None
         self._metrics = metrics
-        self._waited: dict[Response, float] = {}
 
     def open(self, method: str, url: str, *, headers: CIMultiDict[str], body: bytes | None) -> _Opening:
         """The upstream's response, headers received, as an async context manager (closed on exit: its
         connection is reused only when the answer was read to the end).
 
         Every upstream failure is counted by kind in ``gateway_upstream_errors``, including those raised while
-        the response is relayed; the wait for the headers is kept for ``relay`` to report as upstream time."""
+        the response is relayed; its ``head_seconds`` (the wait for the headers) ``relay`` reports as upstream time."""
         return _Opening(self, method, url, headers, body)
 
     def _failed(self, kind: str) -> None:
@@ -154,7 +153,7 @@ class Upstream:
         """Send the upstream's response to the client as it arrives (with ``extra_headers`` of the gateway's)."""
         headers = downstream_response_headers(upstream.headers)
         headers.update(extra_headers or {})
-        note_upstream(request, self._waited.get(upstream, 0.0))
+        note_upstream(request, upstream.head_seconds)
         streaming = upstream.content_type == EVENT_STREAM
         length = upstream.content_length
         if not streaming and transform is None and length is not None and length <= SMALL_BODY:
@@ -239,10 +238,7 @@ class _Opening:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        upstream = self._upstream
-        started = time.perf_counter()
-        response = await upstream._exchange(self._method, self._url, self._headers, self._body)
-        upstream._waited[response] = time.perf_counter() - started
+        response = await self._upstream._exchange(self._method, self._url, self._headers, self._body)
         self._response = response
         return response
 
@@ -252,7 +248,6 @@ class _Opening:
         response = self._response
         if response is not None:
             self._response = None
-            self._upstream._waited.pop(response, None)
             response.close()
         if exc is None:
             return
